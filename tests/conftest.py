@@ -1,0 +1,46 @@
+"""Shared fixtures: composed configs, a demo corpus cache shared by every test, train.py as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+# A small demo corpus (4 utterances per voice, 40 in all) keeps end-to-end runs to seconds.
+SMALL_DEMO = ["data.utterances_per_voice=4"]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One cache for the session, so each demo corpus variant is generated once."""
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["EMOTION_CACHE"] = str(path)
+    return path
+
+
+def compose_config(overrides: list[str] = ()) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def run_train(args: list[str], cache: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run train.py as a user would; outputs go wherever `args` point hydra.run.dir / hydra.sweep.dir."""
+    env = {**os.environ, "EMOTION_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args, "trainer.progress_bar=false"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"train.py {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result

@@ -1,0 +1,77 @@
+"""Every config file composes, and the profiles carry the seed's values."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF, compose_config
+
+GROUPS = ["model", "encoder", "optim", "data", "trainer", "logger", "experiment"]
+OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_config_file_composes_and_resolves(group, option, cache_dir):
+    cfg = OmegaConf.to_container(compose_config([f"{group}={option}"]), resolve=True)
+    assert set(cfg) >= {"data", "model", "encoder", "optim", "trainer", "logger", "paths"}
+    assert cfg["data"]["root"].startswith(str(cache_dir))
+
+
+def test_each_group_has_the_options_the_design_names():
+    names = {group: {path.stem for path in (CONF / group).glob("*.yaml")} for group in GROUPS}
+    assert {"standard", "max", "conservative", "aggressive"} <= names["model"]
+    assert {"wavlm_large", "wavlm_base_plus", "tiny"} <= names["encoder"]
+    assert {"adamw"} <= names["optim"]
+    assert {"demo"} <= names["data"]
+    assert {"wandb", "none"} <= names["logger"]
+    assert {"demo"} <= names["experiment"]
+
+
+SEED_PROFILES = {
+    # profile: (batch, accumulation, d_prosody_out, d_hidden)
+    "conservative": (4, 2, 64, 256),
+    "standard": (8, 1, 64, 256),
+    "aggressive": (8, 1, 64, 256),
+    "max": (12, 1, 128, 384),
+}
+
+
+@pytest.mark.parametrize("profile", SEED_PROFILES)
+def test_profiles_carry_the_seed_values(profile):
+    cfg = compose_config([f"model={profile}"])
+    batch, accumulation, d_prosody_out, d_hidden = SEED_PROFILES[profile]
+    assert cfg.model.profile == profile
+    assert cfg.data.batch_size == batch
+    assert cfg.trainer.accumulation_steps == accumulation
+    assert cfg.model.d_prosody_out == d_prosody_out
+    assert cfg.model.d_hidden == d_hidden
+    assert cfg.model.d_state == 64
+    assert cfg.model.mamba_n_layers == 2
+    assert cfg.model.mamba_d_state == 16
+    assert list(cfg.model.speech_encoder_layers) == [6, 12, 18, 24]
+
+
+def test_command_line_wins_over_the_profile():
+    cfg = compose_config(["model=max", "data.batch_size=3", "trainer.accumulation_steps=4"])
+    assert (cfg.data.batch_size, cfg.trainer.accumulation_steps, cfg.model.d_hidden) == (3, 4, 384)
+
+
+def test_demo_experiment_swaps_in_the_demo_corpus_and_tiny_encoder_and_keeps_the_profile():
+    cfg = compose_config(["experiment=demo", "model=max", "data.fold=2"])
+    assert (cfg.data.name, cfg.encoder.name, cfg.model.profile, cfg.data.fold) == ("demo", "tiny", "max", 2)
+    assert cfg.data.batch_size == 12
+
+
+def test_defaults_are_wavlm_large_fine_tuned_with_offline_wandb():
+    cfg = compose_config()
+    assert cfg.encoder.source == "microsoft/wavlm-large"
+    assert cfg.encoder.freeze is False
+    assert cfg.logger.mode == "offline"
+    assert cfg.optim.lr == 1e-4 and cfg.optim.encoder_lr == 1e-5
+
+
+def test_tiny_encoder_is_as_deep_as_wavlm_large():
+    cfg = compose_config(["encoder=tiny"])
+    assert cfg.encoder.source is None
+    assert cfg.encoder.random_init.num_hidden_layers == 24

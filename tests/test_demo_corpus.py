@@ -1,0 +1,117 @@
+"""The synthetic demo corpus: its shape, its determinism, its cache, and emotions that drive its acoustics."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections import Counter
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emotion.data.audio import load_audio
+from emotion.data.demo import SAMPLE_RATE, ensure_demo_corpus
+from emotion.data.prosody import PROSODY_FEATURES, FrameGrid, prosody_contours
+
+F0, VOICING = PROSODY_FEATURES.index("f0_semitones"), PROSODY_FEATURES.index("voicing")
+
+
+def read_rows(manifest):
+    with open(manifest, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def full_corpus(cache_dir):
+    manifest = ensure_demo_corpus(cache_dir / "demo-seed0-n32", seed=0, utterances_per_voice=32)
+    return manifest, read_rows(manifest)
+
+
+def test_the_corpus_has_ten_voices_in_five_sessions_and_enough_utterances(full_corpus):
+    _, rows = full_corpus
+    assert len(rows) >= 300
+    voices_per_session = Counter(session for session, _ in {(row["fold"], row["speaker"]) for row in rows})
+    assert voices_per_session == {str(session): 2 for session in range(1, 6)}
+    assert len({row["speaker"] for row in rows}) == 10
+
+
+def test_utterances_are_one_to_four_seconds_of_16khz_audio_with_labels_on_1_to_5(full_corpus):
+    manifest, rows = full_corpus
+    for row in rows:
+        info = sf.info(manifest.parent / row["path"])
+        assert info.samplerate == SAMPLE_RATE and info.channels == 1
+        assert 1.0 <= info.duration <= 4.0
+        assert all(1.0 <= float(row[dim]) <= 5.0 for dim in ("arousal", "valence", "dominance"))
+
+
+def test_labels_spread_over_the_scale_and_dominance_follows_arousal_in_part(full_corpus):
+    _, rows = full_corpus
+    labels = np.array([[float(row[dim]) for dim in ("arousal", "valence", "dominance")] for row in rows])
+    assert (labels.std(axis=0) > 0.6).all()
+    correlation = np.corrcoef(labels.T)
+    assert 0.4 < correlation[0, 2] < 0.8
+    assert abs(correlation[0, 1]) < 0.2
+
+
+def within_voice_correlation(rows, manifest, feature, dimension):
+    """Mean over voices of the correlation between a per-utterance acoustic feature and a label."""
+    by_voice = {}
+    for row in rows:
+        by_voice.setdefault(row["speaker"], []).append(row)
+    correlations = []
+    for voice_rows in by_voice.values():
+        values = [feature(load_audio(manifest.parent / row["path"], SAMPLE_RATE)) for row in voice_rows]
+        correlations.append(np.corrcoef(values, [float(row[dimension]) for row in voice_rows])[0, 1])
+    return float(np.mean(correlations))
+
+
+def median_f0(wave):
+    contours = prosody_contours(wave, SAMPLE_RATE, FrameGrid(400, 320))
+    return float(np.median(contours[contours[:, VOICING] > 0, F0]))
+
+
+def level_db(wave):
+    return float(10 * np.log10(np.mean(wave**2)))
+
+
+def f0_slope(wave):
+    contours = prosody_contours(wave, SAMPLE_RATE, FrameGrid(400, 320))
+    voiced = np.flatnonzero(contours[:, VOICING] > 0)
+    return float(np.polyfit(voiced * 0.02, contours[voiced, F0], 1)[0])
+
+
+def test_arousal_raises_pitch_and_loudness_and_valence_bends_the_contour_upwards(full_corpus):
+    manifest, rows = full_corpus
+    assert within_voice_correlation(rows, manifest, median_f0, "arousal") > 0.5
+    assert within_voice_correlation(rows, manifest, level_db, "arousal") > 0.5
+    assert within_voice_correlation(rows, manifest, f0_slope, "valence") > 0.3
+
+
+def digest(manifest):
+    h = hashlib.sha256(manifest.read_bytes())
+    for row in read_rows(manifest):
+        h.update((manifest.parent / row["path"]).read_bytes())
+    return h.hexdigest()
+
+
+def test_generation_is_deterministic_from_the_seed(tmp_path):
+    first = ensure_demo_corpus(tmp_path / "a", seed=3, utterances_per_voice=2)
+    second = ensure_demo_corpus(tmp_path / "b", seed=3, utterances_per_voice=2)
+    other = ensure_demo_corpus(tmp_path / "c", seed=4, utterances_per_voice=2)
+    assert digest(first) == digest(second)
+    assert digest(first) != digest(other)
+
+
+def test_an_incomplete_corpus_is_regenerated_and_a_complete_one_reused(tmp_path):
+    manifest = ensure_demo_corpus(tmp_path / "demo", seed=0, utterances_per_voice=2)
+    original = digest(manifest)
+    first_wav = manifest.parent / read_rows(manifest)[0]["path"]
+    mtime = first_wav.stat().st_mtime_ns
+    assert ensure_demo_corpus(tmp_path / "demo", seed=0, utterances_per_voice=2) == manifest
+    assert first_wav.stat().st_mtime_ns == mtime  # reused, not rewritten
+
+    first_wav.unlink()
+    ensure_demo_corpus(tmp_path / "demo", seed=0, utterances_per_voice=2)
+    assert digest(manifest) == original
+    assert not list(tmp_path.glob("demo.tmp-*"))

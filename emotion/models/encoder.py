@@ -1,0 +1,130 @@
+"""The speech encoder: WavLM from `transformers`, a learned softmax mix of chosen hidden states."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from transformers import WavLMConfig, WavLMModel
+
+from emotion.data.prosody import FrameGrid
+
+log = logging.getLogger(__name__)
+
+# transformers' WavLM attention passes a boolean padding mask beside a float position bias; torch warns
+# on every process's first batch about a deprecation that is theirs to fix, not the user's.
+warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask and attn_mask", category=UserWarning)
+
+
+class EncoderNotFoundError(RuntimeError):
+    pass
+
+
+def load_wavlm(cfg: DictConfig) -> WavLMModel:
+    """WavLM from a hub id or local directory (`encoder.source`), or random-init from `encoder.random_init`."""
+    # Layer drop skips whole layers in training, which would shift which hidden state an index names.
+    overrides = {"layerdrop": 0.0, "mask_time_prob": cfg.mask_time_prob}
+    if cfg.source is None:
+        config = WavLMConfig(**OmegaConf.to_container(cfg.random_init), **overrides)
+        log.warning(
+            "encoder=%s: randomly initialised WavLM (%d layers, hidden %d), no pretrained weights; "
+            "fine for checking the pipeline, not for results.",
+            cfg.name,
+            config.num_hidden_layers,
+            config.hidden_size,
+        )
+        return WavLMModel(config)
+    try:
+        return WavLMModel.from_pretrained(cfg.source, **overrides)
+    except (OSError, ValueError) as err:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        raise EncoderNotFoundError(
+            f"encoder.source={cfg.source!r}: no WavLM weights found, neither as a local directory nor in the "
+            f"Hugging Face cache ({HF_HUB_CACHE}; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). "
+            f"Fetch them once on a machine with network access (`hf download {cfg.source}`, "
+            "then copy the cache), or set encoder.source to a local directory holding config.json and the "
+            f"weights. ({err.__class__.__name__}: {err})"
+        ) from err
+
+
+def frame_grid(config: WavLMConfig) -> FrameGrid:
+    """Receptive field and hop of WavLM's convolutional feature extractor (400 and 320 samples for WavLM)."""
+    window, hop = 1, 1
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
+        window += (kernel - 1) * hop
+        hop *= stride
+    return FrameGrid(window=window, hop=hop)
+
+
+class SpeechEncoder(nn.Module):
+    """WavLM hidden states at `layers` (0 = feature projection, N = last layer), mixed by learned softmax weights."""
+
+    def __init__(
+        self,
+        wavlm: WavLMModel,
+        layers: list[int],
+        *,
+        freeze: bool,
+        freeze_feature_encoder: bool,
+        normalize_waveform: bool,
+        pretrained: bool,
+    ):
+        super().__init__()
+        depth = wavlm.config.num_hidden_layers
+        bad = [layer for layer in layers if not 0 <= layer <= depth]
+        if bad or not layers:
+            raise ValueError(
+                f"model.speech_encoder_layers={list(layers)}: this encoder has hidden states 0–{depth} "
+                f"(0 = feature projection, {depth} = last layer); choose indices in that range."
+            )
+        self.wavlm = wavlm
+        self.layers = list(layers)
+        self.layer_logits = nn.Parameter(torch.zeros(len(layers)))
+        self.frozen = freeze
+        self.normalize_waveform = normalize_waveform
+        # Frozen pretrained weights are reloaded from their source, so checkpoints need not carry them.
+        self.restored_from_source = pretrained and freeze
+        self.grid = frame_grid(wavlm.config)
+        if freeze:
+            wavlm.requires_grad_(False)
+        elif freeze_feature_encoder:
+            wavlm.freeze_feature_encoder()
+
+    @property
+    def hidden_size(self) -> int:
+        return self.wavlm.config.hidden_size
+
+    def train(self, mode: bool = True) -> SpeechEncoder:
+        super().train(mode)
+        if self.frozen:
+            self.wavlm.eval()  # no dropout in a frozen encoder
+        return self
+
+    def frame_lengths(self, wave_lengths: torch.Tensor) -> torch.Tensor:
+        return ((wave_lengths - self.grid.window) // self.grid.hop + 1).clamp(min=0)
+
+    def forward(self, waves: torch.Tensor, wave_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """waves (B, samples), zero-padded → frames (B, T, hidden), frame mask (B, T)."""
+        sample_mask = torch.arange(waves.shape[1], device=waves.device) < wave_lengths[:, None]
+        if self.normalize_waveform:
+            waves = _standardise(waves, sample_mask)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            out = self.wavlm(waves, attention_mask=sample_mask, output_hidden_states=True)
+        chosen = torch.stack([out.hidden_states[layer] for layer in self.layers])  # (K, B, T, hidden)
+        weights = torch.softmax(self.layer_logits, dim=0).to(chosen.dtype)
+        frames = torch.einsum("k,kbth->bth", weights, chosen)
+        frame_mask = torch.arange(frames.shape[1], device=waves.device) < self.frame_lengths(wave_lengths)[:, None]
+        return frames, frame_mask
+
+
+def _standardise(waves: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance over each utterance's own samples, as WavLM-Large's feature extractor does."""
+    count = mask.sum(dim=1, keepdim=True).clamp(min=1)
+    mean = (waves * mask).sum(dim=1, keepdim=True) / count
+    var = (((waves - mean) * mask) ** 2).sum(dim=1, keepdim=True) / count
+    return (waves - mean) / torch.sqrt(var + 1e-7) * mask

@@ -1,0 +1,85 @@
+"""Mamba-EMA: WavLM layers + prosody → Mamba blocks over frames → EMA state + attentive pooling → A/V/D."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from emotion.data.prosody import PROSODY_FEATURES
+from emotion.models.ema import EMAState
+from emotion.models.encoder import SpeechEncoder, load_wavlm
+from emotion.models.heads import AttentivePooling, regression_head
+from emotion.models.mamba import ResidualMamba
+from emotion.models.prosody import ProsodyEncoder
+
+
+class MambaEMA(nn.Module):
+    def __init__(self, encoder: SpeechEncoder, dimensions: tuple[str, ...], cfg: DictConfig):
+        super().__init__()
+        self.encoder = encoder
+        self.prosody = ProsodyEncoder(len(PROSODY_FEATURES), cfg.d_prosody_out)
+        self.fuse = nn.Sequential(
+            nn.Linear(encoder.hidden_size + cfg.d_prosody_out, cfg.d_hidden), nn.Dropout(cfg.dropout)
+        )
+        self.blocks = nn.ModuleList(
+            ResidualMamba(
+                cfg.d_hidden,
+                d_state=cfg.mamba_d_state,
+                d_conv=cfg.mamba_d_conv,
+                expand=cfg.mamba_expand,
+                impl=cfg.mamba_impl,
+            )
+            for _ in range(cfg.mamba_n_layers)
+        )
+        self.norm = nn.RMSNorm(cfg.d_hidden)
+        self.ema = EMAState(cfg.d_hidden, cfg.d_state, cfg.ema_alpha_init, cfg.ema_learn_alpha)
+        self.pool = AttentivePooling(cfg.d_hidden)
+        self.heads = nn.ModuleDict(
+            {dim: regression_head(cfg.d_hidden + cfg.d_state, cfg.d_hidden, cfg.dropout) for dim in dimensions}
+        )
+
+    def forward(self, waves: torch.Tensor, wave_lengths: torch.Tensor, prosody: torch.Tensor) -> torch.Tensor:
+        """Padded waves (B, samples) and contours (B, T, features) → predictions (B, dimensions), label scale [0, 1]."""
+        speech, mask = self.encoder(waves, wave_lengths)
+        if prosody.shape[1] != speech.shape[1]:
+            raise ValueError(f"{prosody.shape[1]} prosody frames for {speech.shape[1]} encoder frames")
+        # The residual stream stays in float32 under autocast, as in mamba-ssm (residual_in_fp32).
+        x = self.fuse(torch.cat([speech, self.prosody(prosody, mask).to(speech.dtype)], dim=-1)).float()
+        for block in self.blocks:
+            x = block(x)
+        x = self.norm(x)
+        summary = torch.cat([self.pool(x, mask), self.ema(x, mask).to(x.dtype)], dim=-1)
+        return torch.cat([head(summary) for head in self.heads.values()], dim=-1)
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """The state dict, less the encoder's weights when they are frozen and reloadable from their source."""
+        state = self.state_dict()
+        if self.encoder.restored_from_source:
+            state = {k: v for k, v in state.items() if not k.startswith("encoder.wavlm.")}
+        return state
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        allowed_missing = self.encoder.restored_from_source
+        if unexpected or any(not (allowed_missing and k.startswith("encoder.wavlm.")) for k in missing):
+            raise RuntimeError(f"checkpoint does not fit the model: missing {missing}, unexpected {unexpected}")
+
+
+def build_model(model_cfg: DictConfig, encoder_cfg: DictConfig, dimensions: tuple[str, ...]) -> MambaEMA:
+    encoder = SpeechEncoder(
+        load_wavlm(encoder_cfg),
+        list(model_cfg.speech_encoder_layers),
+        freeze=encoder_cfg.freeze,
+        freeze_feature_encoder=encoder_cfg.freeze_feature_encoder,
+        normalize_waveform=encoder_cfg.normalize_waveform,
+        pretrained=encoder_cfg.source is not None,
+    )
+    return MambaEMA(encoder, dimensions, model_cfg)
+
+
+def count_parameters(module: nn.Module) -> dict[str, int]:
+    return {
+        "total": sum(p.numel() for p in module.parameters()),
+        "trainable": sum(p.numel() for p in module.parameters() if p.requires_grad),
+    }

@@ -1,0 +1,158 @@
+"""The model's parts: layer selection, EMA state, pooling, padding, and the assembled Mamba-EMA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transformers import WavLMModel
+
+from emotion.data.prosody import PROSODY_FEATURES
+from emotion.models.ema import EMAState
+from emotion.models.encoder import EncoderNotFoundError, SpeechEncoder, frame_grid, load_wavlm
+from emotion.models.heads import AttentivePooling
+from emotion.models.model import MambaEMA, build_model
+from tests.conftest import compose_config
+
+DIMENSIONS = ("arousal", "valence", "dominance")
+
+
+def tiny_wavlm(layers=24) -> WavLMModel:
+    cfg = compose_config(["encoder=tiny", f"encoder.random_init.num_hidden_layers={layers}"]).encoder
+    torch.manual_seed(0)
+    return load_wavlm(cfg).eval()
+
+
+def sequential_ema(u: torch.Tensor, mask: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """c_t = α c_{t-1} + (1 - α) u_t on valid frames, c_t = c_{t-1} on padded ones, c_0 = 0."""
+    state = torch.zeros(u.shape[0], u.shape[2])
+    for t in range(u.shape[1]):
+        step = alpha * state + (1 - alpha) * u[:, t]
+        state = torch.where(mask[:, t, None], step, state)
+    return state
+
+
+def test_ema_state_equals_the_recurrence_with_masked_frames_skipped():
+    torch.manual_seed(0)
+    ema = EMAState(d_in=6, d_state=5)
+    with torch.no_grad():
+        ema.alpha_logit.copy_(torch.linspace(-1.0, 2.0, 5))
+    frames = torch.randn(3, 9, 6)
+    mask = torch.ones(3, 9, dtype=torch.bool)
+    mask[1, 6:] = False  # trailing padding
+    mask[2, [0, 4, 5]] = False  # holes anywhere are skipped too
+    expected = sequential_ema(ema.proj(frames), mask, ema.alpha)
+    torch.testing.assert_close(ema(frames, mask), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_padded_frames_change_neither_the_ema_state_nor_the_pooled_vector():
+    torch.manual_seed(0)
+    ema, pool = EMAState(8, 4), AttentivePooling(8)
+    frames = torch.randn(1, 10, 8)
+    padded = torch.cat([frames, 100 * torch.randn(1, 5, 8)], dim=1)
+    mask = torch.arange(15)[None] < 10
+    torch.testing.assert_close(ema(padded, mask), ema(frames, torch.ones(1, 10, dtype=torch.bool)))
+    torch.testing.assert_close(pool(padded, mask), pool(frames, torch.ones(1, 10, dtype=torch.bool)))
+
+
+def test_alpha_starts_at_the_configured_value_and_can_be_fixed():
+    assert torch.allclose(EMAState(4, 3, alpha_init=0.8).alpha, torch.full((3,), 0.8))
+    assert not EMAState(4, 3, learn_alpha=False).alpha_logit.requires_grad
+
+
+def encoder_for(layers, wavlm=None, **kwargs) -> SpeechEncoder:
+    options = {"freeze": False, "freeze_feature_encoder": True, "normalize_waveform": True, "pretrained": False}
+    return SpeechEncoder(wavlm or tiny_wavlm(), layers, **{**options, **kwargs})
+
+
+def test_speech_encoder_layers_pick_the_intended_hidden_states():
+    wavlm = tiny_wavlm()
+    encoder = encoder_for([3, 12, 24], wavlm).eval()
+    waves, lengths = torch.randn(2, 16000), torch.tensor([16000, 16000])
+    with torch.no_grad():
+        hidden = wavlm(encoder_standardised(waves), output_hidden_states=True).hidden_states
+        encoder.layer_logits.copy_(torch.tensor([0.0, 30.0, 0.0]))  # softmax ≈ one-hot on layer 12
+        frames, _ = encoder(waves, lengths)
+        torch.testing.assert_close(frames, hidden[12], rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(hidden[12], hidden[24], atol=1e-2)
+        encoder.layer_logits.copy_(torch.log(torch.tensor([0.2, 0.3, 0.5])))
+        frames, _ = encoder(waves, lengths)
+        torch.testing.assert_close(frames, 0.2 * hidden[3] + 0.3 * hidden[12] + 0.5 * hidden[24], rtol=1e-4, atol=1e-4)
+
+
+def encoder_standardised(waves: torch.Tensor) -> torch.Tensor:
+    return (waves - waves.mean(1, keepdim=True)) / waves.std(1, unbiased=False, keepdim=True)
+
+
+@pytest.mark.parametrize("layers", [[25], [-1], []])
+def test_layer_indices_outside_the_encoder_are_refused_with_the_valid_range(layers):
+    with pytest.raises(ValueError, match=r"speech_encoder_layers=.*hidden states 0–24"):
+        encoder_for(layers, tiny_wavlm())
+
+
+def test_frame_grid_predicts_wavlm_frame_counts():
+    wavlm = tiny_wavlm(layers=1)
+    grid = frame_grid(wavlm.config)
+    assert (grid.window, grid.hop) == (400, 320)
+    for n_samples in (400, 401, 719, 720, 16000, 16321):
+        with torch.no_grad():
+            frames = wavlm(torch.randn(1, n_samples)).last_hidden_state.shape[1]
+        assert grid.count(n_samples) == frames
+
+
+def test_missing_pretrained_weights_name_the_source_the_cache_and_hf_hub_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = OmegaConf.merge(compose_config().encoder, {"source": str(tmp_path / "no-such-model")})
+    with pytest.raises(EncoderNotFoundError, match=r"no-such-model.*Hugging Face cache.*HF_HUB_OFFLINE=1"):
+        load_wavlm(cfg)
+
+
+def demo_model(overrides=()) -> MambaEMA:
+    small = ["model.d_hidden=32", "model.d_state=8", "model.d_prosody_out=8"]
+    cfg = compose_config(["experiment=demo", *small, *overrides])
+    torch.manual_seed(0)
+    return build_model(cfg.model, cfg.encoder, DIMENSIONS)
+
+
+def test_an_utterance_gets_the_same_prediction_alone_and_in_a_padded_batch():
+    model = demo_model().eval()
+    grid = model.encoder.grid
+    short, long = torch.randn(16000), torch.randn(24000)
+    n_features = len(PROSODY_FEATURES)
+    short_contours = torch.randn(grid.count(16000), n_features)
+    long_contours = torch.randn(grid.count(24000), n_features)
+    waves = torch.stack([torch.cat([short, torch.zeros(8000)]), long])
+    pad_frames = torch.zeros(len(long_contours) - len(short_contours), n_features)
+    prosody = torch.stack([torch.cat([short_contours, pad_frames]), long_contours])
+    with torch.no_grad():
+        together = model(waves, torch.tensor([16000, 24000]), prosody)
+        alone = model(short[None], torch.tensor([16000]), short_contours[None])
+    assert together.shape == (2, 3)
+    torch.testing.assert_close(together[0], alone[0], rtol=1e-4, atol=1e-4)
+
+
+def test_frozen_encoder_gets_no_gradients_and_stays_in_eval_mode():
+    model = demo_model(["encoder.freeze=true"]).train()
+    assert not model.encoder.wavlm.training
+    assert all(not p.requires_grad for p in model.encoder.wavlm.parameters())
+    assert model.encoder.layer_logits.requires_grad  # the mix of layers is still learned
+
+
+def test_fine_tuning_keeps_the_convolutional_front_end_fixed():
+    model = demo_model(["encoder.freeze=false"])
+    assert all(not p.requires_grad for p in model.encoder.wavlm.feature_extractor.parameters())
+    assert all(p.requires_grad for p in model.encoder.wavlm.encoder.parameters())
+
+
+def test_checkpoints_leave_out_frozen_pretrained_weights_and_load_back():
+    model = demo_model(["encoder.freeze=true"])
+    model.encoder.restored_from_source = True  # as if loaded from the hub
+    state = model.checkpoint_state()
+    assert state and not any(key.startswith("encoder.wavlm.") for key in state)
+    assert "encoder.layer_logits" in state
+    fresh = demo_model(["encoder.freeze=true", "trainer.seed=1"])
+    fresh.encoder.restored_from_source = True
+    fresh.load_checkpoint_state(state)
+    torch.testing.assert_close(fresh.heads["valence"][0].weight, model.heads["valence"][0].weight)
+    with pytest.raises(RuntimeError, match="does not fit"):
+        fresh.load_checkpoint_state({**state, "stray.weight": torch.zeros(1)})

@@ -1,0 +1,61 @@
+"""One Hydra job: name it, open its tracker run, train, and leave metrics.json whatever happens."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from emotion.logger import JobInfo, open_run
+from emotion.training.loop import fit
+from emotion.training.outputs import metrics_record, write_json
+
+log = logging.getLogger(__name__)
+
+
+def run_job(cfg: DictConfig) -> float:
+    """Train the job `cfg` describes; returns the test CCC mean (what a Hydra sweeper optimises)."""
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    # Resolved, so the tracker shows values, not `${...}` interpolations.
+    config = OmegaConf.to_container(cfg, resolve=True)
+    run = open_run(cfg.logger, config, out_dir, describe_job(cfg))
+    try:
+        metrics = fit(cfg, out_dir, run)
+    except BaseException as err:
+        error = "".join(traceback.format_exception_only(err)).strip()
+        write_json(out_dir / "metrics.json", metrics_record("failed", cfg.data.fold, cfg.model.profile, error=error))
+        run.finish(exit_code=1)
+        raise
+    write_json(out_dir / "metrics.json", metrics)
+    run.finish(summary=tracker_summary(metrics))
+    log.info("wrote %s", out_dir / "metrics.json")
+    return metrics["test"]["ccc_mean"]
+
+
+def tracker_summary(metrics: dict) -> dict:
+    """metrics.json flattened for the tracker: `test/ccc_v`, `params/total`, `best_epoch`, …"""
+    summary = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            summary.update({f"{key}/{inner}": v for inner, v in value.items()})
+        elif isinstance(value, (int, float)):
+            summary[key] = value
+    return summary
+
+
+def describe_job(cfg: DictConfig) -> JobInfo:
+    hydra = HydraConfig.get()
+    overrides = hydra.job.override_dirname
+    group = cfg.logger.group
+    if group is None and hydra.mode == RunMode.MULTIRUN:
+        group = Path(hydra.sweep.dir).name
+    return JobInfo(
+        name=overrides or f"fold{cfg.data.fold}",
+        group=group,
+        job_type=f"fold{cfg.data.fold}",
+        tags=[cfg.model.profile, cfg.encoder.name],
+    )

@@ -1,0 +1,67 @@
+"""Experiment tracking: one Weights & Biases run per job (offline unless asked), or nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """How a job is named in the tracker: grouped by sweep, typed by fold, named by its overrides."""
+
+    name: str
+    group: str | None
+    job_type: str
+    tags: list[str] = field(default_factory=list)
+
+
+class Run(Protocol):
+    def log(self, metrics: dict, step: int) -> None: ...
+    def finish(self, summary: dict | None = None, exit_code: int = 0) -> None: ...
+
+
+class NoRun:
+    """`logger=none`: tracking switched off."""
+
+    def log(self, metrics: dict, step: int) -> None:
+        pass
+
+    def finish(self, summary: dict | None = None, exit_code: int = 0) -> None:
+        pass
+
+
+class WandbRun:
+    """A W&B run whose files live in the job's output directory (`<out>/wandb/`)."""
+
+    def __init__(self, cfg, config: dict, out_dir: Path, job: JobInfo):
+        import wandb  # here, not at the top: importing wandb takes a second that logger=none need not pay
+
+        self._run = wandb.init(
+            project=cfg.project,
+            entity=cfg.entity,
+            mode=cfg.mode,
+            dir=str(out_dir),
+            config=config,
+            group=job.group,
+            job_type=job.job_type,
+            name=job.name,
+            tags=job.tags,
+        )
+
+    def log(self, metrics: dict, step: int) -> None:
+        self._run.log(metrics, step=step)
+
+    def finish(self, summary: dict | None = None, exit_code: int = 0) -> None:
+        for key, value in (summary or {}).items():
+            self._run.summary[key] = value
+        self._run.finish(exit_code=exit_code)
+
+
+def open_run(cfg, config: dict, out_dir: Path, job: JobInfo) -> Run:
+    if cfg.backend == "none":
+        return NoRun()
+    if cfg.backend == "wandb":
+        return WandbRun(cfg, config, out_dir, job)
+    raise ValueError(f"logger.backend={cfg.backend!r} is not one of wandb, none; pick logger=wandb or logger=none.")

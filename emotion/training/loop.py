@@ -1,0 +1,265 @@
+"""The training loop: data → model → epochs of (train, validate, checkpoint) → test on the best checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import resource
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from emotion.data.corpora import Corpus, load_corpus
+from emotion.data.dataset import UtteranceDataset, collate
+from emotion.logger import Run
+from emotion.models.model import MambaEMA, build_model, count_parameters
+from emotion.training.checkpoints import load_checkpoint, save_checkpoint
+from emotion.training.metrics import ccc_loss, ccc_scores
+from emotion.training.optim import Optimisation
+from emotion.training.outputs import metrics_record, write_history, write_predictions
+
+log = logging.getLogger(__name__)
+
+
+def fit(cfg: DictConfig, out_dir: Path, run: Run) -> dict:
+    """Train one job and return its metrics.json record; history, predictions and checkpoints go to `out_dir`."""
+    seed_everything(cfg.trainer.seed)
+    device = resolve_device(cfg.trainer.device)
+    precision = resolve_precision(cfg.trainer.precision, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    corpus = load_corpus(cfg.data)
+    model = build_model(cfg.model, cfg.encoder, corpus.dimensions).to(device)
+    train_loader, val_loader, test_loader = make_loaders(corpus, model, cfg, device)
+    log.info(
+        "%s fold %d: %d train, %d validation, %d test utterances; %s on %s, %s",
+        corpus.name,
+        cfg.data.fold,
+        len(train_loader.dataset),
+        len(val_loader.dataset),
+        len(test_loader.dataset),
+        _format_params(count_parameters(model)),
+        device,
+        precision,
+    )
+
+    accumulation = cfg.trainer.accumulation_steps
+    optimisation = Optimisation.build(
+        model,
+        cfg.optim,
+        accumulation,
+        total_steps=math.ceil(len(train_loader) / accumulation) * cfg.trainer.max_epochs,
+        scale_loss=precision == "fp16",
+        device_type=device.type,
+    )
+    stopper = EarlyStopping(cfg.trainer.patience)
+    checkpoints = out_dir / "checkpoints"
+    history: list[dict] = []
+
+    for epoch in range(1, cfg.trainer.max_epochs + 1):
+        started = time.perf_counter()
+        train_loader.dataset.set_epoch(epoch)
+        train_loss = train_one_epoch(
+            model,
+            train_loader,
+            optimisation,
+            device,
+            precision,
+            desc=f"epoch {epoch}/{cfg.trainer.max_epochs}",
+            progress=cfg.trainer.progress_bar,
+        )
+        val = ccc_scores(*predict(model, val_loader, device, precision), corpus.dimensions)
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            **{f"val_{k}": v for k, v in val.items()},
+            "lr": optimisation.lr,
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(row)
+        write_history(out_dir / "history.csv", history)
+        run.log(row, step=epoch)
+        log.info("epoch %d: loss %.4f, val CCC %s, %.1f s", epoch, train_loss, _format_scores(val), row["seconds"])
+
+        improved = stopper.update(val["ccc_mean"], epoch)
+        state = {"model": model.checkpoint_state(), "epoch": epoch, "val": val}
+        if improved:
+            save_checkpoint(checkpoints / "best.pt", state)
+        save_checkpoint(
+            checkpoints / "last.pt", {**state, **optimisation.state_dict(), "early_stopping": stopper.state_dict()}
+        )
+        if stopper.should_stop:
+            log.info("early stop: no better validation CCC for %d epochs", stopper.patience)
+            break
+
+    best = load_checkpoint(checkpoints / "best.pt", device)
+    model.load_checkpoint_state(best["model"])
+    test_pred, test_true = predict(model, test_loader, device, precision)
+    test = ccc_scores(test_pred, test_true, corpus.dimensions)
+    log.info("test (best epoch %d): CCC %s", best["epoch"], _format_scores(test))
+    write_predictions(
+        out_dir / "predictions.csv",
+        [item.id for item in test_loader.dataset.items],
+        corpus.scale.denormalise(test_true),
+        corpus.scale.denormalise(test_pred),
+        corpus.dimensions,
+    )
+    return metrics_record(
+        "completed",
+        cfg.data.fold,
+        cfg.model.profile,
+        test=test,
+        val_best=best["val"],
+        best_epoch=best["epoch"],
+        epochs=len(history),
+        sec_per_epoch=float(np.mean([row["seconds"] for row in history])),
+        **peak_memory(device),
+        params=count_parameters(model),
+        device=str(device),
+    )
+
+
+def train_one_epoch(
+    model: MambaEMA,
+    loader,
+    optimisation: Optimisation,
+    device: torch.device,
+    precision: str,
+    desc: str = "train",
+    progress: bool = False,
+) -> float:
+    """One pass over `loader` (batches); returns the mean loss per utterance."""
+    model.train()
+    loss_sum, seen = 0.0, 0
+    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
+    for step, batch in enumerate(bar, start=1):
+        batch = batch.to(device)
+        with autocast(device, precision):
+            pred = model(batch.waves, batch.wave_lengths, batch.prosody)
+        loss = ccc_loss(pred, batch.labels)
+        optimisation.backward(loss)
+        if step % optimisation.accumulation_steps == 0 or step == len(loader):
+            optimisation.step(model.parameters())
+        loss_sum += loss.item() * len(batch)
+        seen += len(batch)
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{optimisation.lr:.2e}")
+    return loss_sum / seen
+
+
+@torch.no_grad()
+def predict(model: MambaEMA, loader: DataLoader, device, precision: str) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and labels (items, dimensions), normalised scale, in the dataset's item order."""
+    model.eval()
+    n_items, n_dims = len(loader.dataset), len(model.heads)
+    pred, true = np.zeros((n_items, n_dims)), np.zeros((n_items, n_dims))
+    for batch in loader:
+        batch = batch.to(device)
+        with autocast(device, precision):
+            out = model(batch.waves, batch.wave_lengths, batch.prosody)
+        rows = batch.indices.cpu().numpy()
+        pred[rows] = out.float().cpu().numpy()
+        true[rows] = batch.labels.cpu().numpy()
+    return pred, true
+
+
+def make_loaders(corpus: Corpus, model: MambaEMA, cfg: DictConfig, device: torch.device):
+    """Training crops and shuffles (both seeded); validation and test see whole utterances in order."""
+    data = cfg.data
+
+    def loader(items, train: bool) -> DataLoader:
+        dataset = UtteranceDataset(
+            items,
+            corpus.scale,
+            model.encoder.grid,
+            data.sample_rate,
+            crop_seconds=data.max_seconds if train else None,
+            seed=cfg.trainer.seed,
+        )
+        return DataLoader(
+            dataset,
+            batch_size=data.batch_size,
+            shuffle=train,
+            collate_fn=collate,
+            num_workers=data.num_workers,
+            generator=torch.Generator().manual_seed(cfg.trainer.seed) if train else None,
+            pin_memory=device.type == "cuda",
+        )
+
+    return loader(corpus.splits.train, True), loader(corpus.splits.val, False), loader(corpus.splits.test, False)
+
+
+class EarlyStopping:
+    """Stop after `patience` epochs without a better validation score."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.best_score = -math.inf
+        self.best_epoch = 0
+        self.bad_epochs = 0
+
+    def update(self, score: float, epoch: int) -> bool:
+        if score > self.best_score:
+            self.best_score, self.best_epoch, self.bad_epochs = score, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"trainer.device={name} but CUDA is not available here; use trainer.device=auto or cpu.")
+    return device
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """`auto`: bf16 on CUDA cards that support it, fp16 (with loss scaling) on older cards, fp32 on CPU."""
+    if name != "auto":
+        return name
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def peak_memory(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {"peak_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9, "mem_kind": "cuda_max_allocated"}
+    # ru_maxrss is in kilobytes on Linux: the whole process's peak, which includes the Python runtime.
+    return {"peak_mem_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, "mem_kind": "cpu_peak_rss"}
+
+
+def _format_scores(scores: dict) -> str:
+    return " ".join(f"{key.removeprefix('ccc_').upper()} {value:.3f}" for key, value in scores.items())
+
+
+def _format_params(params: dict) -> str:
+    return f"{params['total'] / 1e6:.2f} M parameters ({params['trainable'] / 1e6:.2f} M trainable)"

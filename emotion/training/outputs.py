@@ -1,0 +1,64 @@
+"""The files a job leaves in its output directory: metrics.json, predictions.csv, history.csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+# metrics.json's keys, in order; sweeps and reports read exactly these.
+METRICS_KEYS = (
+    "status",
+    "fold",
+    "profile",
+    "test",
+    "val_best",
+    "best_epoch",
+    "epochs",
+    "sec_per_epoch",
+    "peak_mem_gb",
+    "mem_kind",
+    "params",
+    "device",
+)
+
+
+def metrics_record(status: str, fold: int, profile: str, **fields) -> dict:
+    """A metrics.json record; fields not known yet (a failed job) stay null. A failure adds `error`."""
+    unknown = set(fields) - set(METRICS_KEYS) - {"error"}
+    if unknown:
+        raise KeyError(f"not metrics.json keys: {sorted(unknown)}")
+    record = dict.fromkeys(METRICS_KEYS)
+    record.update(status=status, fold=fold, profile=profile, **fields)
+    return record
+
+
+def write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    """Rewritten whole after every epoch, so the file is complete whenever a job stops."""
+    fieldnames = list(dict.fromkeys(key for row in rows for key in row))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def write_predictions(
+    path: Path, ids: list[str], true: np.ndarray, pred: np.ndarray, dimensions: tuple[str, ...]
+) -> None:
+    """One row per test item: id, then true and predicted value per dimension, on the corpus's scale."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", *(f"{dim}_{kind}" for dim in dimensions for kind in ("true", "pred"))])
+        for item_id, true_row, pred_row in zip(ids, true, pred, strict=True):
+            writer.writerow([item_id, *(f"{v:.4f}" for pair in zip(true_row, pred_row, strict=True) for v in pair)])

@@ -1,0 +1,194 @@
+"""The trainer: optimisation pieces, a loss that falls, and whole jobs run as users run them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+from emotion.data.corpora import load_corpus
+from emotion.data.dataset import UtteranceDataset, collate
+from emotion.models.model import build_model
+from emotion.training.checkpoints import load_checkpoint
+from emotion.training.loop import EarlyStopping
+from emotion.training.metrics import ccc_loss
+from emotion.training.optim import build_optimizer, warmup_cosine
+from emotion.training.outputs import METRICS_KEYS
+from tests.conftest import SMALL_DEMO, compose_config, run_train
+from tests.wandb_records import run_summary
+
+
+def small_setup(cache_dir, overrides=()):
+    cfg = compose_config(["experiment=demo", *SMALL_DEMO, *overrides])
+    torch.manual_seed(0)
+    corpus = load_corpus(cfg.data)
+    model = build_model(cfg.model, cfg.encoder, corpus.dimensions)
+    return cfg, corpus, model
+
+
+def test_a_short_training_run_lowers_the_loss(cache_dir):
+    cfg, corpus, model = small_setup(
+        cache_dir,
+        [
+            "model.d_hidden=64",
+            "model.d_prosody_out=16",
+            "optim.lr=2e-3",
+            "encoder.freeze=false",
+            "encoder.random_init.num_hidden_layers=4",
+            "model.speech_encoder_layers=[2,4]",
+        ],
+    )
+    dataset = UtteranceDataset(corpus.splits.train[:16], corpus.scale, model.encoder.grid, 16000)
+    batches = [collate([dataset[i] for i in range(start, start + 8)]) for start in (0, 8)]
+    optimizer = build_optimizer(model, cfg.optim)
+
+    def loss_on_batches():
+        model.eval()
+        with torch.no_grad():
+            return sum(ccc_loss(model(b.waves, b.wave_lengths, b.prosody), b.labels).item() for b in batches) / 2
+
+    before = loss_on_batches()
+    model.train()
+    for _ in range(20):
+        for batch in batches:
+            loss = ccc_loss(model(batch.waves, batch.wave_lengths, batch.prosody), batch.labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    after = loss_on_batches()
+    assert after < 0.75 * before, (before, after)
+
+
+def test_the_encoder_gets_its_own_rate_and_time_constants_are_not_decayed(cache_dir):
+    cfg, _, model = small_setup(
+        cache_dir, ["encoder.freeze=false", "optim.lr=1e-3", "optim.encoder_lr=1e-5", "optim.weight_decay=0.1"]
+    )
+    optimizer = build_optimizer(model, cfg.optim)
+    group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    named = dict(model.named_parameters())
+    encoder_weight = named["encoder.wavlm.encoder.layers.0.attention.q_proj.weight"]
+    assert group_of[id(encoder_weight)]["lr"] == 1e-5
+    assert group_of[id(named["blocks.0.mixer.in_proj.weight"])]["weight_decay"] == 0.1
+    for name in ("blocks.0.mixer.A_log", "blocks.0.mixer.D", "ema.alpha_logit", "encoder.layer_logits", "norm.weight"):
+        assert group_of[id(named[name])]["weight_decay"] == 0.0, name
+        assert group_of[id(named[name])]["lr"] == 1e-3, name
+    assert not any(id(p) in group_of for p in model.encoder.wavlm.feature_extractor.parameters())  # frozen
+
+
+def test_learning_rate_warms_up_linearly_then_follows_a_cosine():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_cosine(optimizer, total_steps=12, warmup_steps=2, min_lr_ratio=0.1)
+    rates = []
+    for _ in range(12):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:3] == pytest.approx([0.5, 1.0, 1.0])
+    assert rates[7] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 5 / 10)))
+    assert rates[-1] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 9 / 10)))
+
+
+def test_early_stopping_waits_patience_epochs_after_the_best():
+    stopper = EarlyStopping(patience=2)
+    improved = [stopper.update(score, epoch) for epoch, score in enumerate([0.1, 0.3, 0.2, 0.3, 0.25], start=1)]
+    assert improved == [True, True, False, False, False]
+    assert stopper.best_epoch == 2 and stopper.should_stop
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_the_max_profile_on_fold_2_writes_the_contract_outputs(cache_dir, tmp_path):
+    out = tmp_path / "job"
+    run_train(
+        ["experiment=demo", "model=max", "data.fold=2", "trainer.max_epochs=1", "logger=none", f"hydra.run.dir={out}"],
+        cache_dir,
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert tuple(metrics) == METRICS_KEYS
+    assert (metrics["status"], metrics["fold"], metrics["profile"]) == ("completed", 2, "max")
+    assert set(metrics["test"]) == set(metrics["val_best"]) == {"ccc_a", "ccc_v", "ccc_d", "ccc_mean"}
+    assert -1.0 <= metrics["test"]["ccc_a"] <= 1.0
+    assert (metrics["epochs"], metrics["best_epoch"]) == (1, 1)
+    assert (metrics["device"], metrics["mem_kind"]) == ("cpu", "cpu_peak_rss")
+    assert metrics["sec_per_epoch"] > 0 and 0.1 < metrics["peak_mem_gb"] < 20
+    assert metrics["params"]["total"] >= metrics["params"]["trainable"] > 0
+
+    predictions = read_csv(out / "predictions.csv")
+    assert len(predictions) == 64 and all(row["id"].startswith("Ses02") for row in predictions)
+    assert all(1.0 <= float(row["arousal_true"]) <= 5.0 for row in predictions)
+    assert len(read_csv(out / "history.csv")) == 1
+    for name in ("best.pt", "last.pt"):
+        assert "model" in load_checkpoint(out / "checkpoints" / name)
+    assert (out / ".hydra" / "config.yaml").is_file()
+
+
+def test_a_sweep_writes_one_job_directory_per_combination(cache_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    run_train(
+        [
+            "-m",
+            "experiment=demo",
+            "data.fold=1,2",
+            "model.mamba_n_layers=1,2",
+            "trainer.max_epochs=1",
+            "logger=none",
+            *SMALL_DEMO,
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cache_dir,
+    )
+    jobs = sorted(path.parent for path in sweep.glob("*/metrics.json"))
+    assert len(jobs) == 4
+    combinations = set()
+    for job in jobs:
+        metrics = json.loads((job / "metrics.json").read_text())
+        config = (job / ".hydra" / "overrides.yaml").read_text()
+        assert metrics["status"] == "completed"
+        combinations.add((metrics["fold"], "model.mamba_n_layers=1" in config))
+    assert combinations == {(1, True), (1, False), (2, True), (2, False)}
+
+
+def test_a_failing_job_records_failed_with_the_error(cache_dir, tmp_path):
+    out = tmp_path / "job"
+    result = run_train(
+        ["experiment=demo", "model.speech_encoder_layers=[6,30]", "logger=none", *SMALL_DEMO, f"hydra.run.dir={out}"],
+        cache_dir,
+        check=False,
+    )
+    assert result.returncode != 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert "speech_encoder_layers=[6, 30]" in metrics["error"] and "0–24" in metrics["error"]
+
+
+def test_a_wandb_offline_run_records_config_metrics_and_summary(cache_dir, tmp_path):
+    out = tmp_path / "job"
+    run_train(
+        [
+            "experiment=demo",
+            "trainer.max_epochs=2",
+            "trainer.patience=5",
+            "logger=wandb",
+            *SMALL_DEMO,
+            f"hydra.run.dir={out}",
+        ],
+        cache_dir,
+    )
+    run_files = list(out.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(run_files) == 1
+    run = run_summary(run_files[0])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert run["config"]["model"]["profile"] == "standard"
+    assert run["config"]["data"]["root"].startswith(str(cache_dir))  # resolved, not `${paths.cache_dir}/…`
+    assert (run["job_type"], run["tags"], run["group"]) == ("fold1", ["standard", "tiny"], "")
+    assert run["history_steps"] == [1, 2]
+    assert run["summary"]["test/ccc_mean"] == pytest.approx(metrics["test"]["ccc_mean"])
+    assert run["summary"]["val_ccc_mean"] == pytest.approx(float(read_csv(out / "history.csv")[-1]["val_ccc_mean"]))
+    assert run["exit_code"] == 0

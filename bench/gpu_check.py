@@ -1,0 +1,131 @@
+"""Peak GPU memory and seconds per training step of the model profiles, on a CUDA machine.
+
+Each profile fine-tunes a WavLM-Large-sized encoder (randomly initialised, so nothing is downloaded) on its
+own batch size of worst-case utterances (`data.max_seconds` long), with the trainer's own step: autocast,
+CCC loss, backward, clipping, AdamW. Then the Mamba kernel path is compared with the PyTorch path when
+mamba-ssm is installed.
+
+    python bench/gpu_check.py [--profiles standard max] [--steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from emotion.data.corpus import DIMENSIONS  # noqa: E402
+from emotion.data.dataset import Batch  # noqa: E402
+from emotion.data.prosody import PROSODY_FEATURES  # noqa: E402
+from emotion.models.mamba import Mamba, _kernel_selective_scan  # noqa: E402
+from emotion.models.model import build_model, count_parameters  # noqa: E402
+from emotion.training.loop import resolve_precision, train_one_epoch  # noqa: E402
+from emotion.training.optim import Optimisation  # noqa: E402
+
+# microsoft/wavlm-large's architecture.
+WAVLM_LARGE = {
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "conv_dim": [512] * 7,
+    "feat_extract_norm": "layer",
+    "do_stable_layer_norm": True,
+    "conv_bias": True,
+}
+
+
+def worst_case_batch(batch_size: int, seconds: float, sample_rate: int, frames: int, device) -> Batch:
+    n_samples = int(seconds * sample_rate)
+    return Batch(
+        waves=torch.randn(batch_size, n_samples),
+        wave_lengths=torch.full((batch_size,), n_samples),
+        prosody=torch.randn(batch_size, frames, len(PROSODY_FEATURES)),
+        labels=torch.rand(batch_size, len(DIMENSIONS)),
+        indices=torch.arange(batch_size),
+    ).to(device)
+
+
+def measure_profile(profile: str, steps: int, device: torch.device) -> None:
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"model={profile}", "encoder.source=null", "encoder.freeze=false"])
+    cfg.encoder.random_init = OmegaConf.create(WAVLM_LARGE)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.encoder, DIMENSIONS).to(device)
+    grid = model.encoder.grid
+    batch_size, seconds = cfg.data.batch_size, cfg.data.max_seconds
+    n_frames = grid.count(int(seconds * cfg.data.sample_rate))
+    batch = worst_case_batch(batch_size, seconds, cfg.data.sample_rate, n_frames, device)
+    precision = resolve_precision(cfg.trainer.precision, device)
+    optimisation = Optimisation.build(
+        model,
+        cfg.optim,
+        accumulation_steps=1,
+        total_steps=steps + 1,
+        scale_loss=precision == "fp16",
+        device_type=device.type,
+    )
+
+    def run(n_steps: int) -> float:
+        torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        train_one_epoch(model, [batch] * n_steps, optimisation, device, precision)
+        torch.cuda.synchronize(device)
+        return (time.perf_counter() - started) / n_steps
+
+    run(1)  # warm-up: allocator, cuDNN/cuBLAS heuristics
+    torch.cuda.reset_peak_memory_stats(device)
+    sec_per_step = run(steps)
+    peak_gb = torch.cuda.max_memory_allocated(device) / 1e9
+    params = count_parameters(model)
+    print(
+        f"profile={profile} batch={batch_size}x{seconds:g}s precision={precision} "
+        f"params={params['total'] / 1e6:.1f}M trainable={params['trainable'] / 1e6:.1f}M "
+        f"peak_vram_gb={peak_gb:.2f} sec_per_step={sec_per_step:.3f} grad_checkpointing=not_available",
+        flush=True,
+    )
+
+
+def kernel_parity(device: torch.device) -> None:
+    if _kernel_selective_scan() is None:
+        print("mamba_kernel_parity: not measured (mamba-ssm is not installed)", flush=True)
+        return
+    torch.manual_seed(0)
+    kernel, reference = Mamba(256, impl="kernel").to(device), Mamba(256, impl="torch").to(device)
+    reference.load_state_dict(kernel.state_dict())
+    x = torch.randn(4, 600, 256, device=device, requires_grad=True)
+    out_kernel, out_torch = kernel(x), reference(x)
+    grad_kernel = torch.autograd.grad(out_kernel.sum(), x)[0]
+    grad_torch = torch.autograd.grad(out_torch.sum(), x)[0]
+    print(
+        f"mamba_kernel_parity: max_abs_diff_out={(out_kernel - out_torch).abs().max().item():.2e} "
+        f"max_abs_diff_grad={(grad_kernel - grad_torch).abs().max().item():.2e}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profiles", nargs="+", default=["standard", "max"])
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("gpu_check needs a CUDA device")
+    device = torch.device("cuda")
+    print(f"device={torch.cuda.get_device_name(device)} torch={torch.__version__}", flush=True)
+    for profile in args.profiles:
+        measure_profile(profile, args.steps, device)
+        torch.cuda.empty_cache()  # the last profile's tensors are gone; hand their blocks back
+    kernel_parity(device)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from emotion.data.corpora import load_corpus
-from emotion.data.dataset import UtteranceDataset, collate
+from emotion.data.corpus import DIMENSIONS
+from emotion.data.dataset import Batch, UtteranceDataset, collate
+from emotion.data.prosody import PROSODY_FEATURES
 from emotion.models.model import build_model
 from emotion.training.checkpoints import load_checkpoint
-from emotion.training.loop import EarlyStopping
+from emotion.training.loop import EarlyStopping, train_one_epoch
 from emotion.training.metrics import ccc_loss
-from emotion.training.optim import build_optimizer, warmup_cosine
+from emotion.training.optim import Optimisation, build_optimizer, warmup_cosine
 from emotion.training.outputs import METRICS_KEYS
 from tests.conftest import SMALL_DEMO, compose_config, run_train
 from tests.wandb_records import run_summary
@@ -91,6 +93,42 @@ def test_learning_rate_warms_up_linearly_then_follows_a_cosine():
     assert rates[-1] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 9 / 10)))
 
 
+class MeanProsodyModel(torch.nn.Module):
+    """Stands in for the model in loop tests: predictions from the mean prosody frame."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(len(PROSODY_FEATURES), len(DIMENSIONS))
+
+    def forward(self, waves, wave_lengths, prosody):
+        return self.linear(prosody.mean(dim=1))
+
+
+def random_batch(size: int, seed: int) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    return Batch(
+        waves=torch.zeros(size, 800),
+        wave_lengths=torch.full((size,), 800),
+        prosody=torch.randn(size, 2, len(PROSODY_FEATURES), generator=g),
+        labels=torch.rand(size, len(DIMENSIONS), generator=g),
+        indices=torch.arange(size),
+    )
+
+
+def test_gradients_accumulate_over_micro_batches_and_a_short_last_group_still_steps():
+    model = MeanProsodyModel()
+    optim_cfg = compose_config().optim
+    optimisation = Optimisation.build(
+        model, optim_cfg, accumulation_steps=2, total_steps=3, scale_loss=False, device_type="cpu"
+    )
+    batches = [random_batch(4, seed) for seed in range(5)]
+    before = model.linear.weight.detach().clone()
+    train_one_epoch(model, batches, optimisation, torch.device("cpu"), "fp32")
+    assert optimisation.scheduler.last_epoch == 3  # steps after micro-batches 2, 4 and the lone 5th
+    assert model.linear.weight.grad is None  # nothing left over for the next epoch
+    assert not torch.equal(model.linear.weight, before)
+
+
 def test_early_stopping_waits_patience_epochs_after_the_best():
     stopper = EarlyStopping(patience=2)
     improved = [stopper.update(score, epoch) for epoch, score in enumerate([0.1, 0.3, 0.2, 0.3, 0.25], start=1)]
@@ -155,10 +193,10 @@ def test_a_sweep_writes_one_job_directory_per_combination(cache_dir, tmp_path):
     assert combinations == {(1, True), (1, False), (2, True), (2, False)}
 
 
-def test_a_failing_job_records_failed_with_the_error(cache_dir, tmp_path):
+def test_a_failing_job_records_failed_with_the_error_and_finishes_its_wandb_run_as_failed(cache_dir, tmp_path):
     out = tmp_path / "job"
     result = run_train(
-        ["experiment=demo", "model.speech_encoder_layers=[6,30]", "logger=none", *SMALL_DEMO, f"hydra.run.dir={out}"],
+        ["experiment=demo", "model.speech_encoder_layers=[6,30]", "logger=wandb", *SMALL_DEMO, f"hydra.run.dir={out}"],
         cache_dir,
         check=False,
     )
@@ -166,6 +204,8 @@ def test_a_failing_job_records_failed_with_the_error(cache_dir, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "failed"
     assert "speech_encoder_layers=[6, 30]" in metrics["error"] and "0–24" in metrics["error"]
+    (run_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
+    assert run_summary(run_file)["exit_code"] == 1
 
 
 def test_a_wandb_offline_run_records_config_metrics_and_summary(cache_dir, tmp_path):

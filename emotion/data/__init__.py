@@ -1,0 +1,1 @@
+"""Corpora, audio decoding, prosody contours and batches."""

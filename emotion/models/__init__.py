@@ -1,0 +1,1 @@
+"""The Mamba-EMA model and its parts."""

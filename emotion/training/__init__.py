@@ -1,0 +1,1 @@
+"""The training loop, its metric, optimiser, checkpoints and output files."""

@@ -24,6 +24,10 @@ class Batch:
     def to(self, device: torch.device) -> Batch:
         return Batch(**{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)})
 
+    def pin_memory(self) -> Batch:
+        """Called by DataLoader(pin_memory=True), so that `to(cuda)` can copy asynchronously."""
+        return Batch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
+
     def __len__(self) -> int:
         return len(self.indices)
 

@@ -54,8 +54,8 @@ def describe_job(cfg: DictConfig) -> JobInfo:
     if group is None and hydra.mode == RunMode.MULTIRUN:
         group = Path(hydra.sweep.dir).name
     return JobInfo(
-        name=overrides or f"fold{cfg.data.fold}",
+        name=overrides or cfg.data.name,
         group=group,
-        job_type=f"fold{cfg.data.fold}",
+        job_type=f"fold{cfg.data.fold}" if cfg.data.fold is not None else cfg.data.get("test_set", "test"),
         tags=[cfg.model.profile, cfg.encoder.name],
     )

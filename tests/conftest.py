@@ -25,16 +25,20 @@ def cache_dir(tmp_path_factory) -> Path:
     return path
 
 
-def compose_config(overrides: list[str] = ()) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+# Tests ignore the developer's own conf/local/default.yaml.
+WITHOUT_LOCAL = "local=none"
+
+
+def compose_config(overrides: list[str] = (), config_dir: Path = CONF) -> DictConfig:
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        return compose("train", overrides=[WITHOUT_LOCAL, *overrides])
 
 
 def run_train(args: list[str], cache: Path, check: bool = True) -> subprocess.CompletedProcess:
     """Run train.py as a user would; outputs go wherever `args` point hydra.run.dir / hydra.sweep.dir."""
     env = {**os.environ, "EMOTION_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args, "trainer.progress_bar=false"],
+        [sys.executable, str(ROOT / "train.py"), *args, WITHOUT_LOCAL, "trainer.progress_bar=false"],
         cwd=ROOT,
         env=env,
         capture_output=True,

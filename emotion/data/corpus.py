@@ -1,25 +1,32 @@
-"""Utterances, their labels and the cross-validation folds that split them."""
+"""Utterances, their labels, and how a corpus splits them into train, validation and test."""
 
 from __future__ import annotations
 
-import csv
+import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 DIMENSIONS = ("arousal", "valence", "dominance")
+VALIDATION_PROTOCOLS = ("next_session", "speaker_holdout")
 
 
 @dataclass(frozen=True)
 class Item:
-    """One utterance; `labels` follow DIMENSIONS, on the corpus's own scale."""
+    """One utterance. `labels` follow the corpus's dimensions, on its own scale (NaN where unparseable).
+
+    Cross-validated corpora set `fold` (IEMOCAP: the session); corpora with fixed splits set `split`
+    (train, val or test; None for items no split uses).
+    """
 
     id: str
     path: Path
     speaker: str
-    fold: int
     labels: tuple[float, ...]
+    fold: int | None = None
+    split: str | None = None
 
 
 @dataclass(frozen=True)
@@ -42,38 +49,88 @@ class Splits:
     val: list[Item]
     test: list[Item]
 
+    @property
+    def all(self) -> list[Item]:
+        return [*self.train, *self.val, *self.test]
 
-def read_manifest(path: str | Path) -> list[Item]:
-    """Items of a CSV manifest (`id, path, speaker, fold, arousal, valence, dominance`).
-
-    Audio paths are relative to the manifest's folder.
-    """
-    path = Path(path)
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [
-        Item(
-            id=row.get("id") or Path(row["path"]).stem,
-            path=path.parent / row["path"],
-            speaker=row["speaker"],
-            fold=int(row["fold"]),
-            labels=tuple(float(row[name]) for name in DIMENSIONS),
-        )
-        for row in rows
-    ]
+    def without(self, ids: set[str]) -> Splits:
+        return Splits(*([item for item in part if item.id not in ids] for part in (self.train, self.val, self.test)))
 
 
-def leave_one_session_out(items: list[Item], fold: int, corpus: str) -> Splits:
-    """Test on session `fold`, validate on the next one (k % n + 1), train on the rest."""
-    sessions = sorted({item.fold for item in items})
-    if fold not in sessions:
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    splits: Splits
+    scale: LabelScale
+    dimensions: tuple[str, ...] = DIMENSIONS
+
+
+def cross_validation_splits(
+    items: list[Item],
+    fold: int,
+    corpus: str,
+    validation: str = "next_session",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> Splits:
+    """Test on fold `fold`; validate on the next fold (`next_session`, k % n + 1) or on a held-out share
+    of the training speakers (`speaker_holdout`); train on the rest."""
+    folds = sorted({item.fold for item in items})
+    if fold not in folds:
         raise ValueError(
-            f"data.fold={fold} but {corpus} has folds {sessions[0]}–{sessions[-1]}: "
-            f"pick one of {sessions}, e.g. data.fold={sessions[0]}."
+            f"data.fold={fold} but {corpus} has folds {folds[0]}–{folds[-1]}: pick one of {folds}, "
+            f"e.g. data.fold={folds[0]}."
         )
-    val_fold = sessions[(sessions.index(fold) + 1) % len(sessions)]
+    test = [item for item in items if item.fold == fold]
+    rest = [item for item in items if item.fold != fold]
+    if validation == "next_session":
+        val_fold = folds[(folds.index(fold) + 1) % len(folds)]
+        in_val = [item.fold == val_fold for item in rest]
+    elif validation == "speaker_holdout":
+        val_speakers = held_out_speakers(rest, val_fraction, seed)
+        in_val = [item.speaker in val_speakers for item in rest]
+    else:
+        raise ValueError(f"data.validation={validation!r} is not one of {VALIDATION_PROTOCOLS}.")
     return Splits(
-        train=[item for item in items if item.fold not in (fold, val_fold)],
-        val=[item for item in items if item.fold == val_fold],
-        test=[item for item in items if item.fold == fold],
+        train=[item for item, val in zip(rest, in_val, strict=True) if not val],
+        val=[item for item, val in zip(rest, in_val, strict=True) if val],
+        test=test,
     )
+
+
+def held_out_speakers(items: list[Item], fraction: float, seed: int) -> set[str]:
+    """A seeded random `fraction` of the speakers (at least one, never all)."""
+    speakers = sorted({item.speaker for item in items})
+    count = min(len(speakers) - 1, max(1, round(fraction * len(speakers))))
+    rng = np.random.default_rng(seed)
+    return set(rng.choice(speakers, size=count, replace=False).tolist())
+
+
+def speaker_folds(items: list[Item], n_folds: int, seed: int) -> list[Item]:
+    """Assign folds 1..n_folds by speaker, so no speaker is in two folds; folds get similar item counts.
+
+    Speakers are taken in a seeded random order, each into the fold with the fewest items so far.
+    """
+    counts = Counter(item.speaker for item in items)
+    if len(counts) < n_folds:
+        raise ValueError(f"data.n_folds={n_folds} but the manifest has only {len(counts)} speakers.")
+    order = np.random.default_rng(seed).permutation(sorted(counts)).tolist()
+    fold_sizes = [0] * n_folds
+    fold_of = {}
+    for speaker in order:
+        smallest = fold_sizes.index(min(fold_sizes))
+        fold_of[speaker] = smallest + 1
+        fold_sizes[smallest] += counts[speaker]
+    return [Item(**{**item.__dict__, "fold": fold_of[item.speaker]}) for item in items]
+
+
+def fixed_splits(items: list[Item]) -> Splits:
+    return Splits(*([item for item in items if item.split == name] for name in ("train", "val", "test")))
+
+
+def parse_label(text: str | None) -> float:
+    """A rating as written in a label file; NaN when empty or not a number, for the audio scan to report."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan

@@ -1,0 +1,60 @@
+"""The generic CSV corpus: one row per utterance, audio paths relative to the manifest's folder.
+
+Columns: `path`, `speaker`, any of `arousal`, `valence`, `dominance` (the model predicts those present),
+an optional `id` (default: the file name without extension), and either `fold` (integers, for
+cross-validation), `split` (train / val / test), or neither (folds are then made by speaker).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from emotion.data.corpus import DIMENSIONS, Item, parse_label
+
+SPLIT_NAMES = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "development": "val",
+    "test": "test",
+}
+
+
+def read_manifest(path: str | Path) -> tuple[list[Item], tuple[str, ...]]:
+    """Items and the dimensions they are labelled with."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data.manifest={str(path)!r} does not exist; point it at the corpus's CSV file.")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        columns = set(reader.fieldnames or ())
+        rows = list(reader)
+    dimensions = tuple(dim for dim in DIMENSIONS if dim in columns)
+    missing = {"path", "speaker"} - columns
+    if missing or not dimensions:
+        raise ValueError(
+            f"{path} lacks column(s) {sorted(missing) or ''}{'' if dimensions else ' and every label column'}: "
+            f"a manifest needs path, speaker, at least one of {', '.join(DIMENSIONS)}, and optionally id and "
+            f"fold or split (it has {sorted(columns)})."
+        )
+    return [_item(row, path, dimensions, line) for line, row in enumerate(rows, start=2)], dimensions
+
+
+def _item(row: dict, manifest: Path, dimensions: tuple[str, ...], line: int) -> Item:
+    split = row.get("split")
+    if split is not None and split.strip().lower() not in SPLIT_NAMES:
+        raise ValueError(f"{manifest}, line {line}: split={split!r}; use train, val or test.")
+    fold = row.get("fold")
+    if fold is not None and not fold.strip().lstrip("-").isdigit():
+        raise ValueError(f"{manifest}, line {line}: fold={fold!r}; folds are whole numbers.")
+    return Item(
+        id=row.get("id") or Path(row["path"]).stem,
+        path=manifest.parent / row["path"],
+        speaker=row["speaker"],
+        labels=tuple(parse_label(row[dim]) for dim in dimensions),
+        fold=None if fold is None else int(fold),
+        split=None if split is None else SPLIT_NAMES[split.strip().lower()],
+    )

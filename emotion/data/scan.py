@@ -1,0 +1,105 @@
+"""One pass over every item before training: is the audio there, readable, long enough, and its labels finite?
+
+A long job should not die at hour three on the one corrupt file among ten thousand, so all of them are
+looked at first (headers only), and every problem is reported in one message.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import soundfile as sf
+from omegaconf import DictConfig
+
+from emotion.data.corpus import Corpus, Item
+
+log = logging.getLogger(__name__)
+
+# libsndfile releases the GIL while it reads headers, so threads overlap the file system's latency.
+SCAN_THREADS = 16
+
+
+@dataclass(frozen=True)
+class Problem:
+    item: Item
+    reason: str
+
+
+class BadItemsError(ValueError):
+    pass
+
+
+def scan_items(
+    items: list[Item], dimensions: tuple[str, ...], min_seconds: float
+) -> tuple[dict[str, float], list[Problem]]:
+    """Durations in seconds of the usable items (by id), and a problem for each unusable one."""
+    with ThreadPoolExecutor(SCAN_THREADS) as pool:
+        results = list(pool.map(lambda item: _check(item, dimensions, min_seconds), items))
+    durations = {item.id: result for item, result in zip(items, results, strict=True) if isinstance(result, float)}
+    problems = [Problem(item, result) for item, result in zip(items, results, strict=True) if isinstance(result, str)]
+    return durations, problems
+
+
+def _check(item: Item, dimensions: tuple[str, ...], min_seconds: float) -> float | str:
+    """The duration, or why the item cannot be used."""
+    bad_labels = [
+        f"{dim}={value}" for dim, value in zip(dimensions, item.labels, strict=True) if not math.isfinite(value)
+    ]
+    if bad_labels:
+        return f"label not a finite number: {', '.join(bad_labels)}"
+    if not item.path.is_file():
+        return "missing file"
+    try:
+        info = sf.info(str(item.path))
+    except (RuntimeError, OSError) as err:  # soundfile's LibsndfileError is a RuntimeError
+        return f"unreadable: {err}"
+    if info.frames == 0:
+        return "empty: no samples"
+    duration = info.frames / info.samplerate
+    if duration < min_seconds:
+        return f"too short: {duration:.3f} s, below data.min_seconds={min_seconds}"
+    return duration
+
+
+def report(problems: list[Problem], total: int, skipped_file: Path | None = None) -> str:
+    lines = [f"{len(problems)} of {total} utterances cannot be used:"]
+    lines += [f"  {p.item.id}  {p.item.path}  {p.reason}" for p in problems]
+    if skipped_file is None:
+        lines.append(
+            "Fix or remove them, or set data.on_bad_audio=skip to train without them "
+            "(the run directory then lists them in skipped_items.csv)."
+        )
+    else:
+        lines.append(f"Training without them; they are listed in {skipped_file}.")
+    return "\n".join(lines)
+
+
+def write_skipped(path: Path, problems: list[Problem]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "path", "reason"])
+        writer.writerows([p.item.id, str(p.item.path), p.reason] for p in problems)
+
+
+def usable_corpus(corpus: Corpus, cfg: DictConfig, out_dir: Path) -> tuple[Corpus, dict[str, float]]:
+    """The corpus less its unusable items (with `data.on_bad_audio=skip`), and each usable item's duration.
+
+    With `data.on_bad_audio=error` any problem stops the job here, before a model is built.
+    """
+    items = corpus.splits.all
+    durations, problems = scan_items(items, corpus.dimensions, cfg.min_seconds)
+    if not problems:
+        return corpus, durations
+    if cfg.on_bad_audio == "skip":
+        skipped_file = out_dir / "skipped_items.csv"
+        write_skipped(skipped_file, problems)
+        log.warning(report(problems, len(items), skipped_file))
+        return replace(corpus, splits=corpus.splits.without({p.item.id for p in problems})), durations
+    if cfg.on_bad_audio != "error":
+        raise ValueError(f"data.on_bad_audio={cfg.on_bad_audio!r} is not one of error, skip.")
+    raise BadItemsError(f"{corpus.name}: " + report(problems, len(items)))

@@ -7,12 +7,14 @@ import json
 import math
 
 import pytest
+import soundfile as sf
 import torch
 
 from emotion.data.corpora import load_corpus
 from emotion.data.corpus import DIMENSIONS
 from emotion.data.dataset import Batch, UtteranceDataset, collate
 from emotion.data.prosody import PROSODY_FEATURES
+from emotion.data.prosody_cache import ProsodyCache
 from emotion.models.model import build_model
 from emotion.training.checkpoints import load_checkpoint
 from emotion.training.loop import EarlyStopping, train_one_epoch
@@ -43,7 +45,11 @@ def test_a_short_training_run_lowers_the_loss(cache_dir):
             "model.speech_encoder_layers=[2,4]",
         ],
     )
-    dataset = UtteranceDataset(corpus.splits.train[:16], corpus.scale, model.encoder.grid, 16000)
+    items = corpus.splits.train[:16]
+    grid = model.encoder.grid
+    prosody = ProsodyCache(cache_dir, 16000, grid).ensure([item.path for item in items], workers=1)
+    durations = [sf.info(item.path).duration for item in items]
+    dataset = UtteranceDataset(items, durations, [prosody[item.path] for item in items], corpus.scale, grid, 16000)
     batches = [collate([dataset[i] for i in range(start, start + 8)]) for start in (0, 8)]
     optimizer = build_optimizer(model, cfg.optim)
 

@@ -16,11 +16,3 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     if file_rate != sample_rate:
         wave = soxr.resample(wave, file_rate, sample_rate, quality="HQ")
     return np.ascontiguousarray(wave, dtype=np.float32)
-
-
-def random_crop(wave: np.ndarray, max_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """A window of at most `max_samples` at a random offset; shorter waves come back whole."""
-    if len(wave) <= max_samples:
-        return wave
-    start = int(rng.integers(0, len(wave) - max_samples + 1))
-    return wave[start : start + max_samples]

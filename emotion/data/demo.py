@@ -160,9 +160,9 @@ def expression_of(labels: dict[str, float], rng: np.random.Generator) -> Express
     return Expression(**centred)
 
 
-def synthesise(voice: Voice, expr: Expression, rng: np.random.Generator) -> np.ndarray:
-    """Render one utterance of 1–4 s as float32 samples."""
-    n_samples = int(rng.uniform(1.0, 4.0) * SAMPLE_RATE)
+def synthesise(voice: Voice, expr: Expression, rng: np.random.Generator, seconds: float | None = None) -> np.ndarray:
+    """Render one utterance as float32 samples, `seconds` long or 1–4 s at random."""
+    n_samples = int((rng.uniform(1.0, 4.0) if seconds is None else seconds) * SAMPLE_RATE)
     rate = voice.syllables_per_s * (1.0 + 0.35 * expr.arousal) * rng.uniform(0.9, 1.1)
     syllables = _syllable_plan(n_samples, rate, rng)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import resource
 import time
@@ -18,6 +19,10 @@ from tqdm import tqdm
 
 from emotion.data.corpora import Corpus, load_corpus
 from emotion.data.dataset import UtteranceDataset, collate
+from emotion.data.prosody import FrameGrid
+from emotion.data.prosody_cache import ProsodyCache
+from emotion.data.sampler import LengthBucketSampler
+from emotion.data.scan import usable_corpus
 from emotion.logger import Run
 from emotion.models.model import MambaEMA, build_model, count_parameters
 from emotion.training.checkpoints import load_checkpoint, save_checkpoint
@@ -36,9 +41,13 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    corpus = load_corpus(cfg.data)
+    corpus, durations = usable_corpus(load_corpus(cfg.data), cfg.data, out_dir)
     model = build_model(cfg.model, cfg.encoder, corpus.dimensions).to(device)
-    train_loader, val_loader, test_loader = make_loaders(corpus, model, cfg, device)
+    grid = model.encoder.grid
+    prosody = ProsodyCache(cfg.paths.cache_dir, cfg.data.sample_rate, grid).ensure(
+        [item.path for item in corpus.splits.all], cfg.data.prosody_workers or os.cpu_count()
+    )
+    train_loader, val_loader, test_loader = make_loaders(corpus, durations, prosody, grid, cfg, device)
     log.info(
         "%s fold %d: %d train, %d validation, %d test utterances; %s on %s, %s",
         corpus.name,
@@ -67,7 +76,8 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run) -> dict:
     for epoch in range(1, cfg.trainer.max_epochs + 1):
         started = time.perf_counter()
         train_loader.dataset.set_epoch(epoch)
-        train_loss = train_one_epoch(
+        train_loader.batch_sampler.set_epoch(epoch)
+        train_loss, padding = train_one_epoch(
             model,
             train_loader,
             optimisation,
@@ -82,6 +92,7 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run) -> dict:
             "train_loss": train_loss,
             **{f"val_{k}": v for k, v in val.items()},
             "lr": optimisation.lr,
+            "padding": padding,
             "seconds": time.perf_counter() - started,
         }
         history.append(row)
@@ -135,10 +146,10 @@ def train_one_epoch(
     precision: str,
     desc: str = "train",
     progress: bool = False,
-) -> float:
-    """One pass over `loader` (batches); returns the mean loss per utterance."""
+) -> tuple[float, float]:
+    """One pass over `loader` (batches); returns the mean loss per utterance and the share of padding."""
     model.train()
-    loss_sum, seen = 0.0, 0
+    loss_sum, seen, samples, padded_samples = 0.0, 0, 0, 0
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
     for step, batch in enumerate(bar, start=1):
         batch = batch.to(device)
@@ -150,46 +161,61 @@ def train_one_epoch(
             optimisation.step(model.parameters())
         loss_sum += loss.item() * len(batch)
         seen += len(batch)
+        samples += int(batch.wave_lengths.sum())
+        padded_samples += batch.waves.numel()
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{optimisation.lr:.2e}")
-    return loss_sum / seen
+    return loss_sum / seen, 1.0 - samples / padded_samples
 
 
 @torch.no_grad()
 def predict(model: MambaEMA, loader: DataLoader, device, precision: str) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and labels (items, dimensions), normalised scale, in the dataset's item order."""
+    """Predictions and labels (items, dimensions), normalised scale, in the dataset's item order.
+
+    A long item evaluated in chunks gets the mean of its chunks' predictions, weighted by their lengths.
+    """
     model.eval()
-    n_items, n_dims = len(loader.dataset), len(model.heads)
-    pred, true = np.zeros((n_items, n_dims)), np.zeros((n_items, n_dims))
+    n_items, n_dims = len(loader.dataset.items), len(model.heads)
+    pred_sum, weight, true = np.zeros((n_items, n_dims)), np.zeros((n_items, 1)), np.zeros((n_items, n_dims))
     for batch in loader:
         batch = batch.to(device)
         with autocast(device, precision):
             out = model(batch.waves, batch.wave_lengths, batch.prosody)
         rows = batch.indices.cpu().numpy()
-        pred[rows] = out.float().cpu().numpy()
+        lengths = batch.wave_lengths.cpu().numpy()[:, None].astype(float)
+        np.add.at(pred_sum, rows, out.float().cpu().numpy() * lengths)
+        np.add.at(weight, rows, lengths)
         true[rows] = batch.labels.cpu().numpy()
-    return pred, true
+    return pred_sum / weight, true
 
 
-def make_loaders(corpus: Corpus, model: MambaEMA, cfg: DictConfig, device: torch.device):
-    """Training crops and shuffles (both seeded); validation and test see whole utterances in order."""
+def make_loaders(
+    corpus: Corpus, durations: dict[str, float], prosody: dict, grid: FrameGrid, cfg: DictConfig, device: torch.device
+):
+    """Training crops, in shuffled length-bucketed batches (both seeded); validation and test see whole
+    utterances (chunked above data.eval_chunk_seconds), longest first."""
     data = cfg.data
+    pool_batches = {"bucket": 32, "random": 1}[data.batching]
 
     def loader(items, train: bool) -> DataLoader:
         dataset = UtteranceDataset(
             items,
+            [durations[item.id] for item in items],
+            [prosody[item.path] for item in items],
             corpus.scale,
-            model.encoder.grid,
+            grid,
             data.sample_rate,
             crop_seconds=data.max_seconds if train else None,
+            chunk_seconds=None if train else data.eval_chunk_seconds,
             seed=cfg.trainer.seed,
+        )
+        batches = LengthBucketSampler(
+            dataset.lengths, data.batch_size, shuffle=train, seed=cfg.trainer.seed, pool_batches=pool_batches
         )
         return DataLoader(
             dataset,
-            batch_size=data.batch_size,
-            shuffle=train,
+            batch_sampler=batches,
             collate_fn=collate,
             num_workers=data.num_workers,
-            generator=torch.Generator().manual_seed(cfg.trainer.seed) if train else None,
             pin_memory=device.type == "cuda",
         )
 
@@ -258,7 +284,9 @@ def peak_memory(device: torch.device) -> dict:
 
 
 def _format_scores(scores: dict) -> str:
-    return " ".join(f"{key.removeprefix('ccc_').upper()} {value:.3f}" for key, value in scores.items())
+    return " ".join(
+        f"{key.removeprefix('ccc_').upper()} {value:.3f}" for key, value in scores.items() if value is not None
+    )
 
 
 def _format_params(params: dict) -> str:

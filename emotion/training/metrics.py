@@ -32,9 +32,13 @@ def ccc_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return (1.0 - ccc(pred.float(), true.float())).mean()
 
 
-def ccc_scores(pred: np.ndarray, true: np.ndarray, dimensions: tuple[str, ...] = DIMENSIONS) -> dict[str, float]:
-    """{'ccc_a': …, 'ccc_v': …, 'ccc_d': …, 'ccc_mean': …} over a whole split of (items, dimensions) arrays."""
+def ccc_scores(pred: np.ndarray, true: np.ndarray, dimensions: tuple[str, ...] = DIMENSIONS) -> dict[str, float | None]:
+    """{'ccc_a', 'ccc_v', 'ccc_d', 'ccc_mean'} over a whole split of (items, dimensions) arrays.
+
+    A corpus without some dimension gets None for it; the mean is over the dimensions it has.
+    """
     per_dim = ccc(torch.as_tensor(pred, dtype=torch.float64), torch.as_tensor(true, dtype=torch.float64))
-    scores = {f"ccc_{dim[0]}": float(value) for dim, value in zip(dimensions, per_dim, strict=True)}
+    scores = {f"ccc_{dim[0]}": None for dim in DIMENSIONS}
+    scores.update({f"ccc_{dim[0]}": float(value) for dim, value in zip(dimensions, per_dim, strict=True)})
     scores["ccc_mean"] = float(per_dim.mean())
     return scores

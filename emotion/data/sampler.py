@@ -1,0 +1,55 @@
+"""Batches of utterances of similar length, so that a batch is mostly speech rather than padding."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from torch.utils.data import Sampler
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Yields lists of dataset indices; every index exactly once per epoch.
+
+    Training (`shuffle=True`): each epoch, from a generator seeded by (seed, epoch), the indices are
+    shuffled, cut into pools of `pool_batches` batches, each pool is sorted by length and cut into
+    batches, and the batches are shuffled. Pools keep batches different from epoch to epoch; sorting
+    within a pool keeps their padding low. Evaluation (`shuffle=False`): longest first, in fixed order.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool, seed: int = 0, pool_batches: int = 32):
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.pool_size = batch_size * pool_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        if not self.shuffle:
+            order = np.argsort(-self.lengths, kind="stable")
+            return iter(_cut(order, self.batch_size))
+        rng = np.random.default_rng([self.seed, self.epoch])
+        shuffled = rng.permutation(len(self.lengths))
+        batches = []
+        for start in range(0, len(shuffled), self.pool_size):
+            pool = shuffled[start : start + self.pool_size]
+            batches += _cut(pool[np.argsort(self.lengths[pool], kind="stable")], self.batch_size)
+        return iter([batches[i] for i in rng.permutation(len(batches))])
+
+
+def _cut(order: np.ndarray, batch_size: int) -> list[list[int]]:
+    return [order[start : start + batch_size].tolist() for start in range(0, len(order), batch_size)]
+
+
+def padding_fraction(batches: list[list[int]], lengths: list[int] | np.ndarray) -> float:
+    """Share of a padded batch that is padding, over all batches: 1 - Σ lengths / Σ (batch size × longest)."""
+    lengths = np.asarray(lengths)
+    padded = sum(len(batch) * lengths[batch].max() for batch in batches)
+    return 1.0 - sum(lengths[batch].sum() for batch in batches) / padded

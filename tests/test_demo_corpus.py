@@ -13,6 +13,7 @@ import soundfile as sf
 from emotion.data.audio import load_audio
 from emotion.data.demo import SAMPLE_RATE, ensure_demo_corpus
 from emotion.data.prosody import PROSODY_FEATURES, FrameGrid, prosody_contours
+from tests.conftest import compose_config
 
 F0, VOICING = PROSODY_FEATURES.index("f0_semitones"), PROSODY_FEATURES.index("voicing")
 
@@ -24,7 +25,9 @@ def read_rows(manifest):
 
 @pytest.fixture(scope="module")
 def full_corpus(cache_dir):
-    manifest = ensure_demo_corpus(cache_dir / "demo-seed0-n32", seed=0, utterances_per_voice=32)
+    """The corpus `data=demo` uses, in the tests' shared cache."""
+    data = compose_config(["data=demo"]).data
+    manifest = ensure_demo_corpus(data.root, seed=data.seed, utterances_per_voice=data.utterances_per_voice)
     return manifest, read_rows(manifest)
 
 

@@ -165,7 +165,9 @@ def test_the_max_profile_on_fold_2_writes_the_contract_outputs(cache_dir, tmp_pa
     assert metrics["params"]["total"] >= metrics["params"]["trainable"] > 0
 
     predictions = read_csv(out / "predictions.csv")
-    assert len(predictions) == 64 and all(row["id"].startswith("Ses02") for row in predictions)
+    voices_per_session = 2
+    expected = voices_per_session * compose_config(["data=demo"]).data.utterances_per_voice
+    assert len(predictions) == expected and all(row["id"].startswith("Ses02") for row in predictions)
     assert all(1.0 <= float(row["arousal_true"]) <= 5.0 for row in predictions)
     assert len(read_csv(out / "history.csv")) == 1
     for name in ("best.pt", "last.pt"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -62,7 +63,8 @@ class ProsodyCache:
             )
             jobs = [(path, entry, self.sample_rate, self.grid) for path, entry in todo]
             if workers > 1:
-                with ProcessPoolExecutor(workers) as pool:
+                # Spawned, not forked: the parent already runs torch's thread pools, which fork can deadlock.
+                with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                     list(pool.map(_compute_entry, jobs, chunksize=8))
             else:
                 for job in jobs:

@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from emotion.logger import JobInfo, open_run
+from emotion.logger import JobInfo, NoRun, open_run
 from emotion.training.loop import fit
 from emotion.training.outputs import metrics_record, write_json
 
@@ -20,10 +20,10 @@ log = logging.getLogger(__name__)
 def run_job(cfg: DictConfig) -> float:
     """Train the job `cfg` describes; returns the test CCC mean (what a Hydra sweeper optimises)."""
     out_dir = Path(HydraConfig.get().runtime.output_dir)
-    # Resolved, so the tracker shows values, not `${...}` interpolations.
-    config = OmegaConf.to_container(cfg, resolve=True)
-    run = open_run(cfg.logger, config, out_dir, describe_job(cfg))
+    run = NoRun()
     try:
+        # Resolved, so the tracker shows values, not `${...}` interpolations.
+        run = open_run(cfg.logger, OmegaConf.to_container(cfg, resolve=True), out_dir, describe_job(cfg))
         metrics = fit(cfg, out_dir, run)
     except BaseException as err:
         error = "".join(traceback.format_exception_only(err)).strip()

@@ -185,3 +185,14 @@ def test_a_job_on_iemocap_fold_3_predicts_only_session_3(iemocap, cache_dir, tmp
         assert float(row["arousal_true"]) == pytest.approx(truth[row["id"]]["arousal"], abs=1e-3)  # the 1–5 scale
     metrics = json.loads((out / "metrics.json").read_text())
     assert (metrics["status"], metrics["fold"]) == ("completed", 3)
+
+
+def test_msp_podcast_maps_emoact_emoval_emodom_to_arousal_valence_dominance(msp):
+    root, _ = msp
+    with open(root / "Labels" / "labels_consensus.csv", newline="") as f:
+        rows = {row["FileName"]: row for row in csv.DictReader(f)}
+    corpus = load_corpus(data_config(["data=msp_podcast", f"data.root={root}"]))
+    for item in corpus.splits.all:
+        row = rows[item.path.name]
+        assert item.labels == (float(row["EmoAct"]), float(row["EmoVal"]), float(row["EmoDom"]))
+        assert item.speaker == row["SpkrID"]

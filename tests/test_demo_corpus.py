@@ -118,3 +118,20 @@ def test_an_incomplete_corpus_is_regenerated_and_a_complete_one_reused(tmp_path)
     ensure_demo_corpus(tmp_path / "demo", seed=0, utterances_per_voice=2)
     assert digest(manifest) == original
     assert not list(tmp_path.glob("demo.tmp-*"))
+
+
+def test_a_folder_that_holds_something_else_is_never_replaced(tmp_path):
+    precious = tmp_path / "IEMOCAP_full_release"
+    (precious / "Session1").mkdir(parents=True)
+    (precious / "Session1" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="holds files but no demo corpus.*data=iemocap"):
+        ensure_demo_corpus(precious, seed=0, utterances_per_voice=2)
+    assert (precious / "Session1" / "notes.txt").read_text() == "keep me"
+
+
+def test_a_demo_corpus_of_another_generator_version_is_replaced(tmp_path):
+    manifest = ensure_demo_corpus(tmp_path / "demo", seed=0, utterances_per_voice=2)
+    (manifest.parent / "generator.json").write_text('{"version": 0}')
+    ensure_demo_corpus(tmp_path / "demo", seed=0, utterances_per_voice=2)
+    assert '"version": 0' not in (manifest.parent / "generator.json").read_text()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["demo"]  # no staging or stale folders left

@@ -156,3 +156,24 @@ def test_checkpoints_leave_out_frozen_pretrained_weights_and_load_back():
     torch.testing.assert_close(fresh.heads["valence"][0].weight, model.heads["valence"][0].weight)
     with pytest.raises(RuntimeError, match="does not fit"):
         fresh.load_checkpoint_state({**state, "stray.weight": torch.zeros(1)})
+
+
+def test_a_group_norm_encoder_gives_the_same_frames_alone_and_padded():
+    cfg = compose_config(
+        [
+            "encoder=tiny",
+            "encoder.random_init.feat_extract_norm=group",
+            "encoder.random_init.do_stable_layer_norm=false",
+        ]
+    ).encoder
+    torch.manual_seed(0)
+    encoder = encoder_for([6, 24], load_wavlm(cfg)).eval()
+    short, long = torch.randn(16000), torch.randn(24000)
+    with torch.no_grad():
+        together, mask = encoder(
+            torch.stack([torch.cat([short, torch.zeros(8000)]), long]), torch.tensor([16000, 24000])
+        )
+        alone, _ = encoder(short[None], torch.tensor([16000]))
+    n = alone.shape[1]
+    assert mask[0].sum() == n
+    torch.testing.assert_close(together[0, :n], alone[0], rtol=1e-4, atol=1e-4)

@@ -57,4 +57,4 @@ def test_changed_content_or_parameters_get_new_entries(tmp_path):
     assert cache.ensure(paths, workers=1)[paths[0]] != before
     other_grid = ProsodyCache(tmp_path / "cache", 16000, FrameGrid(400, 160)).ensure(paths, workers=1)[paths[0]]
     assert other_grid.parent.parent != before.parent.parent
-    assert not list((tmp_path / "cache").rglob("*.tmp"))  # written atomically, nothing half-done left
+    assert not list((tmp_path / "cache").rglob("*.tmp"))  # no temporary files left behind

@@ -14,12 +14,20 @@ def iemocap_like_lengths(n=2000, seed=0):
 
 
 def test_every_item_once_per_epoch_in_batches_of_the_requested_size():
-    lengths = iemocap_like_lengths(1001)
+    lengths = iemocap_like_lengths(1003)
     sampler = LengthBucketSampler(lengths, batch_size=8, shuffle=True, seed=0)
     batches = list(sampler)
     assert len(batches) == len(sampler) == 126
-    assert sorted(i for batch in batches for i in batch) == list(range(1001))
-    assert sorted(len(batch) for batch in batches)[1:] == [8] * 125  # one short batch
+    assert sorted(i for batch in batches for i in batch) == list(range(1003))
+    assert sorted(len(batch) for batch in batches) == [3] + [8] * 125  # the last pool's remainder
+
+
+def test_a_lone_item_joins_the_batch_before_it_in_training_but_not_in_evaluation():
+    lengths = iemocap_like_lengths(17)
+    training = list(LengthBucketSampler(lengths, batch_size=8, shuffle=True))
+    assert len(training) == len(LengthBucketSampler(lengths, 8, shuffle=True)) == 2
+    assert sorted(len(batch) for batch in training) == [8, 9]
+    assert [len(batch) for batch in LengthBucketSampler(lengths, 8, shuffle=False)] == [8, 8, 1]
 
 
 def test_batches_are_reshuffled_each_epoch_and_reproducible_from_the_seed():

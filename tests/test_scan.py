@@ -40,7 +40,7 @@ def manifest_with_bad_items(root):
 
 def test_every_kind_of_unusable_item_is_named_in_one_error(tmp_path):
     manifest = manifest_with_bad_items(tmp_path / "corpus")
-    cfg = compose_config(["data=csv", f"data.manifest={manifest}"]).data
+    cfg = compose_config(["data=csv", f"data.manifest={manifest}", "data.fold=1"]).data
     with pytest.raises(BadItemsError) as error:
         usable_corpus(load_corpus(cfg), cfg, tmp_path)
     message = str(error.value)
@@ -52,7 +52,7 @@ def test_every_kind_of_unusable_item_is_named_in_one_error(tmp_path):
 
 def test_skip_keeps_the_good_items_and_lists_the_others(tmp_path):
     manifest = manifest_with_bad_items(tmp_path / "corpus")
-    cfg = compose_config(["data=csv", f"data.manifest={manifest}", "data.on_bad_audio=skip"]).data
+    cfg = compose_config(["data=csv", f"data.manifest={manifest}", "data.fold=1", "data.on_bad_audio=skip"]).data
     corpus, durations = usable_corpus(load_corpus(cfg), cfg, tmp_path)
     kept = {item.id for item in corpus.splits.all}
     assert len(kept) == 18 and not kept & set(BAD_ROWS)
@@ -69,6 +69,7 @@ def test_a_job_with_skip_trains_on_the_rest(cache_dir, tmp_path):
             "experiment=demo",
             "data=csv",
             f"data.manifest={manifest}",
+            "data.fold=1",
             "data.on_bad_audio=skip",
             "trainer.max_epochs=1",
             "logger=none",

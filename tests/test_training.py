@@ -6,18 +6,21 @@ import csv
 import json
 import math
 
+import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from torch.utils.data import DataLoader
 
 from emotion.data.corpora import load_corpus
-from emotion.data.corpus import DIMENSIONS
+from emotion.data.corpus import DIMENSIONS, Item, LabelScale
 from emotion.data.dataset import Batch, UtteranceDataset, collate
-from emotion.data.prosody import PROSODY_FEATURES
+from emotion.data.prosody import PROSODY_FEATURES, FrameGrid
 from emotion.data.prosody_cache import ProsodyCache
+from emotion.data.sampler import LengthBucketSampler
 from emotion.models.model import build_model
 from emotion.training.checkpoints import load_checkpoint
-from emotion.training.loop import EarlyStopping, train_one_epoch
+from emotion.training.loop import EarlyStopping, predict, train_one_epoch
 from emotion.training.metrics import ccc_loss
 from emotion.training.optim import Optimisation, build_optimizer, warmup_cosine
 from emotion.training.outputs import METRICS_KEYS
@@ -240,3 +243,35 @@ def test_a_wandb_offline_run_records_config_metrics_and_summary(cache_dir, tmp_p
     assert run["summary"]["test/ccc_mean"] == pytest.approx(metrics["test"]["ccc_mean"])
     assert run["summary"]["val_ccc_mean"] == pytest.approx(float(read_csv(out / "history.csv")[-1]["val_ccc_mean"]))
     assert run["exit_code"] == 0
+
+
+class ChunkMeanModel(torch.nn.Module):
+    """Predicts, for every dimension, the mean sample value of the (unpadded) audio it is given."""
+
+    heads = ("arousal", "valence", "dominance")
+
+    def forward(self, waves, wave_lengths, prosody):
+        return (waves.sum(dim=1) / wave_lengths).unsqueeze(1).repeat(1, len(self.heads))
+
+
+def test_a_chunked_item_gets_the_length_weighted_mean_of_its_chunks(tmp_path):
+    # 2.5 s at 16 kHz in 1 s chunks: three chunks of 13440, 13440 and 13120 samples (on the 320-sample grid).
+    wave = np.concatenate([np.full(13440, 0.1), np.full(13440, 0.2), np.full(13120, 0.3)]).astype(np.float32)
+    sf.write(tmp_path / "long.wav", wave, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "short.wav", np.full(8000, 0.4, dtype=np.float32), 16000, subtype="FLOAT")
+    items = [
+        Item(id=name, path=tmp_path / f"{name}.wav", speaker="x", labels=(1.0, 2.0, 3.0), fold=1)
+        for name in ("long", "short")
+    ]
+    grid = FrameGrid(400, 320)
+    prosody = ProsodyCache(tmp_path / "cache", 16000, grid).ensure([item.path for item in items], workers=1)
+    dataset = UtteranceDataset(
+        items, [2.5, 0.5], [prosody[item.path] for item in items], LabelScale(1, 5), grid, 16000, chunk_seconds=1.0
+    )
+    loader = DataLoader(
+        dataset, batch_sampler=LengthBucketSampler(dataset.lengths, 2, shuffle=False), collate_fn=collate
+    )
+    pred, true = predict(ChunkMeanModel(), loader, torch.device("cpu"), "fp32")
+    expected_long = (0.1 * 13440 + 0.2 * 13440 + 0.3 * 13120) / 40000
+    np.testing.assert_allclose(pred, [[expected_long] * 3, [0.4] * 3], rtol=1e-5)
+    np.testing.assert_allclose(true, [[0.0, 0.25, 0.5]] * 2)

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from emotion.data import iemocap, msp_podcast
 from emotion.data.corpus import (
     DIMENSIONS,
+    VALIDATION_PROTOCOLS,
     Corpus,
     Item,
     LabelScale,
@@ -20,12 +21,18 @@ from emotion.data.corpus import (
 from emotion.data.demo import ensure_demo_corpus
 from emotion.data.manifest import read_manifest
 
+# Keys of the `data` group with a fixed set of values, checked before anything is read.
+CHOICES = {"on_bad_audio": ("error", "skip"), "batching": ("bucket", "random"), "validation": VALIDATION_PROTOCOLS}
+
 
 def load_corpus(cfg: DictConfig) -> Corpus:
     """`cfg` is the `data` group."""
     loaders = {"demo": _demo, "csv": _csv, "iemocap": _iemocap, "msp_podcast": _msp_podcast}
     if cfg.name not in loaders:
         raise ValueError(f"data.name={cfg.name!r} is not a known corpus; choose one of {sorted(loaders)}.")
+    for key, allowed in CHOICES.items():
+        if cfg[key] not in allowed:
+            raise ValueError(f"data.{key}={cfg[key]!r} is not one of {allowed}.")
     return loaders[cfg.name](cfg)
 
 

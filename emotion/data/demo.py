@@ -14,6 +14,7 @@ format of the generic CSV corpus. It is a pipeline check, not a benchmark.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -70,6 +71,12 @@ def ensure_demo_corpus(root: str | Path, seed: int = 0, utterances_per_voice: in
     wanted = {"version": GENERATOR_VERSION, "seed": seed, "utterances_per_voice": utterances_per_voice}
     if _is_complete(root, wanted):
         return root / MANIFEST_NAME
+    if root.exists() and any(root.iterdir()) and not (root / "generator.json").is_file():
+        raise FileExistsError(
+            f"data.root={str(root)!r} holds files but no demo corpus, and the demo corpus would replace them. "
+            "For a real corpus choose data=iemocap, data=msp_podcast or data=csv; for the demo leave data.root "
+            "at its default."
+        )
     log.info("Generating the demo corpus in %s (seed %d)", root, seed)
     staging = root.with_name(f"{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
@@ -91,9 +98,16 @@ def _is_complete(root: Path, wanted: dict) -> bool:
 
 
 def _publish(staging: Path, root: Path, wanted: dict) -> None:
-    """Move a finished corpus into place; a concurrent job that got there first wins."""
+    """Move a finished corpus into place; a concurrent job that got there first wins.
+
+    A stale demo corpus (another generator version, or incomplete) is first renamed aside, so that no
+    reader ever sees a half-deleted folder.
+    """
     if root.exists() and not _is_complete(root, wanted):
-        shutil.rmtree(root, ignore_errors=True)
+        stale = root.with_name(f"{root.name}.stale-{os.getpid()}")
+        with contextlib.suppress(OSError):  # gone already, or replaced by a concurrent job
+            root.rename(stale)
+        shutil.rmtree(stale, ignore_errors=True)
     try:
         staging.rename(root)
     except OSError:

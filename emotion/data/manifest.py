@@ -8,6 +8,7 @@ cross-validation), `split` (train / val / test), or neither (folds are then made
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 
 from emotion.data.corpus import DIMENSIONS, Item, parse_label
@@ -40,7 +41,14 @@ def read_manifest(path: str | Path) -> tuple[list[Item], tuple[str, ...]]:
             f"a manifest needs path, speaker, at least one of {', '.join(DIMENSIONS)}, and optionally id and "
             f"fold or split (it has {sorted(columns)})."
         )
-    return [_item(row, path, dimensions, line) for line, row in enumerate(rows, start=2)], dimensions
+    items = [_item(row, path, dimensions, line) for line, row in enumerate(rows, start=2)]
+    repeated = [item_id for item_id, count in Counter(item.id for item in items).items() if count > 1]
+    if repeated:
+        raise ValueError(
+            f"{path}: ids {repeated[:5]}{' …' if len(repeated) > 5 else ''} name more than one row; ids default to "
+            "the file name without extension, so add an id column that tells such files apart."
+        )
+    return items, dimensions
 
 
 def _item(row: dict, manifest: Path, dimensions: tuple[str, ...], line: int) -> Item:

@@ -8,11 +8,14 @@ Entries and the index are written to a temporary name and renamed, so concurrent
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import multiprocessing
 import os
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -86,6 +89,9 @@ class ProsodyCache:
                 changed = True
             hashes[path] = index[key]
         if changed:
+            # Another job may have added entries since we read the index: keep theirs too.
+            with contextlib.suppress(OSError, ValueError):
+                index = {**json.loads(index_file.read_text()), **index}
             _write_atomically(index_file, json.dumps(index).encode())
         return hashes
 
@@ -103,12 +109,14 @@ def _compute_entry(job: tuple[Path, Path, int, FrameGrid]) -> None:
     path, entry, sample_rate, grid = job
     contours = prosody_contours(load_audio(path, sample_rate), sample_rate, grid)
     entry.parent.mkdir(parents=True, exist_ok=True)
-    with open(entry.with_name(f".{entry.name}.{os.getpid()}.tmp"), "wb") as f:
-        np.save(f, contours)
-    os.replace(f.name, entry)
+    buffer = io.BytesIO()
+    np.save(buffer, contours)
+    _write_atomically(entry, buffer.getvalue())
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Write a uniquely named temporary file beside `path`, then rename it: readers see all or nothing,
+    and jobs on other machines sharing the cache never write the same temporary file."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
+        f.write(data)
+    os.replace(f.name, path)

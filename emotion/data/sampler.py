@@ -14,7 +14,9 @@ class LengthBucketSampler(Sampler[list[int]]):
     Training (`shuffle=True`): each epoch, from a generator seeded by (seed, epoch), the indices are
     shuffled, cut into pools of `pool_batches` batches, each pool is sorted by length and cut into
     batches, and the batches are shuffled. Pools keep batches different from epoch to epoch; sorting
-    within a pool keeps their padding low. Evaluation (`shuffle=False`): longest first, in fixed order.
+    within a pool keeps their padding low. A lone item left at the end of a pool joins the batch before it:
+    the CCC of one item is undefined and would only give the optimizer a zero gradient.
+    Evaluation (`shuffle=False`): longest first, in fixed order.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, shuffle: bool, seed: int = 0, pool_batches: int = 32):
@@ -29,7 +31,10 @@ class LengthBucketSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
+        if not self.shuffle:
+            return math.ceil(len(self.lengths) / self.batch_size)
+        pools = [self.pool_size] * (len(self.lengths) // self.pool_size) + [len(self.lengths) % self.pool_size]
+        return sum(len(_cut(np.arange(size), self.batch_size, merge_lone=True)) for size in pools if size)
 
     def __iter__(self):
         if not self.shuffle:
@@ -40,12 +45,16 @@ class LengthBucketSampler(Sampler[list[int]]):
         batches = []
         for start in range(0, len(shuffled), self.pool_size):
             pool = shuffled[start : start + self.pool_size]
-            batches += _cut(pool[np.argsort(self.lengths[pool], kind="stable")], self.batch_size)
+            batches += _cut(pool[np.argsort(self.lengths[pool], kind="stable")], self.batch_size, merge_lone=True)
         return iter([batches[i] for i in rng.permutation(len(batches))])
 
 
-def _cut(order: np.ndarray, batch_size: int) -> list[list[int]]:
-    return [order[start : start + batch_size].tolist() for start in range(0, len(order), batch_size)]
+def _cut(order: np.ndarray, batch_size: int, merge_lone: bool = False) -> list[list[int]]:
+    batches = [order[start : start + batch_size].tolist() for start in range(0, len(order), batch_size)]
+    if merge_lone and len(batches) > 1 and len(batches[-1]) == 1:
+        lone = batches.pop()
+        batches[-1] += lone
+    return batches
 
 
 def padding_fraction(batches: list[list[int]], lengths: list[int] | np.ndarray) -> float:

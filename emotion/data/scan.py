@@ -93,13 +93,21 @@ def usable_corpus(corpus: Corpus, cfg: DictConfig, out_dir: Path) -> tuple[Corpu
     """
     items = corpus.splits.all
     durations, problems = scan_items(items, corpus.dimensions, cfg.min_seconds)
-    if not problems:
-        return corpus, durations
-    if cfg.on_bad_audio == "skip":
+    if problems and cfg.on_bad_audio == "error":
+        raise BadItemsError(f"{corpus.name}: " + report(problems, len(items)))
+    if problems:
         skipped_file = out_dir / "skipped_items.csv"
         write_skipped(skipped_file, problems)
         log.warning(report(problems, len(items), skipped_file))
-        return replace(corpus, splits=corpus.splits.without({p.item.id for p in problems})), durations
-    if cfg.on_bad_audio != "error":
-        raise ValueError(f"data.on_bad_audio={cfg.on_bad_audio!r} is not one of error, skip.")
-    raise BadItemsError(f"{corpus.name}: " + report(problems, len(items)))
+        corpus = replace(corpus, splits=corpus.splits.without({p.item.id for p in problems}))
+    _require_every_split(corpus, cfg)
+    return corpus, durations
+
+
+def _require_every_split(corpus: Corpus, cfg: DictConfig) -> None:
+    empty = [name for name in ("train", "val", "test") if not getattr(corpus.splits, name)]
+    if empty:
+        raise ValueError(
+            f"{corpus.name}, data.fold={cfg.fold}, data.validation={cfg.validation}: no usable items in the "
+            f"{' and '.join(empty)} split(s). Each needs at least one; check the folds or split column."
+        )

@@ -7,6 +7,7 @@ import os
 import warnings
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import WavLMConfig, WavLMModel
@@ -114,12 +115,25 @@ class SpeechEncoder(nn.Module):
         if self.normalize_waveform:
             waves = _standardise(waves, sample_mask)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            out = self.wavlm(waves, attention_mask=sample_mask, output_hidden_states=True)
-        chosen = torch.stack([out.hidden_states[layer] for layer in self.layers])  # (K, B, T, hidden)
+            chosen = self._chosen_hidden_states(waves, wave_lengths, sample_mask)  # (K, B, T, hidden)
         weights = torch.softmax(self.layer_logits, dim=0).to(chosen.dtype)
         frames = torch.einsum("k,kbth->bth", weights, chosen)
         frame_mask = torch.arange(frames.shape[1], device=waves.device) < self.frame_lengths(wave_lengths)[:, None]
         return frames, frame_mask
+
+    def _chosen_hidden_states(self, waves, wave_lengths, sample_mask) -> torch.Tensor:
+        if self.wavlm.config.feat_extract_norm != "group":
+            hidden = self.wavlm(waves, attention_mask=sample_mask, output_hidden_states=True).hidden_states
+            return torch.stack([hidden[layer] for layer in self.layers])
+        # Group norm in the first convolution (WavLM-Base+) normalises over the padded length too, so a
+        # padded utterance would come out different: run each one alone, then pad the frames.
+        n_frames = self.grid.count(waves.shape[1])
+        per_utterance = []
+        for wave, length in zip(waves, wave_lengths.tolist(), strict=True):
+            hidden = self.wavlm(wave[None, :length], output_hidden_states=True).hidden_states
+            chosen = torch.stack([hidden[layer][0] for layer in self.layers])  # (K, T_i, hidden)
+            per_utterance.append(F.pad(chosen, (0, 0, 0, n_frames - chosen.shape[1])))
+        return torch.stack(per_utterance, dim=1)
 
 
 def _standardise(waves: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

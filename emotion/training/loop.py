@@ -49,7 +49,7 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run) -> dict:
     )
     train_loader, val_loader, test_loader = make_loaders(corpus, durations, prosody, grid, cfg, device)
     log.info(
-        "%s fold %d: %d train, %d validation, %d test utterances; %s on %s, %s",
+        "%s fold %s: %d train, %d validation, %d test utterances; %s on %s, %s",
         corpus.name,
         cfg.data.fold,
         len(train_loader.dataset),
@@ -232,7 +232,9 @@ class EarlyStopping:
         self.bad_epochs = 0
 
     def update(self, score: float, epoch: int) -> bool:
-        if score > self.best_score:
+        """Whether `score` is the best yet. The first epoch always is, so a best checkpoint always exists."""
+        score = -math.inf if math.isnan(score) else score
+        if score > self.best_score or self.best_epoch == 0:
             self.best_score, self.best_epoch, self.bad_epochs = score, epoch, 0
             return True
         self.bad_epochs += 1
@@ -261,13 +263,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
 def resolve_precision(name: str, device: torch.device) -> str:
-    """`auto`: bf16 on CUDA cards that support it, fp16 (with loss scaling) on older cards, fp32 on CPU."""
+    """`auto`: bf16 on CUDA cards with bf16 units, fp16 (with loss scaling) on older cards, fp32 on CPU."""
+    if name not in PRECISIONS:
+        raise ValueError(f"trainer.precision={name!r} is not one of {PRECISIONS}.")
     if name != "auto":
         return name
     if device.type != "cuda":
         return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    # Without the hardware, bf16 is emulated and slower than fp16.
+    return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
 
 
 def autocast(device: torch.device, precision: str):

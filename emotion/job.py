@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gc
+import hashlib
+import json
 import logging
 import traceback
 from pathlib import Path
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -18,22 +22,45 @@ log = logging.getLogger(__name__)
 
 
 def run_job(cfg: DictConfig) -> float:
-    """Train the job `cfg` describes; returns the test CCC mean (what a Hydra sweeper optimises)."""
+    """Train the job `cfg` describes; returns the test CCC mean (what a Hydra sweeper optimises).
+
+    A job whose folder already holds a completed metrics.json is not trained again.
+    """
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    previous = _read_metrics(out_dir / "metrics.json")
+    if previous and previous["status"] == "completed":
+        log.info("%s: completed before (metrics.json), skipping", out_dir)
+        return previous["test"]["ccc_mean"]
     run = NoRun()
     try:
         # Resolved, so the tracker shows values, not `${...}` interpolations.
-        run = open_run(cfg.logger, OmegaConf.to_container(cfg, resolve=True), out_dir, describe_job(cfg))
+        run = open_run(cfg.logger, OmegaConf.to_container(cfg, resolve=True), out_dir, describe_job(cfg, out_dir))
         metrics = fit(cfg, out_dir, run)
     except BaseException as err:
         error = "".join(traceback.format_exception_only(err)).strip()
         write_json(out_dir / "metrics.json", metrics_record("failed", cfg.data.fold, cfg.model.profile, error=error))
         run.finish(exit_code=1)
         raise
+    finally:
+        _release_memory()
     write_json(out_dir / "metrics.json", metrics)
     run.finish(summary=tracker_summary(metrics))
     log.info("wrote %s", out_dir / "metrics.json")
     return metrics["test"]["ccc_mean"]
+
+
+def _read_metrics(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _release_memory() -> None:
+    """The basic launcher runs a sweep's jobs in one process: hand the last job's GPU memory back."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def tracker_summary(metrics: dict) -> dict:
@@ -47,13 +74,15 @@ def tracker_summary(metrics: dict) -> dict:
     return summary
 
 
-def describe_job(cfg: DictConfig) -> JobInfo:
+def describe_job(cfg: DictConfig, out_dir: Path) -> JobInfo:
     hydra = HydraConfig.get()
     overrides = hydra.job.override_dirname
     group = cfg.logger.group
     if group is None and hydra.mode == RunMode.MULTIRUN:
-        group = Path(hydra.sweep.dir).name
+        group = cfg.name
     return JobInfo(
+        # The job's folder names its run: a requeued or resumed job goes on with the same W&B run.
+        run_id=hashlib.sha1(str(out_dir.resolve()).encode()).hexdigest()[:16],
         name=overrides or cfg.data.name,
         group=group,
         job_type=f"fold{cfg.data.fold}" if cfg.data.fold is not None else cfg.data.get("test_set", "test"),

@@ -11,6 +11,7 @@ from typing import Protocol
 class JobInfo:
     """How a job is named in the tracker: grouped by sweep, typed by fold, named by its overrides."""
 
+    run_id: str
     name: str
     group: str | None
     job_type: str
@@ -48,6 +49,8 @@ class WandbRun:
             job_type=job.job_type,
             name=job.name,
             tags=job.tags,
+            id=job.run_id,
+            resume="allow",
         )
 
     def log(self, metrics: dict, step: int) -> None:

@@ -29,17 +29,17 @@ def cache_dir(tmp_path_factory) -> Path:
 WITHOUT_LOCAL = "local=none"
 
 
-def compose_config(overrides: list[str] = (), config_dir: Path = CONF) -> DictConfig:
+def compose_config(overrides: list[str] = (), config_dir: Path = CONF, return_hydra_config=False) -> DictConfig:
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        return compose("train", overrides=[WITHOUT_LOCAL, *overrides])
+        return compose("train", overrides=[WITHOUT_LOCAL, *overrides], return_hydra_config=return_hydra_config)
 
 
-def run_train(args: list[str], cache: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run train.py as a user would; outputs go wherever `args` point hydra.run.dir / hydra.sweep.dir."""
+def run_train(args: list[str], cache: Path, check: bool = True, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run train.py as a user would, from `cwd` (where outputs/ and multirun/ go unless `args` say otherwise)."""
     env = {**os.environ, "EMOTION_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
     result = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args, WITHOUT_LOCAL, "trainer.progress_bar=false"],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,

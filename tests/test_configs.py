@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import CONF, compose_config
 
-GROUPS = ["model", "encoder", "optim", "data", "trainer", "logger", "experiment"]
+GROUPS = ["model", "encoder", "optim", "data", "trainer", "logger", "experiment", "sweep"]
 # Files starting with `_` are shared parts of a group's options, not options themselves.
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("[!_]*.yaml"))]
 
@@ -76,3 +76,26 @@ def test_tiny_encoder_is_as_deep_as_wavlm_large():
     cfg = compose_config(["encoder=tiny"])
     assert cfg.encoder.source is None
     assert cfg.encoder.random_init.num_hidden_layers == 24
+
+
+@pytest.mark.parametrize(
+    ("sweep", "params"),
+    [
+        ("folds", {"data.fold": "range(1,6)"}),
+        ("mamba", {"model.mamba_n_layers": "2,3", "data.fold": "range(1,6)"}),
+        (
+            "capacity",
+            {
+                "data.batch_size": "8,12",
+                "model.d_hidden": "256,384",
+                "model.d_state": "64,128",
+                "model.speech_encoder_layers": "[6,12,18,24],[3,6,9,12,15,18,21,24]",
+                "data.fold": "range(1,6)",
+            },
+        ),
+    ],
+)
+def test_named_sweeps_set_their_parameters_and_their_folder(sweep, params):
+    cfg = compose_config([f"sweep={sweep}"], return_hydra_config=True)
+    assert dict(cfg.hydra.sweeper.params) == params
+    assert cfg.name == sweep and cfg.hydra.sweep.dir == f"multirun/{sweep}"

@@ -178,32 +178,6 @@ def test_the_max_profile_on_fold_2_writes_the_contract_outputs(cache_dir, tmp_pa
     assert (out / ".hydra" / "config.yaml").is_file()
 
 
-def test_a_sweep_writes_one_job_directory_per_combination(cache_dir, tmp_path):
-    sweep = tmp_path / "sweep"
-    run_train(
-        [
-            "-m",
-            "experiment=demo",
-            "data.fold=1,2",
-            "model.mamba_n_layers=1,2",
-            "trainer.max_epochs=1",
-            "logger=none",
-            *SMALL_DEMO,
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cache_dir,
-    )
-    jobs = sorted(path.parent for path in sweep.glob("*/metrics.json"))
-    assert len(jobs) == 4
-    combinations = set()
-    for job in jobs:
-        metrics = json.loads((job / "metrics.json").read_text())
-        config = (job / ".hydra" / "overrides.yaml").read_text()
-        assert metrics["status"] == "completed"
-        combinations.add((metrics["fold"], "model.mamba_n_layers=1" in config))
-    assert combinations == {(1, True), (1, False), (2, True), (2, False)}
-
-
 def test_a_failing_job_records_failed_with_the_error_and_finishes_its_wandb_run_as_failed(cache_dir, tmp_path):
     out = tmp_path / "job"
     result = run_train(

@@ -1,0 +1,39 @@
+"""Hydra callbacks of a sweep."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from emotion.report import write_summary
+
+log = logging.getLogger(__name__)
+
+
+class SweepSummary(Callback):
+    """Rewrites the sweep's summary after every job and once more at the end.
+
+    After every job, not only at the end: Hydra skips `on_multirun_end` when a job failed, and with the GPU
+    pool or SLURM the jobs end in other processes, so each one brings the table up to date itself.
+    """
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN:
+            self._write(Path(config.hydra.sweep.dir))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        summary = self._write(Path(config.hydra.sweep.dir))
+        if summary:
+            log.info("sweep summary:\n%s", summary.read_text())
+
+    @staticmethod
+    def _write(sweep_dir: Path) -> Path | None:
+        try:
+            return write_summary(sweep_dir)
+        except Exception:  # a broken summary must not fail a job that trained fine
+            log.exception("could not write the summary of %s", sweep_dir)
+            return None

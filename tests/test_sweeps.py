@@ -1,0 +1,90 @@
+"""Sweeps as users run them: deterministic job folders, a comparison table, reruns that skip finished jobs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+
+from tests.conftest import SMALL_DEMO, run_train
+from tests.wandb_records import run_summary
+
+SWEEP = ["-m", "experiment=demo", "data.fold=1,2", "model.mamba_n_layers=1,2", "trainer.max_epochs=1", *SMALL_DEMO]
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_sweep_names_its_jobs_by_their_overrides_writes_the_table_and_skips_finished_jobs(cache_dir, tmp_path):
+    started = time.perf_counter()
+    run_train([*SWEEP, "name=depth", "logger=wandb"], cache_dir, cwd=tmp_path)
+    first_run = time.perf_counter() - started
+    sweep = tmp_path / "multirun" / "depth"
+    jobs = sorted(path.parent for path in sweep.glob("*/metrics.json"))
+    assert [job.name for job in jobs] == [
+        f"data.fold={fold},data.utterances_per_voice=4,experiment=demo,model.mamba_n_layers={layers},"
+        "trainer.max_epochs=1"
+        for fold in (1, 2)
+        for layers in (1, 2)
+    ]
+    metrics = {job.name: json.loads((job / "metrics.json").read_text()) for job in jobs}
+    assert all(m["status"] == "completed" for m in metrics.values())
+
+    rows = read_csv(sweep / "summary.csv")
+    assert [row["model.mamba_n_layers"] for row in rows] == ["1", "2"]
+    for row in rows:
+        folds = [m for name, m in metrics.items() if f"model.mamba_n_layers={row['model.mamba_n_layers']}," in name]
+        assert (row["folds_done"], row["folds_expected"], row["folds_failed"]) == ("2", "2", "0")
+        expected_v = sum(m["test"]["ccc_v"] for m in folds) / 2
+        assert float(row["ccc_v_mean"]) == abs_approx(expected_v)
+    table = (sweep / "summary.md").read_text()
+    assert table.count("| 2/2 |") == 2 and "CCC-V" in table
+    assert (sweep / "summary.png").stat().st_size > 1000
+
+    for job in jobs:
+        (run_file,) = job.glob("wandb/offline-run-*/run-*.wandb")
+        run = run_summary(run_file)
+        fold = metrics[job.name]["fold"]
+        assert (run["group"], run["job_type"], run["name"]) == ("depth", f"fold{fold}", job.name)
+        assert run["tags"] == ["standard", "tiny"]
+
+    written = {job: (job / "metrics.json").stat().st_mtime_ns for job in jobs}
+    started = time.perf_counter()
+    again = run_train([*SWEEP, "name=depth", "logger=wandb"], cache_dir, cwd=tmp_path)
+    assert time.perf_counter() - started < 0.6 * first_run
+    assert {job: (job / "metrics.json").stat().st_mtime_ns for job in jobs} == written  # nothing retrained
+    assert (again.stdout + again.stderr).count("completed before (metrics.json), skipping") == 4
+
+
+def abs_approx(value):
+    import pytest
+
+    return pytest.approx(value, abs=1e-9)
+
+
+def test_a_failing_job_leaves_the_others_running_and_shows_in_the_table(cache_dir, tmp_path):
+    result = run_train(
+        [
+            "-m",
+            "experiment=demo",
+            "data.fold=1",
+            "model.speech_encoder_layers=[6,12],[6,30]",
+            "trainer.max_epochs=1",
+            "logger=none",
+            "name=broken",
+            *SMALL_DEMO,
+        ],
+        cache_dir,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode != 0
+    sweep = tmp_path / "multirun" / "broken"
+    status = {job.parent.name: json.loads(job.read_text())["status"] for job in sweep.glob("*/metrics.json")}
+    assert sorted(status.values()) == ["completed", "failed"]
+    rows = {row["model.speech_encoder_layers"]: row for row in read_csv(sweep / "summary.csv")}
+    assert (rows["[6,12]"]["folds_done"], rows["[6,12]"]["folds_failed"]) == ("1", "0")
+    assert (rows["[6,30]"]["folds_done"], rows["[6,30]"]["folds_failed"]) == ("0", "1")
+    assert "0/1 (1 failed)" in (sweep / "summary.md").read_text()

@@ -6,6 +6,9 @@ import gc
 import hashlib
 import json
 import logging
+import os
+import socket
+import time
 import traceback
 from pathlib import Path
 
@@ -31,6 +34,14 @@ def run_job(cfg: DictConfig) -> float:
     if previous and previous["status"] == "completed":
         log.info("%s: completed before (metrics.json), skipping", out_dir)
         return previous["test"]["ccc_mean"]
+    where = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": time.time(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    }
+    write_json(out_dir / "job.json", where)
     run = NoRun()
     try:
         # Resolved, so the tracker shows values, not `${...}` interpolations.
@@ -43,6 +54,7 @@ def run_job(cfg: DictConfig) -> float:
         raise
     finally:
         _release_memory()
+        write_json(out_dir / "job.json", {**where, "ended": time.time()})
     write_json(out_dir / "metrics.json", metrics)
     run.finish(summary=tracker_summary(metrics))
     log.info("wrote %s", out_dir / "metrics.json")

@@ -88,3 +88,30 @@ def test_a_failing_job_leaves_the_others_running_and_shows_in_the_table(cache_di
     assert (rows["[6,12]"]["folds_done"], rows["[6,12]"]["folds_failed"]) == ("1", "0")
     assert (rows["[6,30]"]["folds_done"], rows["[6,30]"]["folds_failed"]) == ("0", "1")
     assert "0/1 (1 failed)" in (sweep / "summary.md").read_text()
+
+
+def test_the_gpu_pool_runs_one_job_per_device_at_a_time_on_distinct_devices(cache_dir, tmp_path):
+    run_train(
+        [*SWEEP, "name=pool", "logger=none", "hydra/launcher=gpu_pool", "hydra.launcher.devices=[0,1]"],
+        cache_dir,
+        cwd=tmp_path,
+    )
+    sweep = tmp_path / "multirun" / "pool"
+    records = [json.loads(path.read_text()) for path in sweep.glob("*/job.json")]
+    assert len(records) == 4 and len({r["pid"] for r in records}) == 4  # a process per job
+    assert {r["cuda_visible_devices"] for r in records} == {"0", "1"}
+    events = sorted(
+        [(r["started"], 1, r) for r in records] + [(r["ended"], -1, r) for r in records],
+        key=lambda event: (event[0], event[1]),
+    )
+    running, most = [], 0
+    for _, change, record in events:
+        if change == 1:
+            assert record["cuda_visible_devices"] not in {r["cuda_visible_devices"] for r in running}
+            running.append(record)
+        else:
+            running.remove(record)
+        most = max(most, len(running))
+    assert most == 2  # side by side, never more than the two devices
+    assert all(json.loads(p.read_text())["status"] == "completed" for p in sweep.glob("*/metrics.json"))
+    assert read_csv(sweep / "summary.csv")[0]["folds_done"] == "2"

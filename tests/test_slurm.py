@@ -1,0 +1,67 @@
+"""A demo sweep through submitit on a real SLURM cluster (scripts/slurm-cluster.sh; .ci/run starts one).
+
+Skipped when no cluster answers, unless EMOTION_REQUIRE_SLURM=1 (as in CI), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import SMALL_DEMO, run_train
+
+
+def cluster_answers() -> bool:
+    if not shutil.which("sbatch"):
+        return False
+    return subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def slurm():
+    if not cluster_answers():
+        if os.environ.get("EMOTION_REQUIRE_SLURM") == "1":
+            pytest.fail("EMOTION_REQUIRE_SLURM=1 but no SLURM cluster answers: start one with scripts/slurm-cluster.sh")
+        pytest.skip("no SLURM cluster here; scripts/slurm-cluster.sh starts one")
+
+
+@pytest.mark.slow
+def test_a_demo_sweep_runs_as_slurm_jobs(slurm, cache_dir, tmp_path):
+    run_train(
+        [
+            "-m",
+            "hydra/launcher=slurm",
+            "hydra.launcher.gpus_per_node=null",
+            "hydra.launcher.cpus_per_task=1",
+            "hydra.launcher.mem_gb=2",
+            "hydra.launcher.timeout_min=15",
+            "experiment=demo",
+            "data.fold=1,2",
+            "trainer.max_epochs=1",
+            "logger=none",
+            "name=slurm",
+            *SMALL_DEMO,
+        ],
+        cache_dir,
+        cwd=tmp_path,
+    )
+    sweep = tmp_path / "multirun" / "slurm"
+    jobs = sorted(path.parent for path in sweep.glob("*/metrics.json"))
+    assert len(jobs) == 2
+    slurm_ids = set()
+    for job in jobs:
+        assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
+        slurm_ids.add(json.loads((job / "job.json").read_text())["slurm_job_id"])
+    assert None not in slurm_ids and len(slurm_ids) == 2  # two SLURM jobs ran them
+    accounted = subprocess.run(
+        ["sacct", "-n", "-X", "-o", "JobID,State", "-j", ",".join(slurm_ids)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert accounted.count("COMPLETED") == 2
+    assert "| 2/2 |" in (sweep / "summary.md").read_text()

@@ -13,7 +13,6 @@ launcher cannot give jobs different devices; hence this small plugin.
 # No `from __future__ import annotations` here: Hydra executes plugin modules before registering them in
 # sys.modules, and dataclasses then cannot resolve string annotations.
 
-
 import logging
 import os
 import subprocess
@@ -74,18 +73,22 @@ class GpuPoolLauncher(Launcher):
         queue = list(enumerate(job_overrides, start=initial_job_idx))
         running: dict[int, _Running] = {}  # device → its job
         results: dict[int, JobReturn] = {}
-        while queue or running:
-            for device in [d for d in devices if d not in running]:
-                if not queue:
-                    break
-                index, overrides = queue.pop(0)
-                running[device] = self._start(index, list(overrides), device, work_dir)
-            for device, job in list(running.items()):
-                if job.process.poll() is not None:
-                    results[job.index] = _collect(job)
-                    del running[device]
-                    log.info(f"\t#{job.index} ended on device {device}: {results[job.index].status.name}")
-            time.sleep(self.poll_seconds)
+        try:
+            while queue or running:
+                for device in [d for d in devices if d not in running]:
+                    if not queue:
+                        break
+                    index, overrides = queue.pop(0)
+                    running[device] = self._start(index, list(overrides), device, work_dir)
+                for device, job in list(running.items()):
+                    if job.process.poll() is not None:
+                        results[job.index] = _collect(job)
+                        del running[device]
+                        log.info(f"\t#{job.index} ended on device {device}: {results[job.index].status.name}")
+                time.sleep(self.poll_seconds)
+        except BaseException:  # Ctrl-C or an error here: take the running jobs down too, not leave them orphaned
+            _stop([job.process for job in running.values()])
+            raise
         return [results[index] for index in sorted(results)]
 
     def _start(self, index: int, overrides: list[str], device: int, work_dir: Path) -> _Running:
@@ -106,6 +109,16 @@ class GpuPoolLauncher(Launcher):
                 stderr=subprocess.STDOUT,
             )
         return _Running(index, process, result_file)
+
+
+def _stop(processes: list[subprocess.Popen], grace_seconds: float = 30.0) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def _all_devices() -> list[int]:

@@ -26,9 +26,12 @@ class LengthBucketSampler(Sampler[list[int]]):
         self.seed = seed
         self.pool_size = batch_size * pool_batches
         self.epoch = 0
+        self.first_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, first_batch: int = 0) -> None:
+        """The epoch's batches, from `first_batch` on: a resumed run skips those it trained on already."""
         self.epoch = epoch
+        self.first_batch = first_batch
 
     def __len__(self) -> int:
         if not self.shuffle:
@@ -46,7 +49,7 @@ class LengthBucketSampler(Sampler[list[int]]):
         for start in range(0, len(shuffled), self.pool_size):
             pool = shuffled[start : start + self.pool_size]
             batches += _cut(pool[np.argsort(self.lengths[pool], kind="stable")], self.batch_size, merge_lone=True)
-        return iter([batches[i] for i in rng.permutation(len(batches))])
+        return iter([batches[i] for i in rng.permutation(len(batches))][self.first_batch :])
 
 
 def _cut(order: np.ndarray, batch_size: int, merge_lone: bool = False) -> list[list[int]]:

@@ -7,7 +7,6 @@ import math
 import os
 import random
 import resource
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -25,10 +24,11 @@ from emotion.data.sampler import LengthBucketSampler
 from emotion.data.scan import usable_corpus
 from emotion.logger import Run
 from emotion.models.model import MambaEMA, build_model, count_parameters
-from emotion.training.checkpoints import load_checkpoint, save_checkpoint
+from emotion.training.checkpoints import load_checkpoint, load_latest, restore_rng, rng_state, save_checkpoint
 from emotion.training.metrics import ccc_loss, ccc_scores
 from emotion.training.optim import Optimisation
 from emotion.training.outputs import metrics_record, write_history, write_predictions
+from emotion.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -70,46 +70,57 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run) -> dict:
         device_type=device.type,
     )
     stopper = EarlyStopping(cfg.trainer.patience)
+    progress = Progress()
     checkpoints = out_dir / "checkpoints"
-    history: list[dict] = []
+    resume(checkpoints, cfg.trainer.resume, device, model, optimisation, stopper, progress)
 
-    for epoch in range(1, cfg.trainer.max_epochs + 1):
-        started = time.perf_counter()
+    def save_last() -> None:
+        """Everything needed to continue exactly from here, the random generators included."""
+        state = {"model": model.checkpoint_state(), **optimisation.state_dict(), "early_stopping": stopper.state_dict()}
+        save_checkpoint(
+            checkpoints / "last.pt",
+            {**state, "progress": progress.state_dict(), "rng": rng_state()},
+            keep_previous=True,
+        )
+
+    while not progress.finished:
+        epoch = progress.epoch
+        progress.start_clock()
         train_loader.dataset.set_epoch(epoch)
-        train_loader.batch_sampler.set_epoch(epoch)
-        train_loss, padding = train_one_epoch(
+        train_loader.batch_sampler.set_epoch(epoch, first_batch=progress.batches_done)
+        train_one_epoch(
             model,
             train_loader,
             optimisation,
             device,
             precision,
+            progress,
+            checkpoint=save_last,
+            checkpoint_every=cfg.trainer.checkpoint_every_steps,
             desc=f"epoch {epoch}/{cfg.trainer.max_epochs}",
-            progress=cfg.trainer.progress_bar,
+            show_bar=cfg.trainer.progress_bar,
         )
         val = ccc_scores(*predict(model, val_loader, device, precision), corpus.dimensions)
         row = {
             "epoch": epoch,
-            "train_loss": train_loss,
+            "train_loss": progress.mean_loss,
             **{f"val_{k}": v for k, v in val.items()},
             "lr": optimisation.lr,
-            "padding": padding,
-            "seconds": time.perf_counter() - started,
+            "padding": progress.padding,
+            "seconds": progress.elapsed(),
         }
-        history.append(row)
-        write_history(out_dir / "history.csv", history)
         run.log(row, step=epoch)
-        log.info("epoch %d: loss %.4f, val CCC %s, %.1f s", epoch, train_loss, _format_scores(val), row["seconds"])
-
-        improved = stopper.update(val["ccc_mean"], epoch)
-        state = {"model": model.checkpoint_state(), "epoch": epoch, "val": val}
-        if improved:
-            save_checkpoint(checkpoints / "best.pt", state)
-        save_checkpoint(
-            checkpoints / "last.pt", {**state, **optimisation.state_dict(), "early_stopping": stopper.state_dict()}
+        log.info(
+            "epoch %d: loss %.4f, val CCC %s, %.1f s", epoch, row["train_loss"], _format_scores(val), row["seconds"]
         )
+
+        if stopper.update(val["ccc_mean"], epoch):
+            save_checkpoint(checkpoints / "best.pt", {"model": model.checkpoint_state(), "epoch": epoch, "val": val})
+        progress.end_epoch(row, finished=stopper.should_stop or epoch == cfg.trainer.max_epochs)
+        write_history(out_dir / "history.csv", progress.history)
+        save_last()
         if stopper.should_stop:
             log.info("early stop: no better validation CCC for %d epochs", stopper.patience)
-            break
 
     best = load_checkpoint(checkpoints / "best.pt", device)
     model.load_checkpoint_state(best["model"])
@@ -130,8 +141,8 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run) -> dict:
         test=test,
         val_best=best["val"],
         best_epoch=best["epoch"],
-        epochs=len(history),
-        sec_per_epoch=float(np.mean([row["seconds"] for row in history])),
+        epochs=len(progress.history),
+        sec_per_epoch=float(np.mean([row["seconds"] for row in progress.history])),
         **peak_memory(device),
         params=count_parameters(model),
         device=str(device),
@@ -144,27 +155,34 @@ def train_one_epoch(
     optimisation: Optimisation,
     device: torch.device,
     precision: str,
+    progress: Progress | None = None,
+    checkpoint=None,
+    checkpoint_every: int = 0,
     desc: str = "train",
-    progress: bool = False,
-) -> tuple[float, float]:
-    """One pass over `loader` (batches); returns the mean loss per utterance and the share of padding."""
+    show_bar: bool = False,
+) -> Progress:
+    """Train on `loader`'s batches (those of the epoch not yet in `progress`), recording into `progress`.
+
+    `checkpoint()` is called every `checkpoint_every` optimizer steps, at a step's end, when no gradient is
+    waiting to be accumulated, so that nothing but the checkpoint is needed to go on.
+    """
+    progress = progress or Progress()
     model.train()
-    loss_sum, seen, samples, padded_samples = 0.0, 0, 0, 0
-    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
-    for step, batch in enumerate(bar, start=1):
+    total = len(loader)
+    bar = tqdm(loader, desc=desc, initial=progress.batches_done, total=total, leave=False, disable=not show_bar)
+    for batch in bar:
         batch = batch.to(device)
         with autocast(device, precision):
             pred = model(batch.waves, batch.wave_lengths, batch.prosody)
         loss = ccc_loss(pred, batch.labels)
         optimisation.backward(loss)
-        if step % optimisation.accumulation_steps == 0 or step == len(loader):
+        progress.record(loss.item(), batch.wave_lengths.cpu(), batch.waves.shape[1])
+        if progress.batches_done % optimisation.accumulation_steps == 0 or progress.batches_done == total:
             optimisation.step(model.parameters())
-        loss_sum += loss.item() * len(batch)
-        seen += len(batch)
-        samples += int(batch.wave_lengths.sum())
-        padded_samples += batch.waves.numel()
-        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{optimisation.lr:.2e}")
-    return loss_sum / seen, 1.0 - samples / padded_samples
+            if checkpoint and checkpoint_every and optimisation.steps % checkpoint_every == 0:
+                checkpoint()
+        bar.set_postfix(loss=f"{progress.mean_loss:.4f}", lr=f"{optimisation.lr:.2e}")
+    return progress
 
 
 @torch.no_grad()
@@ -186,6 +204,25 @@ def predict(model: MambaEMA, loader: DataLoader, device, precision: str) -> tupl
         np.add.at(weight, rows, lengths)
         true[rows] = batch.labels.cpu().numpy()
     return pred_sum / weight, true
+
+
+def resume(checkpoints: Path, mode: str, device, model, optimisation, stopper, progress) -> None:
+    """Continue from `checkpoints/last.pt` (`trainer.resume=auto`) when it exists; `never` starts over."""
+    if mode not in ("auto", "never"):
+        raise ValueError(f"trainer.resume={mode!r} is not one of auto, never.")
+    state = load_latest(checkpoints / "last.pt", device) if mode == "auto" else None
+    if state is None:
+        if mode == "never" and (checkpoints / "last.pt").exists():
+            log.info("trainer.resume=never: starting over; %s will be overwritten", checkpoints)
+        return
+    model.load_checkpoint_state(state["model"])
+    optimisation.load_state_dict(state)
+    stopper.load_state_dict(state["early_stopping"])
+    progress.load_state_dict(state["progress"])
+    restore_rng(state["rng"])
+    log.info(
+        "resuming from %s: epoch %d, %d batches into it", checkpoints / "last.pt", progress.epoch, progress.batches_done
+    )
 
 
 def make_loaders(
@@ -217,6 +254,8 @@ def make_loaders(
             collate_fn=collate,
             num_workers=data.num_workers,
             pin_memory=device.type == "cuda",
+            # Its own generator: worker seeds must not draw on the global one, or a resumed run would diverge.
+            generator=torch.Generator().manual_seed(cfg.trainer.seed),
         )
 
     return loader(corpus.splits.train, True), loader(corpus.splits.val, False), loader(corpus.splits.test, False)
@@ -246,6 +285,13 @@ class EarlyStopping:
 
     def state_dict(self) -> dict:
         return {"best_score": self.best_score, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_score, self.best_epoch, self.bad_epochs = (
+            state["best_score"],
+            state["best_epoch"],
+            state["bad_epochs"],
+        )
 
 
 def seed_everything(seed: int) -> None:

@@ -84,6 +84,11 @@ class Optimisation:
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
 
+    @property
+    def steps(self) -> int:
+        """Optimizer steps taken so far."""
+        return self.scheduler.last_epoch
+
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss / self.accumulation_steps).backward()
 
@@ -101,3 +106,8 @@ class Optimisation:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
         }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])

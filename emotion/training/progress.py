@@ -1,0 +1,58 @@
+"""Where a training run is: everything beyond the model and optimizer that a resumed run needs."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Progress:
+    epoch: int = 1  # the epoch in progress (or next)
+    batches_done: int = 0  # batches of that epoch already trained on
+    loss_sum: float = 0.0  # over those batches, per utterance
+    utterances: int = 0
+    speech_samples: int = 0
+    padded_samples: int = 0
+    seconds: float = 0.0  # spent on the epoch before the last checkpoint
+    finished: bool = False  # training is over (early stop or last epoch); the test may remain
+    history: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.start_clock()
+
+    def start_clock(self) -> None:
+        self._clock = time.perf_counter() - self.seconds
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._clock
+
+    def record(self, loss: float, lengths: torch.Tensor, padded_length: int) -> None:
+        self.batches_done += 1
+        self.loss_sum += loss * len(lengths)
+        self.utterances += len(lengths)
+        self.speech_samples += int(lengths.sum())
+        self.padded_samples += len(lengths) * padded_length
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(1, self.utterances)
+
+    @property
+    def padding(self) -> float:
+        return 1.0 - self.speech_samples / max(1, self.padded_samples)
+
+    def end_epoch(self, row: dict, finished: bool) -> None:
+        self.history.append(row)
+        fresh = Progress(epoch=self.epoch + 1, finished=finished, history=self.history)
+        self.__dict__.update(fresh.__dict__)
+
+    def state_dict(self) -> dict:
+        self.seconds = self.elapsed()
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.__dict__.update(Progress(**state).__dict__)

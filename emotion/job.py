@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from emotion.logger import JobInfo, NoRun, open_run
 from emotion.training.loop import fit
 from emotion.training.outputs import metrics_record, write_json
+from emotion.training.signals import Interrupted
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,14 @@ def run_job(cfg: DictConfig) -> float:
         # Resolved, so the tracker shows values, not `${...}` interpolations.
         run = open_run(cfg.logger, OmegaConf.to_container(cfg, resolve=True), out_dir, describe_job(cfg, out_dir))
         metrics = fit(cfg, out_dir, run)
+    except Interrupted as stopped:
+        write_json(
+            out_dir / "metrics.json",
+            metrics_record("interrupted", cfg.data.fold, cfg.model.profile, error=str(stopped)),
+        )
+        run.finish(exit_code=stopped.exit_code, preempted=True)
+        log.warning("%s; run the same command again to resume (exit code %d)", stopped, stopped.exit_code)
+        raise SystemExit(stopped.exit_code) from None
     except BaseException as err:
         error = "".join(traceback.format_exception_only(err)).strip()
         write_json(out_dir / "metrics.json", metrics_record("failed", cfg.data.fold, cfg.model.profile, error=error))

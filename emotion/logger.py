@@ -20,7 +20,7 @@ class JobInfo:
 
 class Run(Protocol):
     def log(self, metrics: dict, step: int) -> None: ...
-    def finish(self, summary: dict | None = None, exit_code: int = 0) -> None: ...
+    def finish(self, summary: dict | None = None, exit_code: int = 0, preempted: bool = False) -> None: ...
 
 
 class NoRun:
@@ -29,7 +29,7 @@ class NoRun:
     def log(self, metrics: dict, step: int) -> None:
         pass
 
-    def finish(self, summary: dict | None = None, exit_code: int = 0) -> None:
+    def finish(self, summary: dict | None = None, exit_code: int = 0, preempted: bool = False) -> None:
         pass
 
 
@@ -56,9 +56,11 @@ class WandbRun:
     def log(self, metrics: dict, step: int) -> None:
         self._run.log(metrics, step=step)
 
-    def finish(self, summary: dict | None = None, exit_code: int = 0) -> None:
+    def finish(self, summary: dict | None = None, exit_code: int = 0, preempted: bool = False) -> None:
         for key, value in (summary or {}).items():
             self._run.summary[key] = value
+        if preempted:
+            self._run.mark_preempting()  # W&B shows it as preempted, to be resumed, not as crashed
         self._run.finish(exit_code=exit_code)
 
 

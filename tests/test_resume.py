@@ -16,7 +16,9 @@ import pytest
 import torch
 
 from emotion.training.checkpoints import load_checkpoint, load_latest, previous, save_checkpoint
+from emotion.training.signals import EXIT_INTERRUPTED
 from tests.conftest import ROOT, WITHOUT_LOCAL, run_train
+from tests.wandb_records import run_summary
 
 # 48 training utterances in batches of 8: 6 optimizer steps an epoch, a checkpoint every 2.
 RUN = [
@@ -128,3 +130,24 @@ def test_a_checkpoint_carrying_a_pickled_object_is_refused(tmp_path):
         load_checkpoint(path)
     with pytest.raises(pickle.UnpicklingError):
         load_latest(path)  # refused, not mistaken for a corrupt file and skipped
+
+
+def test_sigterm_saves_last_checkpoint_exits_with_its_code_and_a_rerun_resumes(cache_dir, tmp_path):
+    job = tmp_path / "job"
+    args = [*RUN, "logger=wandb", f"hydra.run.dir={job}"]
+    process = start_train(args, cache_dir)
+    wait_for_checkpoint(job, process, lambda p: p["epoch"] == 1 and p["batches_done"] >= 2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == EXIT_INTERRUPTED
+    metrics = json.loads((job / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and "SIGTERM" in metrics["error"]
+    stopped_at = load_checkpoint(job / "checkpoints" / "last.pt")["progress"]
+    assert not stopped_at["finished"]
+    (run_file,) = job.glob("wandb/offline-run-*/run-*.wandb")
+    run = run_summary(run_file)
+    assert run["preempting"] and run["exit_code"] == EXIT_INTERRUPTED
+
+    rerun = run_train(args, cache_dir)
+    assert f"epoch {stopped_at['epoch']}, {stopped_at['batches_done']} batches into it" in rerun.stdout + rerun.stderr
+    assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
+    assert [row["epoch"] for row in read_history(job)] == ["1", "2", "3"]

@@ -37,7 +37,7 @@ def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
 
 def run_summary(path: Path) -> dict:
     """The run's identity, config, last summary, logged steps and exit code, from its records."""
-    out = {"config": {}, "summary": {}, "history_steps": [], "exit_code": None}
+    out = {"config": {}, "summary": {}, "history_steps": [], "exit_code": None, "preempting": False}
     for record in read_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
@@ -52,6 +52,8 @@ def run_summary(path: Path) -> dict:
             out["history_steps"].append(record.history.step.num)
         elif kind == "exit":
             out["exit_code"] = record.exit.exit_code
+        elif kind == "preempting":
+            out["preempting"] = True
     return out
 
 

@@ -29,6 +29,7 @@ from emotion.training.metrics import ccc_loss, ccc_scores
 from emotion.training.optim import Optimisation
 from emotion.training.outputs import metrics_record, write_history, write_predictions
 from emotion.training.progress import Progress
+from emotion.training.signals import GracefulStop
 
 log = logging.getLogger(__name__)
 
@@ -83,44 +84,49 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run) -> dict:
             keep_previous=True,
         )
 
-    while not progress.finished:
-        epoch = progress.epoch
-        progress.start_clock()
-        train_loader.dataset.set_epoch(epoch)
-        train_loader.batch_sampler.set_epoch(epoch, first_batch=progress.batches_done)
-        train_one_epoch(
-            model,
-            train_loader,
-            optimisation,
-            device,
-            precision,
-            progress,
-            checkpoint=save_last,
-            checkpoint_every=cfg.trainer.checkpoint_every_steps,
-            desc=f"epoch {epoch}/{cfg.trainer.max_epochs}",
-            show_bar=cfg.trainer.progress_bar,
-        )
-        val = ccc_scores(*predict(model, val_loader, device, precision), corpus.dimensions)
-        row = {
-            "epoch": epoch,
-            "train_loss": progress.mean_loss,
-            **{f"val_{k}": v for k, v in val.items()},
-            "lr": optimisation.lr,
-            "padding": progress.padding,
-            "seconds": progress.elapsed(),
-        }
-        run.log(row, step=epoch)
-        log.info(
-            "epoch %d: loss %.4f, val CCC %s, %.1f s", epoch, row["train_loss"], _format_scores(val), row["seconds"]
-        )
+    with GracefulStop() as stop:
+        while not progress.finished:
+            epoch = progress.epoch
+            progress.start_clock()
+            train_loader.dataset.set_epoch(epoch)
+            train_loader.batch_sampler.set_epoch(epoch, first_batch=progress.batches_done)
+            train_one_epoch(
+                model,
+                train_loader,
+                optimisation,
+                device,
+                precision,
+                progress,
+                checkpoint=save_last,
+                checkpoint_every=cfg.trainer.checkpoint_every_steps,
+                stop=stop,
+                desc=f"epoch {epoch}/{cfg.trainer.max_epochs}",
+                show_bar=cfg.trainer.progress_bar,
+            )
+            val = ccc_scores(*predict(model, val_loader, device, precision), corpus.dimensions)
+            row = {
+                "epoch": epoch,
+                "train_loss": progress.mean_loss,
+                **{f"val_{k}": v for k, v in val.items()},
+                "lr": optimisation.lr,
+                "padding": progress.padding,
+                "seconds": progress.elapsed(),
+            }
+            run.log(row, step=epoch)
+            log.info(
+                "epoch %d: loss %.4f, val CCC %s, %.1f s", epoch, row["train_loss"], _format_scores(val), row["seconds"]
+            )
 
-        if stopper.update(val["ccc_mean"], epoch):
-            save_checkpoint(checkpoints / "best.pt", {"model": model.checkpoint_state(), "epoch": epoch, "val": val})
-        progress.end_epoch(row, finished=stopper.should_stop or epoch == cfg.trainer.max_epochs)
-        write_history(out_dir / "history.csv", progress.history)
-        save_last()
-        if stopper.should_stop:
-            log.info("early stop: no better validation CCC for %d epochs", stopper.patience)
+            if stopper.update(val["ccc_mean"], epoch):
+                save_checkpoint(
+                    checkpoints / "best.pt", {"model": model.checkpoint_state(), "epoch": epoch, "val": val}
+                )
+            progress.end_epoch(row, finished=stopper.should_stop or epoch == cfg.trainer.max_epochs)
+            write_history(out_dir / "history.csv", progress.history)
+            save_last()
+            if stopper.should_stop:
+                log.info("early stop: no better validation CCC for %d epochs", stopper.patience)
+            stop.check()
 
     best = load_checkpoint(checkpoints / "best.pt", device)
     model.load_checkpoint_state(best["model"])
@@ -158,13 +164,15 @@ def train_one_epoch(
     progress: Progress | None = None,
     checkpoint=None,
     checkpoint_every: int = 0,
+    stop: GracefulStop | None = None,
     desc: str = "train",
     show_bar: bool = False,
 ) -> Progress:
     """Train on `loader`'s batches (those of the epoch not yet in `progress`), recording into `progress`.
 
     `checkpoint()` is called every `checkpoint_every` optimizer steps, at a step's end, when no gradient is
-    waiting to be accumulated, so that nothing but the checkpoint is needed to go on.
+    waiting to be accumulated, so that nothing but the checkpoint is needed to go on; and, when `stop` has
+    caught a signal, once more before stopping.
     """
     progress = progress or Progress()
     model.train()
@@ -181,6 +189,10 @@ def train_one_epoch(
             optimisation.step(model.parameters())
             if checkpoint and checkpoint_every and optimisation.steps % checkpoint_every == 0:
                 checkpoint()
+            if stop is not None and stop.requested:
+                if checkpoint:
+                    checkpoint()
+                stop.check()
         bar.set_postfix(loss=f"{progress.mean_loss:.4f}", lr=f"{optimisation.lr:.2e}")
     return progress
 

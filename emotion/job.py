@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from emotion.checks import check_config
 from emotion.logger import JobInfo, NoRun, open_run
 from emotion.training.loop import fit
 from emotion.training.outputs import metrics_record, write_json
@@ -45,6 +46,7 @@ def run_job(cfg: DictConfig) -> float:
     write_json(out_dir / "job.json", where)
     run = NoRun()
     try:
+        check_config(cfg)
         # Resolved, so the tracker shows values, not `${...}` interpolations.
         run = open_run(cfg.logger, OmegaConf.to_container(cfg, resolve=True), out_dir, describe_job(cfg, out_dir))
         metrics = fit(cfg, out_dir, run)

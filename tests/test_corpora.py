@@ -65,13 +65,13 @@ def test_iemocap_fold_k_tests_exactly_session_k_and_shares_no_speaker_with_train
 
 def test_a_fold_outside_iemocap_names_the_valid_folds(iemocap):
     root, _ = iemocap
-    with pytest.raises(ValueError, match=r"data.fold=6 but IEMOCAP has folds 1–5"):
+    with pytest.raises(ValueError, match=r"data.fold=6: IEMOCAP has folds 1–5"):
         load_corpus(data_config(["data=iemocap", f"data.root={root}", "data.fold=6"]))
 
 
 def test_iemocap_without_a_root_names_the_key_the_environment_variable_and_the_layout(monkeypatch):
     monkeypatch.delenv("IEMOCAP_ROOT", raising=False)
-    with pytest.raises(FileNotFoundError, match=r"data.root is not set.*IEMOCAP_ROOT.*EmoEvaluation"):
+    with pytest.raises(ValueError, match=r"data.root is not set.*IEMOCAP_ROOT.*EmoEvaluation"):
         load_corpus(data_config(["data=iemocap"]))
 
 
@@ -123,7 +123,7 @@ def test_msp_podcast_labels_are_scaled_from_1_to_7(msp):
 
 def test_msp_podcast_refuses_a_fold(msp):
     root, _ = msp
-    with pytest.raises(ValueError, match=r"data.fold=2, but MSP-Podcast has fixed splits.*data.test_set"):
+    with pytest.raises(ValueError, match=r"data.fold=2: MSP-Podcast has fixed splits.*data.test_set"):
         load_corpus(data_config(["data=msp_podcast", f"data.root={root}", "data.fold=2"]))
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from emotion.data import iemocap, msp_podcast
+from emotion.data import demo, iemocap, msp_podcast
 from emotion.data.corpus import (
     DIMENSIONS,
     VALIDATION_PROTOCOLS,
@@ -21,19 +21,59 @@ from emotion.data.corpus import (
 from emotion.data.demo import ensure_demo_corpus
 from emotion.data.manifest import read_manifest
 
-# Keys of the `data` group with a fixed set of values, checked before anything is read.
+# Keys of the `data` group with a fixed set of values.
 CHOICES = {"on_bad_audio": ("error", "skip"), "batching": ("bucket", "random"), "validation": VALIDATION_PROTOCOLS}
 
 
 def load_corpus(cfg: DictConfig) -> Corpus:
     """`cfg` is the `data` group."""
-    loaders = {"demo": _demo, "csv": _csv, "iemocap": _iemocap, "msp_podcast": _msp_podcast}
-    if cfg.name not in loaders:
-        raise ValueError(f"data.name={cfg.name!r} is not a known corpus; choose one of {sorted(loaders)}.")
-    for key, allowed in CHOICES.items():
-        if cfg[key] not in allowed:
-            raise ValueError(f"data.{key}={cfg[key]!r} is not one of {allowed}.")
-    return loaders[cfg.name](cfg)
+    problems = config_problems(cfg)
+    if problems:
+        raise ValueError("\n".join(problems))
+    return LOADERS[cfg.name](cfg)
+
+
+def config_problems(cfg: DictConfig) -> list[str]:
+    """What is wrong with the `data` group, found without reading the corpus: each with key, value and fix."""
+    if cfg.name not in LOADERS:
+        return [f"data.name={cfg.name!r}: not a known corpus; choose data= one of {', '.join(LOADERS)}"]
+    problems = [
+        f"data.{key}={cfg[key]!r}: must be one of {', '.join(allowed)}"
+        for key, allowed in CHOICES.items()
+        if cfg[key] not in allowed
+    ]
+    if cfg.name == "demo" and cfg.fold not in demo.SESSIONS:
+        problems.append(f"data.fold={cfg.fold!r}: the demo corpus has folds 1–5, one per session; e.g. data.fold=1")
+    elif cfg.name == "iemocap":
+        problems += _root_problems(cfg, "IEMOCAP_ROOT", iemocap.LAYOUT)
+        if cfg.fold not in iemocap.SESSIONS:
+            problems.append(f"data.fold={cfg.fold!r}: IEMOCAP has folds 1–5, one per session; e.g. data.fold=1")
+    elif cfg.name == "msp_podcast":
+        problems += _root_problems(cfg, "MSP_PODCAST_ROOT", msp_podcast.LAYOUT)
+        if cfg.fold is not None:
+            problems.append(
+                f"data.fold={cfg.fold!r}: MSP-Podcast has fixed splits; leave data.fold unset (null) and choose "
+                f"the test set with data.test_set ({', '.join(msp_podcast.TEST_SETS)})"
+            )
+    elif cfg.name == "csv":
+        if OmegaConf.is_missing(cfg, "manifest"):
+            problems.append("data.manifest is not set: data.manifest=<the corpus's CSV file>")
+        elif not Path(cfg.manifest).is_file():
+            problems.append(f"data.manifest={cfg.manifest!r}: no such file; point it at the corpus's CSV file")
+    return problems
+
+
+def _root_problems(cfg: DictConfig, env: str, layout: str) -> list[str]:
+    if cfg.root is None:
+        return [
+            f"data.root is not set for data={cfg.name}: pass data.root=<folder>, or set it once with the "
+            f"environment variable {env} or in conf/local/default.yaml. Expected layout: {layout}"
+        ]
+    if not Path(cfg.root).expanduser().is_dir():
+        return [
+            f"data.root={cfg.root!r} does not exist (data={cfg.name}; also set by {env}). Expected layout: {layout}"
+        ]
+    return []
 
 
 def _demo(cfg: DictConfig) -> Corpus:
@@ -57,17 +97,12 @@ def _csv(cfg: DictConfig) -> Corpus:
 
 
 def _iemocap(cfg: DictConfig) -> Corpus:
-    root = _existing_root(cfg, "IEMOCAP_ROOT", iemocap.LAYOUT)
-    items = iemocap.read_iemocap(root)
+    items = iemocap.read_iemocap(Path(cfg.root).expanduser())
     return Corpus("IEMOCAP", _cross_validation(items, cfg, "IEMOCAP"), LabelScale(*iemocap.LABEL_RANGE), DIMENSIONS)
 
 
 def _msp_podcast(cfg: DictConfig) -> Corpus:
-    _require_default_fold(
-        cfg, f"MSP-Podcast has fixed splits; choose the test set with data.test_set ({msp_podcast.TEST_SETS})"
-    )
-    root = _existing_root(cfg, "MSP_PODCAST_ROOT", msp_podcast.LAYOUT)
-    items = msp_podcast.read_msp_podcast(root, cfg.test_set)
+    items = msp_podcast.read_msp_podcast(Path(cfg.root).expanduser(), cfg.test_set)
     return Corpus("MSP-Podcast", fixed_splits(items), LabelScale(*msp_podcast.LABEL_RANGE), DIMENSIONS)
 
 
@@ -80,16 +115,4 @@ def _require_default_fold(cfg: DictConfig, why: str) -> None:
         raise ValueError(f"data.fold={cfg.fold}, but {why}: leave data.fold unset (null).")
 
 
-def _existing_root(cfg: DictConfig, env: str, layout: str) -> Path:
-    if cfg.root is None:
-        raise FileNotFoundError(
-            f"data.root is not set for data={cfg.name}: pass data.root=<folder>, or set it once with the "
-            f"environment variable {env} or in conf/local/default.yaml. Expected layout: {layout}."
-        )
-    root = Path(cfg.root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"data.root={str(root)!r} does not exist (data={cfg.name}; also settable with {env}). "
-            f"Expected layout: {layout}."
-        )
-    return root
+LOADERS = {"demo": _demo, "iemocap": _iemocap, "msp_podcast": _msp_podcast, "csv": _csv}

@@ -34,6 +34,7 @@ GENERATOR_VERSION = 4
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_COLUMNS = ("id", "path", "speaker", "fold", "arousal", "valence", "dominance")
 LABEL_RANGE = (1.0, 5.0)
+SESSIONS = range(1, 6)  # five sessions of two voices, as IEMOCAP
 
 # Formant frequencies (Hz) of five vowels for an adult male vocal tract; other voices scale them.
 VOWEL_FORMANTS = np.array(
@@ -135,11 +136,11 @@ def write_demo_corpus(out_dir: Path, seed: int, utterances_per_voice: int) -> No
         writer.writerows(rows)
 
 
-def make_voices(seed: int, sessions: int = 5) -> list[Voice]:
+def make_voices(seed: int) -> list[Voice]:
     """Two voices per session, one higher and one lower, as IEMOCAP pairs a female and a male actor."""
     rng = np.random.default_rng(seed)
     voices = []
-    for session in range(1, sessions + 1):
+    for session in SESSIONS:
         for sex, f0_range, tract_range in (("F", (180, 240), (1.12, 1.22)), ("M", (95, 135), (0.95, 1.03))):
             voices.append(
                 Voice(

@@ -26,6 +26,10 @@ def _kernel_selective_scan():
     return selective_scan_fn
 
 
+def kernel_available() -> bool:
+    return _kernel_selective_scan() is not None
+
+
 # Elements of one chunk's (chunk, batch, d_inner, N) working tensors: about 4 MB, so they stay in cache.
 CHUNK_ELEMENTS = 2**20
 

@@ -218,10 +218,13 @@ def predict(model: MambaEMA, loader: DataLoader, device, precision: str) -> tupl
     return pred_sum / weight, true
 
 
+RESUME_MODES = ("auto", "never")
+
+
 def resume(checkpoints: Path, mode: str, device, model, optimisation, stopper, progress) -> None:
     """Continue from `checkpoints/last.pt` (`trainer.resume=auto`) when it exists; `never` starts over."""
-    if mode not in ("auto", "never"):
-        raise ValueError(f"trainer.resume={mode!r} is not one of auto, never.")
+    if mode not in RESUME_MODES:
+        raise ValueError(f"trainer.resume={mode!r} is not one of {RESUME_MODES}.")
     state = load_latest(checkpoints / "last.pt", device) if mode == "auto" else None
     if state is None:
         if mode == "never" and (checkpoints / "last.pt").exists():

@@ -1,0 +1,86 @@
+"""Config values are checked before anything heavy runs; every problem names its key, its value and a fix."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from emotion.checks import ConfigError, check_config
+from tests.conftest import SMALL_DEMO, compose_config, run_train
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.d_hidden=0", "model.d_hidden=0: must be a positive whole number"),
+        ("model.d_state=-4", "model.d_state=-4: must be a positive whole number"),
+        ("model.mamba_n_layers=1.5", "model.mamba_n_layers=1.5: must be a positive whole number"),
+        ("data.batch_size=0", "data.batch_size=0: must be a positive whole number"),
+        ("trainer.accumulation_steps=0", "trainer.accumulation_steps=0: must be a positive whole number"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0: must be a positive whole number"),
+        ("data.num_workers=-1", "data.num_workers=-1: must be a whole number, 0 or more"),
+        ("optim.lr=0", "optim.lr=0: must be a number above 0"),
+        ("data.max_seconds=-3", "data.max_seconds=-3: must be a number above 0"),
+        ("model.dropout=1.0", "model.dropout=1.0: must be in [0.0, 1.0)"),
+        ("model.ema_alpha_init=1.2", "model.ema_alpha_init=1.2: must be in [0.0, 1.0)"),
+        ("trainer.precision=fp8", "trainer.precision='fp8': must be one of auto, bf16, fp16, fp32"),
+        ("trainer.resume=sometimes", "trainer.resume='sometimes': must be one of auto, never"),
+        ("model.mamba_impl=triton", "model.mamba_impl='triton': must be one of auto, kernel, torch"),
+        ("logger.backend=tensorboard", "logger.backend='tensorboard': must be one of wandb, none"),
+        ("data.batching=buckets", "data.batching='buckets': must be one of bucket, random"),
+        ("data.on_bad_audio=ignore", "data.on_bad_audio='ignore': must be one of error, skip"),
+        ("data.validation=random", "data.validation='random': must be one of next_session, speaker_holdout"),
+        ("data.fold=6", "data.fold=6: the demo corpus has folds 1–5"),
+        (
+            "model.speech_encoder_layers=[6,25]",
+            "model.speech_encoder_layers=[6, 25]: encoder=tiny has hidden states 0–24",
+        ),
+        ("model.speech_encoder_layers=[]", "model.speech_encoder_layers=[]: must be a list of hidden-state indices"),
+        ("trainer.device=tpu", "trainer.device='tpu': must be auto, cpu, cuda or cuda:<index>"),
+    ],
+)
+def test_each_check_names_the_key_the_value_and_what_is_valid(override, expected):
+    with pytest.raises(ConfigError) as error:
+        check_config(compose_config(["experiment=demo", override]))
+    assert expected in str(error.value)
+
+
+def test_all_problems_come_in_one_message():
+    cfg = compose_config(["experiment=demo", "model.d_hidden=0", "optim.lr=-1", "data.fold=9", "trainer.precision=x"])
+    with pytest.raises(ConfigError, match=r"^4 config problem\(s\); nothing was run") as error:
+        check_config(cfg)
+    assert all(key in str(error.value) for key in ("model.d_hidden", "optim.lr", "data.fold", "trainer.precision"))
+
+
+def test_the_shipped_configurations_pass():
+    for overrides in ([], ["experiment=demo"], ["model=max", "experiment=demo"], ["model=conservative"]):
+        check_config(compose_config(overrides))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a machine without CUDA says")
+def test_cuda_requested_without_cuda_and_the_kernel_without_mamba_ssm_are_caught():
+    with pytest.raises(ConfigError) as error:
+        check_config(compose_config(["experiment=demo", "trainer.device=cuda", "model.mamba_impl=kernel"]))
+    assert "trainer.device='cuda': CUDA is not available here" in str(error.value)
+    assert "model.mamba_impl='kernel': needs mamba-ssm and a CUDA device" in str(error.value)
+
+
+def test_a_real_corpus_without_its_root_is_caught_with_the_environment_variable(monkeypatch):
+    monkeypatch.delenv("MSP_PODCAST_ROOT", raising=False)
+    with pytest.raises(ConfigError, match=r"data.root is not set for data=msp_podcast.*MSP_PODCAST_ROOT.*Labels"):
+        check_config(compose_config(["data=msp_podcast"]))
+
+
+def test_a_job_with_a_bad_config_stops_before_any_work_and_records_why(cache_dir, tmp_path):
+    out = tmp_path / "job"
+    result = run_train(
+        ["experiment=demo", "model.d_hidden=0", "logger=wandb", *SMALL_DEMO, f"hydra.run.dir={out}"],
+        cache_dir,
+        check=False,
+    )
+    assert result.returncode != 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "model.d_hidden=0: must be a positive whole number" in metrics["error"]
+    assert not (out / "checkpoints").exists() and not (out / "wandb").exists()

@@ -178,17 +178,21 @@ def test_the_max_profile_on_fold_2_writes_the_contract_outputs(cache_dir, tmp_pa
     assert (out / ".hydra" / "config.yaml").is_file()
 
 
-def test_a_failing_job_records_failed_with_the_error_and_finishes_its_wandb_run_as_failed(cache_dir, tmp_path):
+def test_a_job_failing_while_it_runs_records_the_error_and_finishes_its_wandb_run_as_failed(cache_dir, tmp_path):
+    not_a_corpus = tmp_path / "notes"
+    not_a_corpus.mkdir()
+    (not_a_corpus / "todo.txt").write_text("the config is valid; the folder only turns out wrong when read")
     out = tmp_path / "job"
     result = run_train(
-        ["experiment=demo", "model.speech_encoder_layers=[6,30]", "logger=wandb", *SMALL_DEMO, f"hydra.run.dir={out}"],
+        ["experiment=demo", f"data.root={not_a_corpus}", "logger=wandb", *SMALL_DEMO, f"hydra.run.dir={out}"],
         cache_dir,
         check=False,
     )
     assert result.returncode != 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "failed"
-    assert "speech_encoder_layers=[6, 30]" in metrics["error"] and "0–24" in metrics["error"]
+    assert "FileExistsError" in metrics["error"] and "holds files but no demo corpus" in metrics["error"]
+    assert (not_a_corpus / "todo.txt").exists()
     (run_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
     assert run_summary(run_file)["exit_code"] == 1
 

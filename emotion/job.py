@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emotion.checks import check_config
 from emotion.logger import JobInfo, NoRun, open_run
-from emotion.training.loop import fit
+from emotion.training.loop import fit, out_of_memory_advice
 from emotion.training.outputs import metrics_record, write_json
 from emotion.training.signals import Interrupted
 
@@ -58,6 +58,14 @@ def run_job(cfg: DictConfig) -> float:
         run.finish(exit_code=stopped.exit_code, preempted=True)
         log.warning("%s; run the same command again to resume (exit code %d)", stopped, stopped.exit_code)
         raise SystemExit(stopped.exit_code) from None
+    except torch.cuda.OutOfMemoryError as err:
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        advice = out_of_memory_advice(
+            cfg, torch.cuda.max_memory_allocated() / 1e9, props.total_memory / 1e9, props.name
+        )
+        write_json(out_dir / "metrics.json", metrics_record("failed", cfg.data.fold, cfg.model.profile, error=advice))
+        run.finish(exit_code=1)
+        raise RuntimeError(advice) from err
     except BaseException as err:
         error = "".join(traceback.format_exception_only(err)).strip()
         write_json(out_dir / "metrics.json", metrics_record("failed", cfg.data.fold, cfg.model.profile, error=error))

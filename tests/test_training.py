@@ -20,7 +20,7 @@ from emotion.data.prosody_cache import ProsodyCache
 from emotion.data.sampler import LengthBucketSampler
 from emotion.models.model import build_model
 from emotion.training.checkpoints import load_checkpoint
-from emotion.training.loop import EarlyStopping, predict, train_one_epoch
+from emotion.training.loop import EarlyStopping, NumericalFault, out_of_memory_advice, predict, train_one_epoch
 from emotion.training.metrics import ccc_loss
 from emotion.training.optim import Optimisation, build_optimizer, warmup_cosine
 from emotion.training.outputs import METRICS_KEYS
@@ -172,7 +172,8 @@ def test_the_max_profile_on_fold_2_writes_the_contract_outputs(cache_dir, tmp_pa
     expected = voices_per_session * compose_config(["data=demo"]).data.utterances_per_voice
     assert len(predictions) == expected and all(row["id"].startswith("Ses02") for row in predictions)
     assert all(1.0 <= float(row["arousal_true"]) <= 5.0 for row in predictions)
-    assert len(read_csv(out / "history.csv")) == 1
+    history = read_csv(out / "history.csv")
+    assert len(history) == 1 and history[0]["bad_steps"] == "0" and 0 <= float(history[0]["padding"]) < 0.5
     for name in ("best.pt", "last.pt"):
         assert "model" in load_checkpoint(out / "checkpoints" / name)
     assert (out / ".hydra" / "config.yaml").is_file()
@@ -253,3 +254,53 @@ def test_a_chunked_item_gets_the_length_weighted_mean_of_its_chunks(tmp_path):
     expected_long = (0.1 * 13440 + 0.2 * 13440 + 0.3 * 13120) / 40000
     np.testing.assert_allclose(pred, [[expected_long] * 3, [0.4] * 3], rtol=1e-5)
     np.testing.assert_allclose(true, [[0.0, 0.25, 0.5]] * 2)
+
+
+def nan_labels(batch: Batch) -> Batch:
+    return Batch(
+        batch.waves, batch.wave_lengths, batch.prosody, torch.full_like(batch.labels, float("nan")), batch.indices
+    )
+
+
+def test_a_non_finite_loss_skips_its_step_and_is_counted():
+    torch.manual_seed(0)
+    model = MeanProsodyModel()
+    optimisation = Optimisation.build(
+        model, compose_config().optim, 1, total_steps=6, scale_loss=False, device_type="cpu"
+    )
+    batches = [random_batch(4, seed) for seed in range(6)]
+    batches[2] = nan_labels(batches[2])
+    progress = train_one_epoch(model, batches, optimisation, torch.device("cpu"), "fp32", max_bad_steps=3)
+    assert (progress.bad_steps, progress.bad_in_a_row, optimisation.steps) == (1, 0, 5)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_non_finite_gradient_skips_its_step():
+    torch.manual_seed(0)
+    model = MeanProsodyModel()
+    optimisation = Optimisation.build(
+        model, compose_config().optim, 1, total_steps=2, scale_loss=False, device_type="cpu"
+    )
+    before = model.linear.weight.detach().clone()
+    hook = model.linear.weight.register_hook(lambda grad: grad * float("inf"))
+    progress = train_one_epoch(model, [random_batch(4, 0)], optimisation, torch.device("cpu"), "fp32")
+    hook.remove()
+    assert progress.bad_steps == 1 and optimisation.steps == 0
+    assert torch.equal(model.linear.weight, before)
+
+
+def test_too_many_bad_steps_in_a_row_stop_the_job_with_advice():
+    model = MeanProsodyModel()
+    optimisation = Optimisation.build(
+        model, compose_config().optim, 1, total_steps=5, scale_loss=False, device_type="cpu"
+    )
+    batches = [nan_labels(random_batch(4, seed)) for seed in range(5)]
+    with pytest.raises(NumericalFault, match=r"3 optimizer steps in a row.*trainer.max_bad_steps=3.*optim.lr"):
+        train_one_epoch(model, batches, optimisation, torch.device("cpu"), "fp32", max_bad_steps=3)
+
+
+def test_out_of_memory_advice_names_the_job_and_keeps_the_utterances_per_step():
+    cfg = compose_config(["model=max"])
+    advice = out_of_memory_advice(cfg, peak_gb=23.7, total_gb=24.0, device_name="NVIDIA GeForce RTX 4090")
+    assert "peak 23.7 GB of 24.0 GB" in advice and "RTX 4090" in advice and "model=max" in advice
+    assert "data.batch_size=6 trainer.accumulation_steps=2" in advice  # 12 per step either way

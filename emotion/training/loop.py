@@ -100,6 +100,7 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run) -> dict:
                 checkpoint=save_last,
                 checkpoint_every=cfg.trainer.checkpoint_every_steps,
                 stop=stop,
+                max_bad_steps=cfg.trainer.max_bad_steps,
                 desc=f"epoch {epoch}/{cfg.trainer.max_epochs}",
                 show_bar=cfg.trainer.progress_bar,
             )
@@ -110,6 +111,7 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run) -> dict:
                 **{f"val_{k}": v for k, v in val.items()},
                 "lr": optimisation.lr,
                 "padding": progress.padding,
+                "bad_steps": progress.bad_steps,
                 "seconds": progress.elapsed(),
             }
             run.log(row, step=epoch)
@@ -165,6 +167,7 @@ def train_one_epoch(
     checkpoint=None,
     checkpoint_every: int = 0,
     stop: GracefulStop | None = None,
+    max_bad_steps: int | None = None,
     desc: str = "train",
     show_bar: bool = False,
 ) -> Progress:
@@ -177,16 +180,31 @@ def train_one_epoch(
     progress = progress or Progress()
     model.train()
     total = len(loader)
+    group_is_finite = True  # checkpoints fall between accumulation groups, so a resumed epoch starts clean
     bar = tqdm(loader, desc=desc, initial=progress.batches_done, total=total, leave=False, disable=not show_bar)
     for batch in bar:
         batch = batch.to(device)
         with autocast(device, precision):
             pred = model(batch.waves, batch.wave_lengths, batch.prosody)
         loss = ccc_loss(pred, batch.labels)
-        optimisation.backward(loss)
-        progress.record(loss.item(), batch.wave_lengths.cpu(), batch.waves.shape[1])
+        # One non-finite micro-batch spoils its accumulation group: the group's step is skipped.
+        group_is_finite = group_is_finite and bool(torch.isfinite(loss))
+        if group_is_finite:
+            optimisation.backward(loss)
+        progress.record(loss.item() if group_is_finite else None, batch.wave_lengths.cpu(), batch.waves.shape[1])
         if progress.batches_done % optimisation.accumulation_steps == 0 or progress.batches_done == total:
-            optimisation.step(model.parameters())
+            if group_is_finite:
+                progress.record_step(optimisation.step(model.parameters()))
+            else:
+                optimisation.discard()
+                progress.record_step(False)
+            group_is_finite = True
+            if max_bad_steps and progress.bad_in_a_row >= max_bad_steps:
+                raise NumericalFault(
+                    f"{progress.bad_in_a_row} optimizer steps in a row had a non-finite loss or gradient and were "
+                    f"skipped (trainer.max_bad_steps={max_bad_steps}): lower optim.lr, look for extreme labels or "
+                    "audio in the data, or train with trainer.precision=fp32"
+                )
             if checkpoint and checkpoint_every and optimisation.steps % checkpoint_every == 0:
                 checkpoint()
             if stop is not None and stop.requested:
@@ -195,6 +213,10 @@ def train_one_epoch(
                 stop.check()
         bar.set_postfix(loss=f"{progress.mean_loss:.4f}", lr=f"{optimisation.lr:.2e}")
     return progress
+
+
+class NumericalFault(RuntimeError):
+    pass
 
 
 @torch.no_grad()
@@ -350,6 +372,18 @@ def peak_memory(device: torch.device) -> dict:
         return {"peak_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9, "mem_kind": "cuda_max_allocated"}
     # ru_maxrss is in kilobytes on Linux: the whole process's peak, which includes the Python runtime.
     return {"peak_mem_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, "mem_kind": "cpu_peak_rss"}
+
+
+def out_of_memory_advice(cfg: DictConfig, peak_gb: float, total_gb: float, device_name: str) -> str:
+    """What to change when a job runs out of GPU memory, in this job's own numbers."""
+    batch, accumulation = cfg.data.batch_size, cfg.trainer.accumulation_steps
+    smaller = max(1, batch // 2)
+    return (
+        f"CUDA out of memory on {device_name}: peak {peak_gb:.1f} GB of {total_gb:.1f} GB with "
+        f"model={cfg.model.profile}, data.batch_size={batch}, data.max_seconds={cfg.data.max_seconds}, encoder.freeze={cfg.encoder.freeze}. "
+        f"Try data.batch_size={smaller} trainer.accumulation_steps={accumulation * batch // smaller} (the same "
+        f"utterances per step), a shorter data.max_seconds, model=conservative, or encoder.freeze=true."
+    )
 
 
 def _format_scores(scores: dict) -> str:

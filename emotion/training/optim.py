@@ -92,13 +92,25 @@ class Optimisation:
     def backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss / self.accumulation_steps).backward()
 
-    def step(self, parameters) -> None:
+    def step(self, parameters) -> bool:
+        """Clip and apply the accumulated gradients; False when they were not finite and nothing was changed.
+
+        With fp16 the gradient scaler owns that decision: it skips such steps itself and lowers its scale,
+        which is how it finds its range, so they do not count as faults.
+        """
         self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(parameters, self.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        norm = torch.nn.utils.clip_grad_norm_(parameters, self.grad_clip)
+        finite = bool(torch.isfinite(norm)) or self.scaler.is_enabled()
+        if finite:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        return finite
+
+    def discard(self) -> None:
+        """Drop the gradients accumulated so far (a micro-batch of the group had a non-finite loss)."""
+        self.optimizer.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict:
         return {

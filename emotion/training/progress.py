@@ -18,6 +18,8 @@ class Progress:
     speech_samples: int = 0
     padded_samples: int = 0
     seconds: float = 0.0  # spent on the epoch before the last checkpoint
+    bad_steps: int = 0  # optimizer steps of the epoch skipped for a non-finite loss or gradient
+    bad_in_a_row: int = 0  # across epochs: too many stop the job
     finished: bool = False  # training is over (early stop or last epoch); the test may remain
     history: list[dict] = field(default_factory=list)
 
@@ -30,12 +32,18 @@ class Progress:
     def elapsed(self) -> float:
         return time.perf_counter() - self._clock
 
-    def record(self, loss: float, lengths: torch.Tensor, padded_length: int) -> None:
+    def record(self, loss: float | None, lengths: torch.Tensor, padded_length: int) -> None:
+        """A batch trained on; `loss` None when it was not finite (and so not trained on)."""
         self.batches_done += 1
-        self.loss_sum += loss * len(lengths)
-        self.utterances += len(lengths)
         self.speech_samples += int(lengths.sum())
         self.padded_samples += len(lengths) * padded_length
+        if loss is not None:
+            self.loss_sum += loss * len(lengths)
+            self.utterances += len(lengths)
+
+    def record_step(self, taken: bool) -> None:
+        self.bad_in_a_row = 0 if taken else self.bad_in_a_row + 1
+        self.bad_steps += not taken
 
     @property
     def mean_loss(self) -> float:
@@ -47,7 +55,7 @@ class Progress:
 
     def end_epoch(self, row: dict, finished: bool) -> None:
         self.history.append(row)
-        fresh = Progress(epoch=self.epoch + 1, finished=finished, history=self.history)
+        fresh = Progress(epoch=self.epoch + 1, bad_in_a_row=self.bad_in_a_row, finished=finished, history=self.history)
         self.__dict__.update(fresh.__dict__)
 
     def state_dict(self) -> dict:

@@ -380,7 +380,8 @@ def out_of_memory_advice(cfg: DictConfig, peak_gb: float, total_gb: float, devic
     smaller = max(1, batch // 2)
     return (
         f"CUDA out of memory on {device_name}: peak {peak_gb:.1f} GB of {total_gb:.1f} GB with "
-        f"model={cfg.model.profile}, data.batch_size={batch}, data.max_seconds={cfg.data.max_seconds}, encoder.freeze={cfg.encoder.freeze}. "
+        f"model={cfg.model.profile}, data.batch_size={batch}, data.max_seconds={cfg.data.max_seconds}, "
+        f"encoder.freeze={cfg.encoder.freeze}. "
         f"Try data.batch_size={smaller} trainer.accumulation_steps={accumulation * batch // smaller} (the same "
         f"utterances per step), a shorter data.max_seconds, model=conservative, or encoder.freeze=true."
     )

@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from emotion.checks import check_config
-from emotion.logger import JobInfo, NoRun, open_run
+from emotion.logger import JobInfo, NoRun, open_run, redact_secrets
 from emotion.training.loop import fit, out_of_memory_advice
 from emotion.training.outputs import metrics_record, write_json
 from emotion.training.signals import Interrupted
@@ -48,7 +48,8 @@ def run_job(cfg: DictConfig) -> float:
     try:
         check_config(cfg)
         # Resolved, so the tracker shows values, not `${...}` interpolations.
-        run = open_run(cfg.logger, OmegaConf.to_container(cfg, resolve=True), out_dir, describe_job(cfg, out_dir))
+        config = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
+        run = open_run(cfg.logger, config, out_dir, describe_job(cfg, out_dir))
         metrics = fit(cfg, out_dir, run)
     except Interrupted as stopped:
         write_json(
@@ -114,7 +115,7 @@ def describe_job(cfg: DictConfig, out_dir: Path) -> JobInfo:
     return JobInfo(
         # The job's folder names its run: a requeued or resumed job goes on with the same W&B run.
         run_id=hashlib.sha1(str(out_dir.resolve()).encode()).hexdigest()[:16],
-        name=overrides or cfg.data.name,
+        name=redact_secrets(overrides or cfg.data.name),
         group=group,
         job_type=f"fold{cfg.data.fold}" if cfg.data.fold is not None else cfg.data.get("test_set", "test"),
         tags=[cfg.model.profile, cfg.encoder.name],

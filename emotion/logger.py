@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+# Keys whose values are never sent to the tracker, and environment variables whose values never are either.
+SECRET_KEYS = re.compile(r"api_?key|token|secret|password", re.IGNORECASE)
+SECRET_ENVIRONMENT = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+REDACTED = "<redacted>"
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,25 @@ class WandbRun:
         if preempted:
             self._run.mark_preempting()  # W&B shows it as preempted, to be resumed, not as crashed
         self._run.finish(exit_code=exit_code)
+
+
+def redact_secrets(config, secrets: set[str] | None = None):
+    """`config` (a dict, list or string) with the values of secret-looking keys, and every occurrence of a
+    secret from the environment, replaced: a resolved config or an override may carry them through
+    an `${oc.env:...}`."""
+    if secrets is None:
+        secrets = {os.environ[name] for name in SECRET_ENVIRONMENT if os.environ.get(name)}
+    if isinstance(config, dict):
+        return {
+            key: REDACTED if SECRET_KEYS.search(str(key)) else redact_secrets(value, secrets)
+            for key, value in config.items()
+        }
+    if isinstance(config, list):
+        return [redact_secrets(value, secrets) for value in config]
+    if isinstance(config, str):
+        for secret in secrets:
+            config = config.replace(secret, REDACTED)
+    return config
 
 
 def open_run(cfg, config: dict, out_dir: Path, job: JobInfo) -> Run:

@@ -8,6 +8,7 @@ cross-validation), `split` (train / val / test), or neither (folds are then made
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -58,9 +59,17 @@ def _item(row: dict, manifest: Path, dimensions: tuple[str, ...], line: int) -> 
     fold = row.get("fold")
     if fold is not None and not fold.strip().lstrip("-").isdigit():
         raise ValueError(f"{manifest}, line {line}: fold={fold!r}; folds are whole numbers.")
+    # Lexically, not resolve(): a corpus folder may hold symbolic links to audio on another disk.
+    root = Path(os.path.abspath(manifest.parent))
+    path = Path(os.path.normpath(root / row["path"]))
+    if not path.is_relative_to(root):
+        raise ValueError(
+            f"{manifest}, line {line}: path={row['path']!r} leads outside the corpus folder {root}; audio paths "
+            "are relative to the manifest's folder and stay inside it (put the manifest at the corpus's top)."
+        )
     return Item(
         id=row.get("id") or Path(row["path"]).stem,
-        path=manifest.parent / row["path"],
+        path=path,
         speaker=row["speaker"],
         labels=tuple(parse_label(row[dim]) for dim in dimensions),
         fold=None if fold is None else int(fold),

@@ -1,0 +1,77 @@
+"""Secrets stay out of what a job writes; manifests cannot reach outside their corpus."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from emotion.data.manifest import read_manifest
+from emotion.logger import REDACTED, redact_secrets
+from tests.conftest import SMALL_DEMO, run_train
+from tests.trees import csv_tree
+
+
+def test_secret_looking_keys_and_secret_values_are_redacted():
+    config = {"logger": {"api_key": "k1", "project": "emotion"}, "x": ["s3cr3t", 3], "hf_token": None, "y": "a=s3cr3t"}
+    assert redact_secrets(config, secrets={"s3cr3t"}) == {
+        "logger": {"api_key": REDACTED, "project": "emotion"},
+        "x": [REDACTED, 3],
+        "hf_token": REDACTED,
+        "y": f"a={REDACTED}",
+    }
+
+
+def test_an_api_key_in_the_environment_appears_in_no_file_of_the_job(cache_dir, tmp_path, monkeypatch):
+    secret = "0123456789abcdef-not-a-real-key-4f2c"
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    out = tmp_path / "job"
+    run_train(
+        [
+            "experiment=demo",
+            "trainer.max_epochs=1",
+            "logger=wandb",
+            *SMALL_DEMO,
+            f"hydra.run.dir={out}",
+            "+notes.reminder=${oc.env:WANDB_API_KEY}",
+        ],  # a config that pulls the key in on purpose
+        cache_dir,
+    )
+    files = [path for path in out.rglob("*") if path.is_file()]
+    assert any(path.suffix == ".wandb" for path in files)
+    assert not [path for path in files if secret.encode() in path.read_bytes()]
+
+
+def test_a_manifest_path_leading_outside_its_corpus_is_refused(tmp_path):
+    manifest = csv_tree(tmp_path / "corpus", ["path", "speaker", "arousal", "fold"])
+    with open(manifest, "a", newline="") as f:
+        csv.writer(f).writerow(["../../etc/passwd", "s9", "3.0", "1"])
+    with pytest.raises(ValueError, match=r"line 14: path='../../etc/passwd' leads outside the corpus folder"):
+        read_manifest(manifest)
+
+
+def test_ids_that_look_like_paths_write_nothing_outside_the_job(cache_dir, tmp_path):
+    manifest = csv_tree(tmp_path / "corpus", ["path", "speaker", "arousal", "fold"], n_speakers=6, per_speaker=2)
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(manifest, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", *rows[0]])
+        writer.writeheader()
+        writer.writerows({"id": f"../../escaped_{i}", **row} for i, row in enumerate(rows))
+    before = {path for path in tmp_path.rglob("*")}
+    out = tmp_path / "job"
+    run_train(
+        [
+            "experiment=demo",
+            "data=csv",
+            f"data.manifest={manifest}",
+            "data.fold=1",
+            "trainer.max_epochs=1",
+            "logger=none",
+            f"hydra.run.dir={out}",
+        ],
+        cache_dir,
+    )
+    new = {path for path in tmp_path.rglob("*")} - before
+    assert new and all(path.is_relative_to(out) for path in new)
+    assert not list(tmp_path.parent.glob("escaped_*"))

@@ -34,6 +34,20 @@ def compose_config(overrides: list[str] = (), config_dir: Path = CONF, return_hy
         return compose("train", overrides=[WITHOUT_LOCAL, *overrides], return_hydra_config=return_hydra_config)
 
 
+def csv_job(manifest: Path, out: Path, *extra: str) -> list[str]:
+    """train.py arguments for one quick epoch on a CSV manifest's fold 1, written to `out`."""
+    return [
+        "experiment=demo",
+        "data=csv",
+        f"data.manifest={manifest}",
+        "data.fold=1",
+        "trainer.max_epochs=1",
+        "logger=none",
+        f"hydra.run.dir={out}",
+        *extra,
+    ]
+
+
 def run_train(args: list[str], cache: Path, check: bool = True, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run train.py as a user would, from `cwd` (where outputs/ and multirun/ go unless `args` say otherwise)."""
     env = {**os.environ, "EMOTION_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}

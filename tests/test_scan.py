@@ -11,7 +11,7 @@ import soundfile as sf
 
 from emotion.data.corpora import load_corpus
 from emotion.data.scan import BadItemsError, usable_corpus
-from tests.conftest import compose_config, run_train
+from tests.conftest import compose_config, csv_job, run_train
 from tests.trees import csv_tree
 
 BAD_ROWS = {
@@ -64,19 +64,7 @@ def test_skip_keeps_the_good_items_and_lists_the_others(tmp_path):
 def test_a_job_with_skip_trains_on_the_rest(cache_dir, tmp_path):
     manifest = manifest_with_bad_items(tmp_path / "corpus")
     out = tmp_path / "job"
-    run_train(
-        [
-            "experiment=demo",
-            "data=csv",
-            f"data.manifest={manifest}",
-            "data.fold=1",
-            "data.on_bad_audio=skip",
-            "trainer.max_epochs=1",
-            "logger=none",
-            f"hydra.run.dir={out}",
-        ],
-        cache_dir,
-    )
+    run_train(csv_job(manifest, out, "data.on_bad_audio=skip"), cache_dir)
     assert json.loads((out / "metrics.json").read_text())["status"] == "completed"
     with open(out / "predictions.csv", newline="") as f:
         predicted = {row["id"] for row in csv.DictReader(f)}

@@ -8,7 +8,7 @@ import pytest
 
 from emotion.data.manifest import read_manifest
 from emotion.logger import REDACTED, redact_secrets
-from tests.conftest import SMALL_DEMO, run_train
+from tests.conftest import SMALL_DEMO, csv_job, run_train
 from tests.trees import csv_tree
 
 
@@ -60,18 +60,7 @@ def test_ids_that_look_like_paths_write_nothing_outside_the_job(cache_dir, tmp_p
         writer.writerows({"id": f"../../escaped_{i}", **row} for i, row in enumerate(rows))
     before = {path for path in tmp_path.rglob("*")}
     out = tmp_path / "job"
-    run_train(
-        [
-            "experiment=demo",
-            "data=csv",
-            f"data.manifest={manifest}",
-            "data.fold=1",
-            "trainer.max_epochs=1",
-            "logger=none",
-            f"hydra.run.dir={out}",
-        ],
-        cache_dir,
-    )
+    run_train(csv_job(manifest, out), cache_dir)
     new = {path for path in tmp_path.rglob("*")} - before
     assert new and all(path.is_relative_to(out) for path in new)
     assert not list(tmp_path.parent.glob("escaped_*"))

@@ -1,9 +1,9 @@
 """Peak GPU memory and seconds per training step of the model profiles, on a CUDA machine.
 
-Each profile fine-tunes a WavLM-Large-sized encoder (randomly initialised, so nothing is downloaded) on its
-own batch size of worst-case utterances (`data.max_seconds` long), with the trainer's own step: autocast,
-CCC loss, backward, clipping, AdamW. Then the Mamba kernel path is compared with the PyTorch path when
-mamba-ssm is installed.
+Each profile, without and with gradient checkpointing of the WavLM layers, fine-tunes a WavLM-Large-sized
+encoder (randomly initialised, so nothing is downloaded) on its own batch size of worst-case utterances
+(`data.max_seconds` long), with the trainer's own step: autocast, CCC loss, backward, clipping, AdamW.
+Then the Mamba kernel path is compared with the PyTorch path when mamba-ssm is installed.
 
     python bench/gpu_check.py [--profiles standard max] [--steps 5]
 """
@@ -54,9 +54,16 @@ def worst_case_batch(batch_size: int, seconds: float, sample_rate: int, frames: 
     ).to(device)
 
 
-def measure_profile(profile: str, steps: int, device: torch.device) -> None:
+def measure_profile(profile: str, checkpointing: bool, steps: int, device: torch.device) -> None:
+    overrides = [
+        f"model={profile}",
+        "encoder.source=null",
+        "encoder.freeze=false",
+        "local=none",
+        f"model.grad_checkpointing={checkpointing}",
+    ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={profile}", "encoder.source=null", "encoder.freeze=false"])
+        cfg = compose("train", overrides=overrides)
     cfg.encoder.random_init = OmegaConf.create(WAVLM_LARGE)
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.encoder, DIMENSIONS).to(device)
@@ -89,7 +96,7 @@ def measure_profile(profile: str, steps: int, device: torch.device) -> None:
     print(
         f"profile={profile} batch={batch_size}x{seconds:g}s precision={precision} "
         f"params={params['total'] / 1e6:.1f}M trainable={params['trainable'] / 1e6:.1f}M "
-        f"peak_vram_gb={peak_gb:.2f} sec_per_step={sec_per_step:.3f} grad_checkpointing=not_available",
+        f"grad_checkpointing={checkpointing} peak_vram_gb={peak_gb:.2f} sec_per_step={sec_per_step:.3f}",
         flush=True,
     )
 
@@ -122,8 +129,9 @@ def main() -> None:
     device = torch.device("cuda")
     print(f"device={torch.cuda.get_device_name(device)} torch={torch.__version__}", flush=True)
     for profile in args.profiles:
-        measure_profile(profile, args.steps, device)
-        torch.cuda.empty_cache()  # the last profile's tensors are gone; hand their blocks back
+        for checkpointing in (False, True):
+            measure_profile(profile, checkpointing, args.steps, device)
+            torch.cuda.empty_cache()  # the last run's tensors are gone; hand their blocks back
     kernel_parity(device)
 
 

@@ -177,3 +177,15 @@ def test_a_group_norm_encoder_gives_the_same_frames_alone_and_padded():
     n = alone.shape[1]
     assert mask[0].sum() == n
     torch.testing.assert_close(together[0, :n], alone[0], rtol=1e-4, atol=1e-4)
+
+
+def test_gradient_checkpointing_recomputes_the_same_gradients():
+    grads = []
+    for checkpointing in (False, True):
+        model = demo_model(["encoder.freeze=false", f"model.grad_checkpointing={checkpointing}"]).train()
+        assert model.encoder.wavlm.is_gradient_checkpointing == checkpointing
+        torch.manual_seed(1)
+        waves, prosody = torch.randn(2, 16000), torch.randn(2, 49, len(PROSODY_FEATURES))
+        model(waves, torch.tensor([16000, 12000]), prosody).sum().backward()
+        grads.append(model.encoder.wavlm.encoder.layers[3].attention.q_proj.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1])

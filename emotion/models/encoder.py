@@ -74,6 +74,7 @@ class SpeechEncoder(nn.Module):
         freeze_feature_encoder: bool,
         normalize_waveform: bool,
         pretrained: bool,
+        grad_checkpointing: bool = False,
     ):
         super().__init__()
         depth = wavlm.config.num_hidden_layers
@@ -95,6 +96,10 @@ class SpeechEncoder(nn.Module):
             wavlm.requires_grad_(False)
         elif freeze_feature_encoder:
             wavlm.freeze_feature_encoder()
+        if grad_checkpointing and not freeze:
+            # Recompute each transformer layer in the backward pass instead of keeping its activations.
+            # transformers 5 renamed the method; 4.x has only the old name.
+            getattr(wavlm, "activation_checkpointing_enable", wavlm.gradient_checkpointing_enable)()
 
     @property
     def hidden_size(self) -> int:

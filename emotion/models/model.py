@@ -74,6 +74,7 @@ def build_model(model_cfg: DictConfig, encoder_cfg: DictConfig, dimensions: tupl
         freeze_feature_encoder=encoder_cfg.freeze_feature_encoder,
         normalize_waveform=encoder_cfg.normalize_waveform,
         pretrained=encoder_cfg.source is not None,
+        grad_checkpointing=model_cfg.grad_checkpointing,
     )
     return MambaEMA(encoder, dimensions, model_cfg)
 

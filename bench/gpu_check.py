@@ -23,12 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from emotion.data.corpus import DIMENSIONS  # noqa: E402
-from emotion.data.dataset import Batch  # noqa: E402
-from emotion.data.prosody import PROSODY_FEATURES  # noqa: E402
 from emotion.models.mamba import Mamba, _kernel_selective_scan  # noqa: E402
 from emotion.models.model import build_model, count_parameters  # noqa: E402
 from emotion.training.loop import resolve_precision, train_one_epoch  # noqa: E402
 from emotion.training.optim import Optimisation  # noqa: E402
+from emotion.training.preflight import worst_case_batch  # noqa: E402
 
 # microsoft/wavlm-large's architecture.
 WAVLM_LARGE = {
@@ -41,17 +40,6 @@ WAVLM_LARGE = {
     "do_stable_layer_norm": True,
     "conv_bias": True,
 }
-
-
-def worst_case_batch(batch_size: int, seconds: float, sample_rate: int, frames: int, device) -> Batch:
-    n_samples = int(seconds * sample_rate)
-    return Batch(
-        waves=torch.randn(batch_size, n_samples),
-        wave_lengths=torch.full((batch_size,), n_samples),
-        prosody=torch.randn(batch_size, frames, len(PROSODY_FEATURES)),
-        labels=torch.rand(batch_size, len(DIMENSIONS)),
-        indices=torch.arange(batch_size),
-    ).to(device)
 
 
 def measure_profile(profile: str, checkpointing: bool, steps: int, device: torch.device) -> None:
@@ -69,8 +57,7 @@ def measure_profile(profile: str, checkpointing: bool, steps: int, device: torch
     model = build_model(cfg.model, cfg.encoder, DIMENSIONS).to(device)
     grid = model.encoder.grid
     batch_size, seconds = cfg.data.batch_size, cfg.data.max_seconds
-    n_frames = grid.count(int(seconds * cfg.data.sample_rate))
-    batch = worst_case_batch(batch_size, seconds, cfg.data.sample_rate, n_frames, device)
+    batch = worst_case_batch(batch_size, seconds, cfg.data.sample_rate, grid, len(DIMENSIONS)).to(device)
     precision = resolve_precision(cfg.trainer.precision, device)
     optimisation = Optimisation.build(
         model,

@@ -44,6 +44,7 @@ CHOICES = {
     "trainer.resume": RESUME_MODES,
     "model.mamba_impl": MAMBA_IMPLS,
     "logger.backend": ("wandb", "none"),
+    "trainer.preflight": ("auto", True, False),
 }
 
 
@@ -83,7 +84,7 @@ def _number_problems(cfg: DictConfig) -> list[str]:
 
 def _choice_problems(cfg: DictConfig) -> list[str]:
     return [
-        f"{key}={_value(cfg, key)!r}: must be one of {', '.join(allowed)}"
+        f"{key}={_value(cfg, key)!r}: must be one of {', '.join(map(str, allowed))}"
         for key, allowed in CHOICES.items()
         if _value(cfg, key) not in allowed
     ]

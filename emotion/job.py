@@ -19,8 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from emotion.checks import check_config
 from emotion.logger import JobInfo, NoRun, open_run, redact_secrets
-from emotion.training.loop import fit, out_of_memory_advice
+from emotion.training.loop import fit
 from emotion.training.outputs import metrics_record, write_json
+from emotion.training.preflight import memory_advice
 from emotion.training.signals import Interrupted
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,8 @@ def run_job(cfg: DictConfig) -> float:
         raise SystemExit(stopped.exit_code) from None
     except torch.cuda.OutOfMemoryError as err:
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
-        advice = out_of_memory_advice(
-            cfg, torch.cuda.max_memory_allocated() / 1e9, props.total_memory / 1e9, props.name
-        )
+        peak_gb = torch.cuda.max_memory_allocated() / 1e9
+        advice = memory_advice(cfg, peak_gb, props.total_memory / 1e9, props.name, "CUDA ran out of memory")
         write_json(out_dir / "metrics.json", metrics_record("failed", cfg.data.fold, cfg.model.profile, error=advice))
         run.finish(exit_code=1)
         raise RuntimeError(advice) from err

@@ -20,10 +20,11 @@ from emotion.data.prosody_cache import ProsodyCache
 from emotion.data.sampler import LengthBucketSampler
 from emotion.models.model import build_model
 from emotion.training.checkpoints import load_checkpoint
-from emotion.training.loop import EarlyStopping, NumericalFault, out_of_memory_advice, predict, train_one_epoch
+from emotion.training.loop import EarlyStopping, NumericalFault, autocast, predict, train_one_epoch
 from emotion.training.metrics import ccc_loss
 from emotion.training.optim import Optimisation, build_optimizer, warmup_cosine
 from emotion.training.outputs import METRICS_KEYS
+from emotion.training.preflight import memory_advice, preflight
 from tests.conftest import SMALL_DEMO, compose_config, run_train
 from tests.wandb_records import run_summary
 
@@ -299,8 +300,22 @@ def test_too_many_bad_steps_in_a_row_stop_the_job_with_advice():
         train_one_epoch(model, batches, optimisation, torch.device("cpu"), "fp32", max_bad_steps=3)
 
 
-def test_out_of_memory_advice_names_the_job_and_keeps_the_utterances_per_step():
+def test_memory_advice_names_the_job_and_keeps_the_utterances_per_step():
     cfg = compose_config(["model=max"])
-    advice = out_of_memory_advice(cfg, peak_gb=23.7, total_gb=24.0, device_name="NVIDIA GeForce RTX 4090")
-    assert "peak 23.7 GB of 24.0 GB" in advice and "RTX 4090" in advice and "model=max" in advice
+    advice = memory_advice(cfg, 23.7, total_gb=24.0, device_name="NVIDIA GeForce RTX 4090", what="will not fit")
+    assert advice.startswith("will not fit on NVIDIA GeForce RTX 4090: 23.7 GB of 24.0 GB with model=max")
     assert "data.batch_size=6 trainer.accumulation_steps=2" in advice  # 12 per step either way
+    assert "model.grad_checkpointing=true" in advice  # fine-tuning without it
+    frozen = compose_config(["model=max", "encoder.freeze=true"])
+    assert "grad_checkpointing" not in memory_advice(frozen, 30.0, 24.0, "card", "will not fit")
+
+
+def test_preflight_runs_the_worst_case_batch_and_leaves_training_untouched(cache_dir):
+    cfg, _, model = small_setup(cache_dir, ["encoder.freeze=false", "data.max_seconds=2.0", "data.batch_size=2"])
+    rng_before = torch.get_rng_state()
+    weights_before = model.heads["arousal"][0].weight.detach().clone()
+    peak_gb = preflight(model, cfg, torch.device("cpu"), autocast(torch.device("cpu"), "fp32"))
+    assert 0.1 < peak_gb < 20
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert torch.equal(model.heads["arousal"][0].weight, weights_before)
+    assert all(p.grad is None for p in model.parameters())

@@ -28,6 +28,7 @@ from emotion.training.checkpoints import load_checkpoint, load_latest, restore_r
 from emotion.training.metrics import ccc_loss, ccc_scores
 from emotion.training.optim import Optimisation
 from emotion.training.outputs import metrics_record, write_history, write_predictions
+from emotion.training.preflight import preflight
 from emotion.training.progress import Progress
 from emotion.training.signals import GracefulStop
 
@@ -70,6 +71,8 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run) -> dict:
         scale_loss=precision == "fp16",
         device_type=device.type,
     )
+    if cfg.trainer.preflight is True or (cfg.trainer.preflight == "auto" and device.type == "cuda"):
+        preflight(model, cfg, device, autocast(device, precision))
     stopper = EarlyStopping(cfg.trainer.patience)
     progress = Progress()
     checkpoints = out_dir / "checkpoints"
@@ -372,19 +375,6 @@ def peak_memory(device: torch.device) -> dict:
         return {"peak_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9, "mem_kind": "cuda_max_allocated"}
     # ru_maxrss is in kilobytes on Linux: the whole process's peak, which includes the Python runtime.
     return {"peak_mem_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, "mem_kind": "cpu_peak_rss"}
-
-
-def out_of_memory_advice(cfg: DictConfig, peak_gb: float, total_gb: float, device_name: str) -> str:
-    """What to change when a job runs out of GPU memory, in this job's own numbers."""
-    batch, accumulation = cfg.data.batch_size, cfg.trainer.accumulation_steps
-    smaller = max(1, batch // 2)
-    return (
-        f"CUDA out of memory on {device_name}: peak {peak_gb:.1f} GB of {total_gb:.1f} GB with "
-        f"model={cfg.model.profile}, data.batch_size={batch}, data.max_seconds={cfg.data.max_seconds}, "
-        f"encoder.freeze={cfg.encoder.freeze}. "
-        f"Try data.batch_size={smaller} trainer.accumulation_steps={accumulation * batch // smaller} (the same "
-        f"utterances per step), a shorter data.max_seconds, model=conservative, or encoder.freeze=true."
-    )
 
 
 def _format_scores(scores: dict) -> str:

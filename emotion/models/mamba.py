@@ -214,7 +214,7 @@ class ResidualMamba(nn.Module):
 
     def __init__(self, d_model: int, **mamba_kwargs):
         super().__init__()
-        self.norm = nn.RMSNorm(d_model)
+        self.norm = nn.RMSNorm(d_model, eps=1e-5)  # mamba-ssm's epsilon
         self.mixer = Mamba(d_model, **mamba_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import argparse
 import csv
-import fcntl
 import json
 import math
 import os
 import statistics
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
+
+from emotion.files import locked, write_atomically
 
 FOLD_KEY = "data.fold"
 SCORES = (("ccc_v", "CCC-V"), ("ccc_a", "CCC-A"), ("ccc_d", "CCC-D"))  # valence first: the headline
@@ -121,10 +121,10 @@ def _first(jobs: list[Job], key: str) -> str:
 def write_summary(sweep_dir: str | Path) -> Path:
     """Write summary.csv, summary.md and summary.png; returns the path of summary.md."""
     sweep_dir = Path(sweep_dir)
-    with _locked(sweep_dir / ".summary.lock"):
+    with locked(sweep_dir / ".summary.lock"):
         columns, records = summarise(sweep_dir)
-        _write_atomically(sweep_dir / "summary.csv", _csv_text(columns, records))
-        _write_atomically(sweep_dir / "summary.md", _markdown(columns, records))
+        write_atomically(sweep_dir / "summary.csv", _csv_text(columns, records))
+        write_atomically(sweep_dir / "summary.md", _markdown(columns, records))
         _plot(records, sweep_dir / "summary.png")
     return sweep_dir / "summary.md"
 
@@ -199,23 +199,6 @@ def _plot(records: list[dict], path: Path) -> None:
 def _label(record: dict) -> str:
     values = [str(v) for k, v in record.items() if "." in k and v != ""]
     return record["profile"] + (" " + " ".join(values) if values else "")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-@contextmanager
-def _locked(lock_file: Path):
-    """One writer at a time: jobs finishing together each rewrite the summary."""
-    with open(lock_file, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def main() -> None:

@@ -1,0 +1,32 @@
+"""Files that several processes share: written whole or not at all, and changed by one writer at a time."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def write_atomically(path: Path, data: bytes | str) -> None:
+    """Write a uniquely named temporary file beside `path`, then rename it: readers see all or nothing,
+    and jobs on other machines sharing the folder never write the same temporary file."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    os.replace(f.name, path)
+
+
+@contextmanager
+def locked(lock_file: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_file` (created if need be), calling `on_wait` first if another process
+    holds it. Closing the file releases the lock, and so does the kernel when the holder dies."""
+    with open(lock_file, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield

@@ -55,9 +55,8 @@ def measure_profile(profile: str, checkpointing: bool, steps: int, device: torch
     cfg.encoder.random_init = OmegaConf.create(WAVLM_LARGE)
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.encoder, DIMENSIONS).to(device)
-    grid = model.encoder.grid
     batch_size, seconds = cfg.data.batch_size, cfg.data.max_seconds
-    batch = worst_case_batch(batch_size, seconds, cfg.data.sample_rate, grid, len(DIMENSIONS)).to(device)
+    batch = worst_case_batch(batch_size, seconds, cfg.data.sample_rate, model.encoder, len(DIMENSIONS)).to(device)
     precision = resolve_precision(cfg.trainer.precision, device)
     optimisation = Optimisation.build(
         model,

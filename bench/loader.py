@@ -58,8 +58,8 @@ def one_epoch(dataset: UtteranceDataset, pool_batches: int, batch_size: int, wor
     started = time.perf_counter()
     speech = padded = 0
     for batch in loader:
-        speech += int(batch.wave_lengths.sum())
-        padded += batch.waves.numel()
+        speech += int(batch.speech_lengths.sum())
+        padded += batch.speech.numel()
     return time.perf_counter() - started, 1.0 - speech / padded
 
 
@@ -97,6 +97,7 @@ def main() -> None:
             LabelScale(1, 5),
             GRID,
             SAMPLE_RATE,
+            chunk_seconds=60.0,
             crop_seconds=MAX_SECONDS,
         )
         padding = {}

@@ -29,7 +29,14 @@ POSITIVE_INTEGERS = (
     "trainer.max_bad_steps",
 )
 NON_NEGATIVE_INTEGERS = ("data.num_workers", "trainer.checkpoint_every_steps")
-POSITIVE_NUMBERS = ("data.max_seconds", "data.eval_chunk_seconds", "optim.lr", "optim.eps", "optim.grad_clip")
+POSITIVE_NUMBERS = (
+    "data.max_seconds",
+    "data.eval_chunk_seconds",
+    "optim.lr",
+    "optim.eps",
+    "optim.grad_clip",
+    "encoder.feature_cache_max_gb",
+)
 NON_NEGATIVE_NUMBERS = ("data.min_seconds", "optim.encoder_lr", "optim.weight_decay")
 # key: (low, high, whether high itself is allowed)
 RANGES = {
@@ -45,6 +52,8 @@ CHOICES = {
     "model.mamba_impl": MAMBA_IMPLS,
     "logger.backend": ("wandb", "none"),
     "trainer.preflight": ("auto", True, False),
+    "encoder.freeze": (True, False),
+    "encoder.feature_cache": (True, False),
 }
 
 

@@ -97,12 +97,12 @@ def write_tones(tmp_path, seconds_list):
 
 def test_batches_pad_audio_and_contours_and_keep_lengths(tmp_path):
     items, prosody = write_tones(tmp_path, (1.0, 1.5))
-    dataset = UtteranceDataset(items, [1.0, 1.5], prosody, LabelScale(1, 5), GRID, SR)
+    dataset = UtteranceDataset(items, [1.0, 1.5], prosody, LabelScale(1, 5), GRID, SR, chunk_seconds=60.0)
     batch = collate([dataset[0], dataset[1]])
-    assert batch.waves.shape == (2, 24000)
-    assert batch.wave_lengths.tolist() == [16000, 24000]
+    assert batch.speech.shape == (2, 24000)
+    assert batch.speech_lengths.tolist() == [16000, 24000]
     assert batch.prosody.shape == (2, GRID.count(24000), len(PROSODY_FEATURES))
-    assert not batch.waves[0, 16000:].any() and not batch.prosody[0, GRID.count(16000) :].any()
+    assert not batch.speech[0, 16000:].any() and not batch.prosody[0, GRID.count(16000) :].any()
     torch.testing.assert_close(batch.labels, torch.tensor([[0.0, 0.5, 1.0]] * 2))
 
 
@@ -114,27 +114,29 @@ def test_training_crops_start_on_the_frame_grid_and_carry_the_matching_contours(
     full = np.load(prosody[0])
 
     def crop(epoch):
-        dataset = UtteranceDataset(items, [3.0], prosody, LabelScale(1, 5), GRID, SR, crop_seconds=1.0, seed=7)
+        dataset = UtteranceDataset(
+            items, [3.0], prosody, LabelScale(1, 5), GRID, SR, chunk_seconds=60.0, crop_seconds=1.0, seed=7
+        )
         dataset.set_epoch(epoch)
         return dataset[0]
 
     starts = set()
     for epoch in range(6):
         example = crop(epoch)
-        start = int(np.flatnonzero((noise[:-1] == example["wave"][0]) & (noise[1:] == example["wave"][1]))[0])
+        start = int(np.flatnonzero((noise[:-1] == example["speech"][0]) & (noise[1:] == example["speech"][1]))[0])
         assert start % GRID.hop == 0
-        np.testing.assert_array_equal(example["wave"], noise[start : start + SR])
+        np.testing.assert_array_equal(example["speech"], noise[start : start + SR])
         first_frame = start // GRID.hop
         np.testing.assert_array_equal(example["prosody"], full[first_frame : first_frame + GRID.count(SR)])
         starts.add(start)
     assert len(starts) > 1  # crops move between epochs
-    np.testing.assert_array_equal(crop(3)["wave"], crop(3)["wave"])  # and depend only on (seed, epoch, index)
+    np.testing.assert_array_equal(crop(3)["speech"], crop(3)["speech"])  # and depend only on (seed, epoch, index)
 
 
 def test_evaluation_chunks_only_utterances_longer_than_the_cap(tmp_path):
     items, prosody = write_tones(tmp_path, (1.0, 2.5))
     dataset = UtteranceDataset(items, [1.0, 2.5], prosody, LabelScale(1, 5), GRID, SR, chunk_seconds=1.0)
     assert [(s.item, s.start) for s in dataset.segments] == [(0, 0), (1, 0), (1, 13440), (1, 26880)]
-    chunks = [dataset[i]["wave"] for i in (1, 2, 3)]
+    chunks = [dataset[i]["speech"] for i in (1, 2, 3)]
     np.testing.assert_array_equal(np.concatenate(chunks), load_audio(items[1].path, SR))
     assert all(start % GRID.hop == 0 for start in (13440, 26880))

@@ -53,20 +53,22 @@ def test_a_short_training_run_lowers_the_loss(cache_dir):
     grid = model.encoder.grid
     prosody = ProsodyCache(cache_dir, 16000, grid).ensure([item.path for item in items], workers=1)
     durations = [sf.info(item.path).duration for item in items]
-    dataset = UtteranceDataset(items, durations, [prosody[item.path] for item in items], corpus.scale, grid, 16000)
+    dataset = UtteranceDataset(
+        items, durations, [prosody[item.path] for item in items], corpus.scale, grid, 16000, chunk_seconds=60.0
+    )
     batches = [collate([dataset[i] for i in range(start, start + 8)]) for start in (0, 8)]
     optimizer = build_optimizer(model, cfg.optim)
 
     def loss_on_batches():
         model.eval()
         with torch.no_grad():
-            return sum(ccc_loss(model(b.waves, b.wave_lengths, b.prosody), b.labels).item() for b in batches) / 2
+            return sum(ccc_loss(model(b.speech, b.speech_lengths, b.prosody), b.labels).item() for b in batches) / 2
 
     before = loss_on_batches()
     model.train()
     for _ in range(20):
         for batch in batches:
-            loss = ccc_loss(model(batch.waves, batch.wave_lengths, batch.prosody), batch.labels)
+            loss = ccc_loss(model(batch.speech, batch.speech_lengths, batch.prosody), batch.labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -110,15 +112,15 @@ class MeanProsodyModel(torch.nn.Module):
         super().__init__()
         self.linear = torch.nn.Linear(len(PROSODY_FEATURES), len(DIMENSIONS))
 
-    def forward(self, waves, wave_lengths, prosody):
+    def forward(self, speech, speech_lengths, prosody):
         return self.linear(prosody.mean(dim=1))
 
 
 def random_batch(size: int, seed: int) -> Batch:
     g = torch.Generator().manual_seed(seed)
     return Batch(
-        waves=torch.zeros(size, 800),
-        wave_lengths=torch.full((size,), 800),
+        speech=torch.zeros(size, 800),
+        speech_lengths=torch.full((size,), 800),
         prosody=torch.randn(size, 2, len(PROSODY_FEATURES), generator=g),
         labels=torch.rand(size, len(DIMENSIONS), generator=g),
         indices=torch.arange(size),
@@ -230,8 +232,8 @@ class ChunkMeanModel(torch.nn.Module):
 
     heads = ("arousal", "valence", "dominance")
 
-    def forward(self, waves, wave_lengths, prosody):
-        return (waves.sum(dim=1) / wave_lengths).unsqueeze(1).repeat(1, len(self.heads))
+    def forward(self, speech, speech_lengths, prosody):
+        return (speech.sum(dim=1) / speech_lengths).unsqueeze(1).repeat(1, len(self.heads))
 
 
 def test_a_chunked_item_gets_the_length_weighted_mean_of_its_chunks(tmp_path):
@@ -259,7 +261,7 @@ def test_a_chunked_item_gets_the_length_weighted_mean_of_its_chunks(tmp_path):
 
 def nan_labels(batch: Batch) -> Batch:
     return Batch(
-        batch.waves, batch.wave_lengths, batch.prosody, torch.full_like(batch.labels, float("nan")), batch.indices
+        batch.speech, batch.speech_lengths, batch.prosody, torch.full_like(batch.labels, float("nan")), batch.indices
     )
 
 

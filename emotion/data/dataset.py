@@ -1,4 +1,5 @@
-"""From items to padded batches: audio, prosody contours on the encoder's frame grid, normalised labels."""
+"""From items to padded batches: audio (or a frozen encoder's cached states), prosody contours on the encoder's
+frame grid, normalised labels."""
 
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ from torch.utils.data import Dataset
 
 from emotion.data.audio import load_audio
 from emotion.data.corpus import Item, LabelScale
+from emotion.data.feature_cache import FeatureStore, Piece
 from emotion.data.prosody import FrameGrid
 from emotion.data.prosody_cache import load_contours
 
 
 @dataclass
 class Batch:
-    waves: torch.Tensor  # (B, samples), zero-padded
-    wave_lengths: torch.Tensor  # (B,)
+    speech: torch.Tensor  # zero-padded waves (B, samples), or cached encoder states (B, frames, layers, hidden)
+    speech_lengths: torch.Tensor  # (B,) samples, or frames
     prosody: torch.Tensor  # (B, frames, features), zero-padded
     labels: torch.Tensor  # (B, dimensions), normalised to [0, 1]
     indices: torch.Tensor  # (B,) the item each row comes from (several rows when a long item is chunked)
@@ -45,12 +47,14 @@ class Segment:
 
 
 class UtteranceDataset(Dataset):
-    """Segments of items, decoded on demand, with their prosody contours sliced from the cache.
+    """Segments of items with their prosody contours: waves decoded on demand, or, given `features`, a frozen
+    encoder's states read from the feature cache.
 
-    Training (`crop_seconds` set) takes one segment per item and crops it at a random offset that
-    depends only on (seed, epoch, index), so any worker layout gives the same crops. Evaluation
-    (`chunk_seconds` set) sees items whole, split into equal chunks only when longer than that.
-    Offsets are multiples of the encoder's hop, so a crop's frames are exactly frames of the whole file.
+    Items longer than `chunk_seconds` are split into equal chunks: evaluation averages their predictions,
+    training crops each. Training (`crop_seconds` set) crops a segment at a random offset that depends only
+    on (seed, epoch, index), so any worker layout gives the same crops. Offsets are multiples of the
+    encoder's hop, so a crop's frames are exactly frames of the whole file; cached states are cropped in
+    frame space, from the states of the whole segment.
     """
 
     def __init__(
@@ -61,9 +65,10 @@ class UtteranceDataset(Dataset):
         scale: LabelScale,
         grid: FrameGrid,
         sample_rate: int,
+        chunk_seconds: float,
         crop_seconds: float | None = None,
-        chunk_seconds: float | None = None,
         seed: int = 0,
+        features: FeatureStore | None = None,
     ):
         self.items = items
         self.prosody_files = prosody_files
@@ -72,12 +77,12 @@ class UtteranceDataset(Dataset):
         self.sample_rate = sample_rate
         self.crop_samples = None if crop_seconds is None else int(crop_seconds * sample_rate)
         self.seed = seed
+        self.features = features
         self.epoch = 0
         n_samples = [round(seconds * sample_rate) for seconds in durations]
         self.segments = _segments(n_samples, chunk_seconds, sample_rate, grid.hop)
-        self.lengths = [
-            min(n_samples[s.item] - s.start, s.length or math.inf, self.crop_samples or math.inf) for s in self.segments
-        ]
+        self.segment_samples = [min(n_samples[s.item] - s.start, s.length or math.inf) for s in self.segments]
+        self.lengths = [min(n, self.crop_samples or math.inf) for n in self.segment_samples]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -85,27 +90,47 @@ class UtteranceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.segments)
 
+    def piece(self, index: int) -> Piece:
+        """The audio that segment `index` is: what the feature cache keeps states of."""
+        segment = self.segments[index]
+        return Piece(self.items[segment.item].path, segment.start, segment.length)
+
     def __getitem__(self, index: int) -> dict:
         segment = self.segments[index]
-        wave = load_audio(self.items[segment.item].path, self.sample_rate)
-        start, stop = segment.start, len(wave) if segment.length is None else segment.start + segment.length
-        if self.crop_samples is not None and stop - start > self.crop_samples:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            start += self.grid.hop * int(rng.integers(0, (stop - start - self.crop_samples) // self.grid.hop + 1))
-            stop = start + self.crop_samples
-        first_frame = start // self.grid.hop
+        speech, first_frame = self._cached_states(index) if self.features else self._wave(index)
+        n_frames = len(speech) if self.features else self.grid.count(len(speech))
         contours = load_contours(self.prosody_files[segment.item])
         return {
-            "wave": wave[start:stop],
-            "prosody": contours[first_frame : first_frame + self.grid.count(stop - start)],
+            "speech": speech,
+            "prosody": contours[first_frame : first_frame + n_frames],
             "labels": self.scale.normalise(self.items[segment.item].labels),
             "index": segment.item,
         }
 
+    def _wave(self, index: int) -> tuple[np.ndarray, int]:
+        """The segment's samples, cropped; and the index of its first frame in the whole file."""
+        segment = self.segments[index]
+        wave = load_audio(self.items[segment.item].path, self.sample_rate)
+        start, stop = segment.start, len(wave) if segment.length is None else segment.start + segment.length
+        if self.crop_samples is not None and stop - start > self.crop_samples:
+            start += self.grid.hop * self._crop_shift(index, (stop - start - self.crop_samples) // self.grid.hop)
+            stop = start + self.crop_samples
+        return wave[start:stop], start // self.grid.hop
 
-def _segments(n_samples: list[int], chunk_seconds: float | None, sample_rate: int, hop: int) -> list[Segment]:
-    if chunk_seconds is None:
-        return [Segment(item, 0, None) for item in range(len(n_samples))]
+    def _cached_states(self, index: int) -> tuple[np.ndarray, int]:
+        """The segment's encoder states (frames, layers, hidden), cropped; and the index of its first frame."""
+        piece = self.piece(index)
+        total = self.features.n_frames(piece)
+        crop_frames = total if self.crop_samples is None else min(total, self.grid.count(self.crop_samples))
+        shift = self._crop_shift(index, total - crop_frames) if crop_frames < total else 0
+        return self.features.read(piece, shift, crop_frames), piece.start // self.grid.hop + shift
+
+    def _crop_shift(self, index: int, room: int) -> int:
+        """A random crop offset in [0, room] hops, the same for any worker layout and resumed runs."""
+        return int(np.random.default_rng([self.seed, self.epoch, index]).integers(0, room + 1))
+
+
+def _segments(n_samples: list[int], chunk_seconds: float, sample_rate: int, hop: int) -> list[Segment]:
     segments = []
     for item, total in enumerate(n_samples):
         pieces = math.ceil(total / (chunk_seconds * sample_rate))
@@ -118,17 +143,17 @@ def _segments(n_samples: list[int], chunk_seconds: float | None, sample_rate: in
 
 
 def collate(examples: list[dict]) -> Batch:
-    lengths = [len(example["wave"]) for example in examples]
+    lengths = [len(example["speech"]) for example in examples]
     frames = [len(example["prosody"]) for example in examples]
-    n_features = examples[0]["prosody"].shape[1]
-    waves = torch.zeros(len(examples), max(lengths))
-    prosody = torch.zeros(len(examples), max(frames), n_features)
+    first = torch.from_numpy(examples[0]["speech"])
+    speech = torch.zeros(len(examples), max(lengths), *first.shape[1:], dtype=first.dtype)
+    prosody = torch.zeros(len(examples), max(frames), examples[0]["prosody"].shape[1])
     for row, example in enumerate(examples):
-        waves[row, : lengths[row]] = torch.from_numpy(example["wave"])
+        speech[row, : lengths[row]] = torch.from_numpy(example["speech"])
         prosody[row, : frames[row]] = torch.from_numpy(example["prosody"])
     return Batch(
-        waves=waves,
-        wave_lengths=torch.tensor(lengths),
+        speech=speech,
+        speech_lengths=torch.tensor(lengths),
         prosody=prosody,
         labels=torch.from_numpy(np.stack([example["labels"] for example in examples])),
         indices=torch.tensor([example["index"] for example in examples]),

@@ -114,31 +114,38 @@ class SpeechEncoder(nn.Module):
     def frame_lengths(self, wave_lengths: torch.Tensor) -> torch.Tensor:
         return ((wave_lengths - self.grid.window) // self.grid.hop + 1).clamp(min=0)
 
-    def forward(self, waves: torch.Tensor, wave_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """waves (B, samples), zero-padded → frames (B, T, hidden), frame mask (B, T)."""
+    def forward(self, speech: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero-padded waves (B, samples) with their lengths in samples, or the chosen hidden states read from
+        the feature cache (B, frames, layers, hidden) with their lengths in frames → frames (B, T, hidden)
+        and frame mask (B, T)."""
+        if speech.dim() == 2:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+                chosen = self.hidden_states(speech, lengths)
+            lengths = self.frame_lengths(lengths)
+        else:
+            chosen = speech.float()  # stored as float16; under autocast the mix runs in its precision
+        weights = torch.softmax(self.layer_logits, dim=0).to(chosen.dtype)
+        frames = torch.einsum("k,btkh->bth", weights, chosen)
+        frame_mask = torch.arange(frames.shape[1], device=frames.device) < lengths[:, None]
+        return frames, frame_mask
+
+    def hidden_states(self, waves: torch.Tensor, wave_lengths: torch.Tensor) -> torch.Tensor:
+        """The hidden states at `layers` of zero-padded waves: (B, frames, layers, hidden)."""
         sample_mask = torch.arange(waves.shape[1], device=waves.device) < wave_lengths[:, None]
         if self.normalize_waveform:
             waves = _standardise(waves, sample_mask)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            chosen = self._chosen_hidden_states(waves, wave_lengths, sample_mask)  # (K, B, T, hidden)
-        weights = torch.softmax(self.layer_logits, dim=0).to(chosen.dtype)
-        frames = torch.einsum("k,kbth->bth", weights, chosen)
-        frame_mask = torch.arange(frames.shape[1], device=waves.device) < self.frame_lengths(wave_lengths)[:, None]
-        return frames, frame_mask
-
-    def _chosen_hidden_states(self, waves, wave_lengths, sample_mask) -> torch.Tensor:
         if self.wavlm.config.feat_extract_norm != "group":
             hidden = self.wavlm(waves, attention_mask=sample_mask, output_hidden_states=True).hidden_states
-            return torch.stack([hidden[layer] for layer in self.layers])
+            return torch.stack([hidden[layer] for layer in self.layers], dim=2)
         # Group norm in the first convolution (WavLM-Base+) normalises over the padded length too, so a
         # padded utterance would come out different: run each one alone, then pad the frames.
         n_frames = self.grid.count(waves.shape[1])
         per_utterance = []
         for wave, length in zip(waves, wave_lengths.tolist(), strict=True):
             hidden = self.wavlm(wave[None, :length], output_hidden_states=True).hidden_states
-            chosen = torch.stack([hidden[layer][0] for layer in self.layers])  # (K, T_i, hidden)
-            per_utterance.append(F.pad(chosen, (0, 0, 0, n_frames - chosen.shape[1])))
-        return torch.stack(per_utterance, dim=1)
+            chosen = torch.stack([hidden[layer][0] for layer in self.layers], dim=1)  # (T_i, K, hidden)
+            per_utterance.append(F.pad(chosen, (0, 0, 0, 0, 0, n_frames - chosen.shape[0])))
+        return torch.stack(per_utterance)
 
 
 def _standardise(waves: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -39,13 +39,14 @@ class MambaEMA(nn.Module):
             {dim: regression_head(cfg.d_hidden + cfg.d_state, cfg.d_hidden, cfg.dropout) for dim in dimensions}
         )
 
-    def forward(self, waves: torch.Tensor, wave_lengths: torch.Tensor, prosody: torch.Tensor) -> torch.Tensor:
-        """Padded waves (B, samples) and contours (B, T, features) → predictions (B, dimensions), label scale [0, 1]."""
-        speech, mask = self.encoder(waves, wave_lengths)
-        if prosody.shape[1] != speech.shape[1]:
-            raise ValueError(f"{prosody.shape[1]} prosody frames for {speech.shape[1]} encoder frames")
+    def forward(self, speech: torch.Tensor, speech_lengths: torch.Tensor, prosody: torch.Tensor) -> torch.Tensor:
+        """Padded speech (waves or cached encoder states, see SpeechEncoder.forward) and contours (B, T, features)
+        → predictions (B, dimensions), label scale [0, 1]."""
+        frames, mask = self.encoder(speech, speech_lengths)
+        if prosody.shape[1] != frames.shape[1]:
+            raise ValueError(f"{prosody.shape[1]} prosody frames for {frames.shape[1]} encoder frames")
         # The residual stream stays in float32 under autocast, as in mamba-ssm (residual_in_fp32).
-        x = self.fuse(torch.cat([speech, self.prosody(prosody, mask).to(speech.dtype)], dim=-1)).float()
+        x = self.fuse(torch.cat([frames, self.prosody(prosody, mask).to(frames.dtype)], dim=-1)).float()
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from emotion.data.corpora import Corpus, load_corpus
 from emotion.data.dataset import UtteranceDataset, collate
+from emotion.data.feature_cache import ensure_features
 from emotion.data.prosody import FrameGrid
 from emotion.data.prosody_cache import ProsodyCache
 from emotion.data.sampler import LengthBucketSampler
@@ -49,7 +50,12 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run) -> dict:
     prosody = ProsodyCache(cfg.paths.cache_dir, cfg.data.sample_rate, grid).ensure(
         [item.path for item in corpus.splits.all], cfg.data.prosody_workers or os.cpu_count()
     )
-    train_loader, val_loader, test_loader = make_loaders(corpus, durations, prosody, grid, cfg, device)
+    datasets = make_datasets(corpus, durations, prosody, grid, cfg)
+    cached = cfg.encoder.freeze and cfg.encoder.feature_cache
+    if cached:
+        use_feature_cache(model, datasets, cfg, device, precision)
+    train_loader = make_loader(datasets[0], cfg, device, shuffle=True)
+    val_loader, test_loader = (make_loader(dataset, cfg, device, shuffle=False) for dataset in datasets[1:])
     log.info(
         "%s fold %s: %d train, %d validation, %d test utterances; %s on %s, %s",
         corpus.name,
@@ -72,7 +78,7 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run) -> dict:
         device_type=device.type,
     )
     if cfg.trainer.preflight is True or (cfg.trainer.preflight == "auto" and device.type == "cuda"):
-        preflight(model, cfg, device, autocast(device, precision))
+        preflight(model, cfg, device, autocast(device, precision), cached=cached)
     stopper = EarlyStopping(cfg.trainer.patience)
     progress = Progress()
     checkpoints = out_dir / "checkpoints"
@@ -188,13 +194,13 @@ def train_one_epoch(
     for batch in bar:
         batch = batch.to(device)
         with autocast(device, precision):
-            pred = model(batch.waves, batch.wave_lengths, batch.prosody)
+            pred = model(batch.speech, batch.speech_lengths, batch.prosody)
         loss = ccc_loss(pred, batch.labels)
         # One non-finite micro-batch spoils its accumulation group: the group's step is skipped.
         group_is_finite = group_is_finite and bool(torch.isfinite(loss))
         if group_is_finite:
             optimisation.backward(loss)
-        progress.record(loss.item() if group_is_finite else None, batch.wave_lengths.cpu(), batch.waves.shape[1])
+        progress.record(loss.item() if group_is_finite else None, batch.speech_lengths.cpu(), batch.speech.shape[1])
         if progress.batches_done % optimisation.accumulation_steps == 0 or progress.batches_done == total:
             if group_is_finite:
                 progress.record_step(optimisation.step(model.parameters()))
@@ -234,9 +240,9 @@ def predict(model: MambaEMA, loader: DataLoader, device, precision: str) -> tupl
     for batch in loader:
         batch = batch.to(device)
         with autocast(device, precision):
-            out = model(batch.waves, batch.wave_lengths, batch.prosody)
+            out = model(batch.speech, batch.speech_lengths, batch.prosody)
         rows = batch.indices.cpu().numpy()
-        lengths = batch.wave_lengths.cpu().numpy()[:, None].astype(float)
+        lengths = batch.speech_lengths.cpu().numpy()[:, None].astype(float)
         np.add.at(pred_sum, rows, out.float().cpu().numpy() * lengths)
         np.add.at(weight, rows, lengths)
         true[rows] = batch.labels.cpu().numpy()
@@ -265,40 +271,69 @@ def resume(checkpoints: Path, mode: str, device, model, optimisation, stopper, p
     )
 
 
-def make_loaders(
-    corpus: Corpus, durations: dict[str, float], prosody: dict, grid: FrameGrid, cfg: DictConfig, device: torch.device
-):
-    """Training crops, in shuffled length-bucketed batches (both seeded); validation and test see whole
-    utterances (chunked above data.eval_chunk_seconds), longest first."""
-    data = cfg.data
-    pool_batches = {"bucket": 32, "random": 1}[data.batching]
+def make_datasets(
+    corpus: Corpus, durations: dict[str, float], prosody: dict, grid: FrameGrid, cfg: DictConfig
+) -> tuple[UtteranceDataset, UtteranceDataset, UtteranceDataset]:
+    """Train, validation and test: training crops at data.max_seconds; evaluation sees utterances whole."""
 
-    def loader(items, train: bool) -> DataLoader:
-        dataset = UtteranceDataset(
+    def dataset(items, train: bool) -> UtteranceDataset:
+        return UtteranceDataset(
             items,
             [durations[item.id] for item in items],
             [prosody[item.path] for item in items],
             corpus.scale,
             grid,
-            data.sample_rate,
-            crop_seconds=data.max_seconds if train else None,
-            chunk_seconds=None if train else data.eval_chunk_seconds,
+            cfg.data.sample_rate,
+            chunk_seconds=cfg.data.eval_chunk_seconds,
+            crop_seconds=cfg.data.max_seconds if train else None,
             seed=cfg.trainer.seed,
         )
-        batches = LengthBucketSampler(
-            dataset.lengths, data.batch_size, shuffle=train, seed=cfg.trainer.seed, pool_batches=pool_batches
-        )
-        return DataLoader(
-            dataset,
-            batch_sampler=batches,
-            collate_fn=collate,
-            num_workers=data.num_workers,
-            pin_memory=device.type == "cuda",
-            # Its own generator: worker seeds must not draw on the global one, or a resumed run would diverge.
-            generator=torch.Generator().manual_seed(cfg.trainer.seed),
-        )
 
-    return loader(corpus.splits.train, True), loader(corpus.splits.val, False), loader(corpus.splits.test, False)
+    splits = corpus.splits
+    return dataset(splits.train, True), dataset(splits.val, False), dataset(splits.test, False)
+
+
+def use_feature_cache(model: MambaEMA, datasets, cfg: DictConfig, device: torch.device, precision: str) -> None:
+    """Compute the frozen encoder's states once (or find them cached) and make the datasets read them.
+    The encoder itself then leaves the GPU: training never runs it."""
+    pieces = {dataset.piece(i): n for dataset in datasets for i, n in enumerate(dataset.segment_samples)}
+    store = ensure_features(
+        model.encoder,
+        pieces,
+        cfg.paths.cache_dir,
+        cfg.data.sample_rate,
+        device=device,
+        autocast=autocast(device, precision),
+        batch_size=cfg.data.batch_size,
+        workers=cfg.data.num_workers,
+        max_gb=cfg.encoder.feature_cache_max_gb,
+        show_bar=cfg.trainer.progress_bar,
+    )
+    for dataset in datasets:
+        dataset.features = store
+    model.encoder.wavlm.to("cpu")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def make_loader(dataset: UtteranceDataset, cfg: DictConfig, device: torch.device, shuffle: bool) -> DataLoader:
+    """Batches of similar lengths: shuffled for training (seeded), longest first for evaluation."""
+    batches = LengthBucketSampler(
+        dataset.lengths,
+        cfg.data.batch_size,
+        shuffle=shuffle,
+        seed=cfg.trainer.seed,
+        pool_batches={"bucket": 32, "random": 1}[cfg.data.batching],
+    )
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        collate_fn=collate,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+        # Its own generator: worker seeds must not draw on the global one, or a resumed run would diverge.
+        generator=torch.Generator().manual_seed(cfg.trainer.seed),
+    )
 
 
 class EarlyStopping:

@@ -10,7 +10,8 @@ import torch
 from omegaconf import DictConfig
 
 from emotion.data.dataset import Batch
-from emotion.data.prosody import PROSODY_FEATURES, FrameGrid
+from emotion.data.prosody import PROSODY_FEATURES
+from emotion.models.encoder import SpeechEncoder
 from emotion.models.model import MambaEMA
 from emotion.training.metrics import ccc_loss
 
@@ -24,24 +25,34 @@ class PreflightError(RuntimeError):
     pass
 
 
-def worst_case_batch(batch_size: int, seconds: float, sample_rate: int, grid: FrameGrid, n_dims: int) -> Batch:
-    """A batch of `batch_size` utterances of `seconds` each: the longest a training crop can be."""
+def worst_case_batch(
+    batch_size: int, seconds: float, sample_rate: int, encoder: SpeechEncoder, n_dims: int, cached: bool = False
+) -> Batch:
+    """A batch of `batch_size` utterances of `seconds` each, the longest a training crop can be: waves, or
+    the encoder states that the feature cache would give (`cached`)."""
     generator = torch.Generator().manual_seed(0)
     n_samples = int(seconds * sample_rate)
+    n_frames = encoder.grid.count(n_samples)
+    if cached:
+        speech = torch.randn(batch_size, n_frames, len(encoder.layers), encoder.hidden_size, generator=generator)
+        speech, lengths = speech.half(), torch.full((batch_size,), n_frames)
+    else:
+        speech, lengths = torch.randn(batch_size, n_samples, generator=generator), torch.full((batch_size,), n_samples)
     return Batch(
-        waves=torch.randn(batch_size, n_samples, generator=generator),
-        wave_lengths=torch.full((batch_size,), n_samples),
-        prosody=torch.randn(batch_size, grid.count(n_samples), len(PROSODY_FEATURES), generator=generator),
+        speech=speech,
+        speech_lengths=lengths,
+        prosody=torch.randn(batch_size, n_frames, len(PROSODY_FEATURES), generator=generator),
         labels=torch.rand(batch_size, n_dims, generator=generator),
         indices=torch.arange(batch_size),
     )
 
 
-def preflight(model: MambaEMA, cfg: DictConfig, device: torch.device, autocast) -> float:
+def preflight(model: MambaEMA, cfg: DictConfig, device: torch.device, autocast, cached: bool = False) -> float:
     """Run forward + backward on the worst-case batch and return the peak memory in GB (GPU, or the process's
-    RSS on CPU). Random generators and gradients are left as they were, so training is unchanged."""
+    RSS on CPU). `cached`: the model reads encoder states from the feature cache. Random generators and
+    gradients are left as they were, so training is unchanged."""
     batch = worst_case_batch(
-        cfg.data.batch_size, cfg.data.max_seconds, cfg.data.sample_rate, model.encoder.grid, len(model.heads)
+        cfg.data.batch_size, cfg.data.max_seconds, cfg.data.sample_rate, model.encoder, len(model.heads), cached
     ).to(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -50,7 +61,7 @@ def preflight(model: MambaEMA, cfg: DictConfig, device: torch.device, autocast) 
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             model.train()
             with autocast:
-                pred = model(batch.waves, batch.wave_lengths, batch.prosody)
+                pred = model(batch.speech, batch.speech_lengths, batch.prosody)
             ccc_loss(pred, batch.labels).backward()
     except torch.cuda.OutOfMemoryError as err:
         properties = torch.cuda.get_device_properties(device)

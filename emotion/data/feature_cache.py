@@ -1,0 +1,226 @@
+"""Hidden states of a frozen encoder, computed once per utterance and read back by every later epoch and by
+every job of a sweep that shares them.
+
+An entry is one float16 array (frames, hidden) per hidden state of one piece of audio (a whole file, or one
+chunk of a long one), read memory-mapped:
+
+    <cache_dir>/features/<encoder>/<aa>/<audio>[@<start>+<length>].L<layer>.npy
+
+<encoder> hashes the encoder's weights and configuration, so a retrained or different encoder never reads
+stale states; <audio> hashes the file's bytes (emotion.data.content). With one file per layer, a job reads
+whatever layers earlier jobs computed, for any layer set: a cache built for more layers serves fewer.
+Entries are written to a temporary name and renamed, and one job at a time builds (a lock file): the others
+wait, then find what it wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from emotion.data.audio import load_audio
+from emotion.data.content import content_hashes
+from emotion.files import locked, write_atomically
+
+log = logging.getLogger(__name__)
+
+# Bump when what an entry holds changes: every entry is then recomputed.
+CACHE_FORMAT = 1
+BYTES_PER_VALUE = 2  # float16
+# Configuration keys that change nothing in a frozen encoder's output (it runs in eval mode).
+RUN_ONLY_KEYS = ("transformers_version", "_name_or_path", "dropout", "mask_", "layerdrop")
+
+
+class FeatureCacheError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Audio the encoder sees at once: a whole file (`length` None) or a chunk of a long one, in samples."""
+
+    path: Path
+    start: int = 0
+    length: int | None = None
+
+
+@dataclass(frozen=True)
+class FeatureStore:
+    """Finds and reads the entries of one encoder and layer set. Picklable: data loader workers read too."""
+
+    dir: Path
+    layers: tuple[int, ...]
+    digests: dict[Path, str]  # audio file → content hash
+
+    def entry(self, piece: Piece, layer: int) -> Path:
+        digest = self.digests[piece.path]
+        name = digest if piece.length is None else f"{digest}@{piece.start}+{piece.length}"
+        return self.dir / digest[:2] / f"{name}.L{layer:02d}.npy"
+
+    def n_frames(self, piece: Piece) -> int:
+        return np.load(self.entry(piece, self.layers[0]), mmap_mode="r").shape[0]
+
+    def read(self, piece: Piece, first_frame: int = 0, n_frames: int | None = None) -> np.ndarray:
+        """States of frames [first_frame, first_frame + n_frames) of `piece`: (frames, layers, hidden), float16."""
+        stop = None if n_frames is None else first_frame + n_frames
+        return np.stack(
+            [np.load(self.entry(piece, layer), mmap_mode="r")[first_frame:stop] for layer in self.layers], axis=1
+        )
+
+    def missing_layers(self, piece: Piece) -> list[int]:
+        return [layer for layer in self.layers if not self.entry(piece, layer).is_file()]
+
+
+def ensure_features(
+    encoder,
+    pieces: dict[Piece, int],
+    cache_dir: str | Path,
+    sample_rate: int,
+    *,
+    device: torch.device,
+    autocast,
+    batch_size: int,
+    workers: int,
+    max_gb: float,
+    show_bar: bool = False,
+) -> FeatureStore:
+    """The store of `encoder`'s states for `pieces` (each with its length in samples), computing what is missing.
+
+    `encoder` is the frozen SpeechEncoder; its `layers` are the hidden states stored. The expected size is
+    logged before anything is computed; more than `max_gb` in this encoder's cache, or more than the disk
+    has free, stops with an error before any work.
+    """
+    store = FeatureStore(
+        Path(cache_dir) / "features" / encoder_fingerprint(encoder, sample_rate),
+        tuple(encoder.layers),
+        content_hashes(sorted({piece.path for piece in pieces}), Path(cache_dir)),
+    )
+    store.dir.mkdir(parents=True, exist_ok=True)
+    # One builder at a time per encoder: the others would compute the same entries.
+    with locked(store.dir / ".build.lock", lambda: log.info("waiting for another job building %s", store.dir)):
+        todo = {piece: samples for piece, samples in pieces.items() if store.missing_layers(piece)}
+        if not todo:
+            log.info("encoder states of all %d pieces of audio are cached in %s", len(pieces), store.dir)
+            return store
+        _check_size(store, todo, encoder, max_gb)
+        started = time.perf_counter()
+        _compute(store, todo, encoder, sample_rate, device, autocast, batch_size, workers, show_bar)
+        log.info("feature cache: %d pieces computed in %.0f s", len(todo), time.perf_counter() - started)
+    return store
+
+
+def encoder_fingerprint(encoder, sample_rate: int) -> str:
+    """A hash of everything that decides the encoder's hidden states: weights, configuration, input handling."""
+    config = {
+        key: value
+        for key, value in encoder.wavlm.config.to_dict().items()
+        if not any(part in key for part in RUN_ONLY_KEYS)
+    }
+    settings = {
+        "format": CACHE_FORMAT,
+        "sample_rate": sample_rate,
+        "normalize_waveform": encoder.normalize_waveform,
+        "config": config,
+    }
+    digest = hashlib.blake2b(json.dumps(settings, sort_keys=True, default=str).encode(), digest_size=12)
+    for name, tensor in encoder.wavlm.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _check_size(store: FeatureStore, todo: dict[Piece, int], encoder, max_gb: float) -> None:
+    frames = encoder.frame_lengths(torch.tensor(list(todo.values()))).tolist()
+    new_bytes = sum(
+        n * len(store.missing_layers(piece)) * encoder.hidden_size * BYTES_PER_VALUE
+        for piece, n in zip(todo, frames, strict=True)
+    )
+    present_bytes = sum(entry.stat().st_size for entry in store.dir.rglob("*.npy"))
+    new_gb, total_gb = new_bytes / 1e9, (present_bytes + new_bytes) / 1e9
+    log.info(
+        "feature cache: computing %d pieces × layers %s, %s in float16, into %s (%s there already)",
+        len(todo),
+        list(store.layers),
+        _size(new_bytes),
+        store.dir,
+        _size(present_bytes),
+    )
+    if total_gb > max_gb:
+        raise FeatureCacheError(
+            f"encoder.feature_cache_max_gb={max_gb}: the feature cache in {store.dir} would grow to {total_gb:.1f} "
+            f"GB ({new_gb:.1f} GB new for layers {list(store.layers)}). Raise encoder.feature_cache_max_gb, "
+            "choose fewer model.speech_encoder_layers, point paths.cache_dir at a larger disk, or run without "
+            "the cache (encoder.feature_cache=false)."
+        )
+    free_gb = shutil.disk_usage(store.dir).free / 1e9
+    if new_gb > free_gb:
+        raise FeatureCacheError(
+            f"the feature cache needs {new_gb:.1f} GB in {store.dir}, but the disk has {free_gb:.1f} GB free: "
+            "free some space, point paths.cache_dir at a larger disk, or set encoder.feature_cache=false."
+        )
+
+
+def _compute(store, todo, encoder, sample_rate, device, autocast, batch_size, workers, show_bar) -> None:
+    pieces = sorted(todo, key=todo.get, reverse=True)  # longest first: a batch too large fails at once
+    batches = [pieces[i : i + batch_size] for i in range(0, len(pieces), batch_size)]
+    loader = DataLoader(
+        _PieceAudio(sample_rate),
+        batch_sampler=batches,
+        collate_fn=_pad,
+        num_workers=workers,
+        # Its own generator: drawing worker seeds from the global one would make a job that builds the
+        # cache train differently from one that finds it built.
+        generator=torch.Generator(),
+    )
+    encoder.eval()
+    for batch, waves, lengths in tqdm(loader, desc="feature cache", disable=not show_bar, leave=False):
+        with torch.no_grad(), autocast:
+            states = encoder.hidden_states(waves.to(device), lengths.to(device))  # (B, frames, layers, hidden)
+        states = states.to(torch.float16).cpu().numpy()
+        for row, (piece, n_frames) in enumerate(zip(batch, encoder.frame_lengths(lengths).tolist(), strict=True)):
+            for k, layer in enumerate(store.layers):
+                entry = store.entry(piece, layer)
+                if not entry.is_file():
+                    entry.parent.mkdir(parents=True, exist_ok=True)
+                    write_atomically(entry, _npy_bytes(states[row, :n_frames, k]))
+
+
+class _PieceAudio(Dataset):
+    """Decodes pieces of audio; indexed by the pieces themselves."""
+
+    def __init__(self, sample_rate: int):
+        self.sample_rate = sample_rate
+
+    def __getitem__(self, piece: Piece) -> tuple[Piece, np.ndarray]:
+        wave = load_audio(piece.path, self.sample_rate)
+        stop = None if piece.length is None else piece.start + piece.length
+        return piece, wave[piece.start : stop]
+
+
+def _pad(examples: list[tuple[Piece, np.ndarray]]) -> tuple[list[Piece], torch.Tensor, torch.Tensor]:
+    lengths = [len(wave) for _, wave in examples]
+    waves = torch.zeros(len(examples), max(lengths))
+    for row, (_, wave) in enumerate(examples):
+        waves[row, : len(wave)] = torch.from_numpy(wave)
+    return [piece for piece, _ in examples], waves, torch.tensor(lengths)
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e9:.2f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.1f} MB"
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array))
+    return buffer.getvalue()

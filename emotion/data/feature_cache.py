@@ -23,6 +23,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ from tqdm import tqdm
 from emotion.data.audio import load_audio
 from emotion.data.content import content_hashes
 from emotion.files import locked, write_atomically
+
+if TYPE_CHECKING:
+    from emotion.models.encoder import SpeechEncoder
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +87,7 @@ class FeatureStore:
 
 
 def ensure_features(
-    encoder,
+    encoder: SpeechEncoder,
     pieces: dict[Piece, int],
     cache_dir: str | Path,
     sample_rate: int,
@@ -120,7 +124,7 @@ def ensure_features(
     return store
 
 
-def encoder_fingerprint(encoder, sample_rate: int) -> str:
+def encoder_fingerprint(encoder: SpeechEncoder, sample_rate: int) -> str:
     """A hash of everything that decides the encoder's hidden states: weights, configuration, input handling."""
     config = {
         key: value
@@ -140,7 +144,7 @@ def encoder_fingerprint(encoder, sample_rate: int) -> str:
     return digest.hexdigest()
 
 
-def _check_size(store: FeatureStore, todo: dict[Piece, int], encoder, max_gb: float) -> None:
+def _check_size(store: FeatureStore, todo: dict[Piece, int], encoder: SpeechEncoder, max_gb: float) -> None:
     frames = encoder.frame_lengths(torch.tensor(list(todo.values()))).tolist()
     new_bytes = sum(
         n * len(store.missing_layers(piece)) * encoder.hidden_size * BYTES_PER_VALUE

@@ -3,6 +3,10 @@
 import hydra
 from omegaconf import DictConfig
 
+from emotion.sweeps.folders import register_resolver
+
+register_resolver()
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:

@@ -99,3 +99,23 @@ def test_named_sweeps_set_their_parameters_and_their_folder(sweep, params):
     cfg = compose_config([f"sweep={sweep}"], return_hydra_config=True)
     assert dict(cfg.hydra.sweeper.params) == params
     assert cfg.name == sweep and cfg.hydra.sweep.dir == f"multirun/{sweep}"
+
+
+def test_job_folders_are_named_by_their_overrides_and_cut_with_a_hash_when_too_long():
+    from emotion.sweeps.folders import MAX_NAME_BYTES, register_resolver
+
+    register_resolver()
+    cfg = compose_config(["data.fold=2"], return_hydra_config=True)
+    short = "data.fold=2,model.d_hidden=384"
+    long = ",".join(
+        f"model.speech_encoder_layers=[{','.join(['1'] * 40)}],encoder.random_init.x{i}=é" for i in range(9)
+    )
+
+    def folder(override_dirname):
+        cfg.hydra.job.override_dirname = override_dirname
+        return cfg.hydra.sweep.subdir
+
+    assert folder(short) == short
+    cut = folder(long)
+    assert len(cut.encode()) <= MAX_NAME_BYTES and long.startswith(cut.rsplit("-", 1)[0])
+    assert folder(long) == cut and folder(long + "0") != cut  # deterministic, and different overrides differ

@@ -10,8 +10,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from emotion.report import write_summary
+from emotion.sweeps.folders import register_resolver
 
 log = logging.getLogger(__name__)
+register_resolver()  # job processes of the GPU pool and SLURM import this module before naming their folders
 
 
 class SweepSummary(Callback):

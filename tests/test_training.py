@@ -312,11 +312,14 @@ def test_memory_advice_names_the_job_and_keeps_the_utterances_per_step():
     assert "grad_checkpointing" not in memory_advice(frozen, 30.0, 24.0, "card", "will not fit")
 
 
-def test_preflight_runs_the_worst_case_batch_and_leaves_training_untouched(cache_dir):
-    cfg, _, model = small_setup(cache_dir, ["encoder.freeze=false", "data.max_seconds=2.0", "data.batch_size=2"])
+@pytest.mark.parametrize("freeze", [False, True])
+def test_preflight_runs_the_worst_case_batch_and_leaves_training_untouched(cache_dir, freeze):
+    overrides = [f"encoder.freeze={freeze}", "data.max_seconds=2.0", "data.batch_size=2"]
+    cfg, _, model = small_setup(cache_dir, overrides)
     rng_before = torch.get_rng_state()
     weights_before = model.heads["arousal"][0].weight.detach().clone()
-    peak_gb = preflight(model, cfg, torch.device("cpu"), autocast(torch.device("cpu"), "fp32"))
+    # A frozen encoder's states come from the feature cache: the preflight batch holds states, not waves.
+    peak_gb = preflight(model, cfg, torch.device("cpu"), autocast(torch.device("cpu"), "fp32"), cached=freeze)
     assert 0.1 < peak_gb < 20
     assert torch.equal(torch.get_rng_state(), rng_before)
     assert torch.equal(model.heads["arousal"][0].weight, weights_before)

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -57,11 +58,21 @@ def test_a_demo_sweep_runs_as_slurm_jobs(slurm, cache_dir, tmp_path):
         assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
         slurm_ids.add(json.loads((job / "job.json").read_text())["slurm_job_id"])
     assert None not in slurm_ids and len(slurm_ids) == 2  # two SLURM jobs ran them
-    accounted = subprocess.run(
-        ["sacct", "-n", "-X", "-o", "JobID,State", "-j", ",".join(slurm_ids)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert accounted.count("COMPLETED") == 2
+    assert accounted_states(slurm_ids).count("COMPLETED") == 2
     assert "| 2/2 |" in (sweep / "summary.md").read_text()
+
+
+def accounted_states(slurm_ids: set[str], wait_s: float = 60.0) -> str:
+    """sacct's states of the jobs once none is still running: a job's result reaches submitit a moment
+    before slurmd has reported the job's end to the accounting database."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        states = subprocess.run(
+            ["sacct", "-n", "-X", "-o", "JobID,State", "-j", ",".join(slurm_ids)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        if ("RUNNING" not in states and "COMPLETING" not in states) or time.monotonic() > deadline:
+            return states
+        time.sleep(1)

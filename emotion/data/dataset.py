@@ -120,10 +120,12 @@ class UtteranceDataset(Dataset):
     def _cached_states(self, index: int) -> tuple[np.ndarray, int]:
         """The segment's encoder states (frames, layers, hidden), cropped; and the index of its first frame."""
         piece = self.piece(index)
-        total = self.features.n_frames(piece)
+        layers = self.features.open(piece)
+        total = len(layers[0])
         crop_frames = total if self.crop_samples is None else min(total, self.grid.count(self.crop_samples))
         shift = self._crop_shift(index, total - crop_frames) if crop_frames < total else 0
-        return self.features.read(piece, shift, crop_frames), piece.start // self.grid.hop + shift
+        states = np.stack([layer[shift : shift + crop_frames] for layer in layers], axis=1)
+        return states, piece.start // self.grid.hop + shift
 
     def _crop_shift(self, index: int, room: int) -> int:
         """A random crop offset in [0, room] hops, the same for any worker layout and resumed runs."""

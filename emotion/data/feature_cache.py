@@ -72,15 +72,13 @@ class FeatureStore:
         name = digest if piece.length is None else f"{digest}@{piece.start}+{piece.length}"
         return self.dir / digest[:2] / f"{name}.L{layer:02d}.npy"
 
-    def n_frames(self, piece: Piece) -> int:
-        return np.load(self.entry(piece, self.layers[0]), mmap_mode="r").shape[0]
+    def open(self, piece: Piece) -> list[np.ndarray]:
+        """The piece's entries, memory-mapped, one (frames, hidden) array per layer."""
+        return [np.load(self.entry(piece, layer), mmap_mode="r") for layer in self.layers]
 
-    def read(self, piece: Piece, first_frame: int = 0, n_frames: int | None = None) -> np.ndarray:
-        """States of frames [first_frame, first_frame + n_frames) of `piece`: (frames, layers, hidden), float16."""
-        stop = None if n_frames is None else first_frame + n_frames
-        return np.stack(
-            [np.load(self.entry(piece, layer), mmap_mode="r")[first_frame:stop] for layer in self.layers], axis=1
-        )
+    def read(self, piece: Piece) -> np.ndarray:
+        """All states of `piece`: (frames, layers, hidden), float16."""
+        return np.stack(self.open(piece), axis=1)
 
     def missing_layers(self, piece: Piece) -> list[int]:
         return [layer for layer in self.layers if not self.entry(piece, layer).is_file()]
@@ -113,14 +111,14 @@ def ensure_features(
     store.dir.mkdir(parents=True, exist_ok=True)
     # One builder at a time per encoder: the others would compute the same entries.
     with locked(store.dir / ".build.lock", lambda: log.info("waiting for another job building %s", store.dir)):
-        todo = {piece: samples for piece, samples in pieces.items() if store.missing_layers(piece)}
-        if not todo:
+        missing = {piece: layers for piece in pieces if (layers := store.missing_layers(piece))}
+        if not missing:
             log.info("encoder states of all %d pieces of audio are cached in %s", len(pieces), store.dir)
             return store
-        _check_size(store, todo, encoder, max_gb)
+        _check_size(store, missing, pieces, encoder, max_gb)
         started = time.perf_counter()
-        _compute(store, todo, encoder, sample_rate, device, autocast, batch_size, workers, show_bar)
-        log.info("feature cache: %d pieces computed in %.0f s", len(todo), time.perf_counter() - started)
+        _compute(store, missing, pieces, encoder, sample_rate, device, autocast, batch_size, workers, show_bar)
+        log.info("feature cache: %d pieces computed in %.0f s", len(missing), time.perf_counter() - started)
     return store
 
 
@@ -144,17 +142,23 @@ def encoder_fingerprint(encoder: SpeechEncoder, sample_rate: int) -> str:
     return digest.hexdigest()
 
 
-def _check_size(store: FeatureStore, todo: dict[Piece, int], encoder: SpeechEncoder, max_gb: float) -> None:
-    frames = encoder.frame_lengths(torch.tensor(list(todo.values()))).tolist()
+def _check_size(
+    store: FeatureStore,
+    missing: dict[Piece, list[int]],
+    samples: dict[Piece, int],
+    encoder: SpeechEncoder,
+    max_gb: float,
+) -> None:
+    frames = encoder.frame_lengths(torch.tensor([samples[piece] for piece in missing])).tolist()
     new_bytes = sum(
-        n * len(store.missing_layers(piece)) * encoder.hidden_size * BYTES_PER_VALUE
-        for piece, n in zip(todo, frames, strict=True)
+        n * len(layers) * encoder.hidden_size * BYTES_PER_VALUE
+        for layers, n in zip(missing.values(), frames, strict=True)
     )
     present_bytes = sum(entry.stat().st_size for entry in store.dir.rglob("*.npy"))
     new_gb, total_gb = new_bytes / 1e9, (present_bytes + new_bytes) / 1e9
     log.info(
         "feature cache: computing %d pieces × layers %s, %s in float16, into %s (%s there already)",
-        len(todo),
+        len(missing),
         list(store.layers),
         _size(new_bytes),
         store.dir,
@@ -175,8 +179,8 @@ def _check_size(store: FeatureStore, todo: dict[Piece, int], encoder: SpeechEnco
         )
 
 
-def _compute(store, todo, encoder, sample_rate, device, autocast, batch_size, workers, show_bar) -> None:
-    pieces = sorted(todo, key=todo.get, reverse=True)  # longest first: a batch too large fails at once
+def _compute(store, missing, samples, encoder, sample_rate, device, autocast, batch_size, workers, show_bar) -> None:
+    pieces = sorted(missing, key=samples.get, reverse=True)  # longest first: a batch too large fails at once
     batches = [pieces[i : i + batch_size] for i in range(0, len(pieces), batch_size)]
     loader = DataLoader(
         _PieceAudio(sample_rate),
@@ -194,8 +198,8 @@ def _compute(store, todo, encoder, sample_rate, device, autocast, batch_size, wo
         states = states.to(torch.float16).cpu().numpy()
         for row, (piece, n_frames) in enumerate(zip(batch, encoder.frame_lengths(lengths).tolist(), strict=True)):
             for k, layer in enumerate(store.layers):
-                entry = store.entry(piece, layer)
-                if not entry.is_file():
+                if layer in missing[piece]:
+                    entry = store.entry(piece, layer)
                     entry.parent.mkdir(parents=True, exist_ok=True)
                     write_atomically(entry, _npy_bytes(states[row, :n_frames, k]))
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from emotion.files import write_atomically
 
 # metrics.json's keys, in order; sweeps and reports read exactly these.
 METRICS_KEYS = (
@@ -37,20 +39,16 @@ def metrics_record(status: str, fold: int, profile: str, **fields) -> dict:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(obj, indent=2) + "\n")
 
 
 def write_history(path: Path, rows: list[dict]) -> None:
     """Rewritten whole after every epoch, so the file is complete whenever a job stops."""
-    fieldnames = list(dict.fromkeys(key for row in rows for key in row))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fieldnames)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(path, text.getvalue())
 
 
 def write_predictions(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -139,6 +140,69 @@ def test_gradients_accumulate_over_micro_batches_and_a_short_last_group_still_st
     assert optimisation.scheduler.last_epoch == 3  # steps after micro-batches 2, 4 and the lone 5th
     assert model.linear.weight.grad is None  # nothing left over for the next epoch
     assert not torch.equal(model.linear.weight, before)
+
+
+def test_a_short_last_accumulation_group_is_averaged_over_its_own_size():
+    """With accumulation 2 and 3 micro-batches, the third step applies the third batch's own gradient, exactly
+    as a lone batch with accumulation 1 would; divided by 2 it would be half of it."""
+    torch.manual_seed(0)
+    model = MeanProsodyModel()
+    optim_cfg = compose_config(["optim.warmup_ratio=0.0", "optim.weight_decay=0.0"]).optim
+    accumulated = Optimisation.build(model, optim_cfg, 2, total_steps=2, scale_loss=False, device_type="cpu")
+    batches = [random_batch(4, seed) for seed in range(3)]
+    train_one_epoch(model, batches[:2], accumulated, torch.device("cpu"), "fp32")
+    reference = copy.deepcopy(model)
+    single = Optimisation.build(reference, optim_cfg, 1, total_steps=1, scale_loss=False, device_type="cpu")
+    single.optimizer.load_state_dict(accumulated.optimizer.state_dict())  # the same moments and step count
+
+    grads = {}
+    for net, optimisation in ((model, accumulated), (reference, single)):
+        hook = net.linear.weight.register_hook(lambda grad, net=net: grads.setdefault(id(net), grad.clone()))
+        train_one_epoch(net, [batches[2]], optimisation, torch.device("cpu"), "fp32")
+        hook.remove()
+    torch.testing.assert_close(grads[id(model)], grads[id(reference)])  # divided by 2, it would be half
+
+
+def test_a_group_of_micro_batches_steps_on_their_mean_gradient():
+    torch.manual_seed(0)
+    model = MeanProsodyModel()
+    optimisation = Optimisation.build(
+        model, compose_config().optim, 2, total_steps=1, scale_loss=False, device_type="cpu"
+    )
+    batches = [random_batch(4, seed) for seed in range(2)]
+    expected = (
+        sum(
+            torch.autograd.grad(ccc_loss(model(b.speech, b.speech_lengths, b.prosody), b.labels), model.linear.weight)[
+                0
+            ]
+            for b in batches
+        )
+        / 2
+    )
+    seen = []
+    model.linear.weight.register_hook(lambda grad: seen.append(grad.clone()))
+    train_one_epoch(model, batches, optimisation, torch.device("cpu"), "fp32")
+    torch.testing.assert_close(seen[0] + seen[1], expected)
+
+
+def test_a_skipped_step_does_not_write_the_same_checkpoint_again():
+    model = MeanProsodyModel()
+    optimisation = Optimisation.build(
+        model, compose_config().optim, 1, total_steps=6, scale_loss=False, device_type="cpu"
+    )
+    batches = [random_batch(4, seed) for seed in range(6)]
+    batches[2], batches[3] = nan_labels(batches[2]), nan_labels(batches[3])  # steps stay at 2 for two batches
+    written_at = []
+    train_one_epoch(
+        model,
+        batches,
+        optimisation,
+        torch.device("cpu"),
+        "fp32",
+        checkpoint=lambda: written_at.append(optimisation.steps),
+        checkpoint_every=2,
+    )
+    assert written_at == [2, 4]
 
 
 def test_early_stopping_waits_patience_epochs_after_the_best():
@@ -302,11 +366,12 @@ def test_too_many_bad_steps_in_a_row_stop_the_job_with_advice():
         train_one_epoch(model, batches, optimisation, torch.device("cpu"), "fp32", max_bad_steps=3)
 
 
-def test_memory_advice_names_the_job_and_keeps_the_utterances_per_step():
+def test_memory_advice_names_the_job_keeps_the_utterances_per_step_and_says_the_step_differs():
     cfg = compose_config(["model=max"])
     advice = memory_advice(cfg, 23.7, total_gb=24.0, device_name="NVIDIA GeForce RTX 4090", what="will not fit")
     assert advice.startswith("will not fit on NVIDIA GeForce RTX 4090: 23.7 GB of 24.0 GB with model=max")
     assert "data.batch_size=6 trainer.accumulation_steps=2" in advice  # 12 per step either way
+    assert "not the same step: the CCC loss is computed per micro-batch of 6" in advice
     assert "model.grad_checkpointing=true" in advice  # fine-tuning without it
     frozen = compose_config(["model=max", "encoder.freeze=true"])
     assert "grad_checkpointing" not in memory_advice(frozen, 30.0, 24.0, "card", "will not fit")

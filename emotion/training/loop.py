@@ -191,6 +191,7 @@ def train_one_epoch(
     total = len(loader)
     group_is_finite = True  # checkpoints fall between accumulation groups, so a resumed epoch starts clean
     bar = tqdm(loader, desc=desc, initial=progress.batches_done, total=total, leave=False, disable=not show_bar)
+    accumulation = optimisation.accumulation_steps
     for batch in bar:
         batch = batch.to(device)
         with autocast(device, precision):
@@ -199,14 +200,14 @@ def train_one_epoch(
         # One non-finite micro-batch spoils its accumulation group: the group's step is skipped.
         group_is_finite = group_is_finite and bool(torch.isfinite(loss))
         if group_is_finite:
-            optimisation.backward(loss)
+            group_start = progress.batches_done - progress.batches_done % accumulation
+            optimisation.backward(loss, group_size=min(accumulation, total - group_start))
         progress.record(loss.item() if group_is_finite else None, batch.speech_lengths.cpu(), batch.speech.shape[1])
-        if progress.batches_done % optimisation.accumulation_steps == 0 or progress.batches_done == total:
-            if group_is_finite:
-                progress.record_step(optimisation.step(model.parameters()))
-            else:
+        if progress.batches_done % accumulation == 0 or progress.batches_done == total:
+            taken = group_is_finite and optimisation.step(model.parameters())
+            if not group_is_finite:
                 optimisation.discard()
-                progress.record_step(False)
+            progress.record_step(taken)
             group_is_finite = True
             if max_bad_steps and progress.bad_in_a_row >= max_bad_steps:
                 raise NumericalFault(
@@ -214,7 +215,9 @@ def train_one_epoch(
                     f"skipped (trainer.max_bad_steps={max_bad_steps}): lower optim.lr, look for extreme labels or "
                     "audio in the data, or train with trainer.precision=fp32"
                 )
-            if checkpoint and checkpoint_every and optimisation.steps % checkpoint_every == 0:
+            # Only after a step taken: a skipped one leaves `steps` where it was, and the same checkpoint
+            # would be written again.
+            if taken and checkpoint and checkpoint_every and optimisation.steps % checkpoint_every == 0:
                 checkpoint()
             if stop is not None and stop.requested:
                 if checkpoint:

@@ -89,8 +89,10 @@ class Optimisation:
         """Optimizer steps taken so far."""
         return self.scheduler.last_epoch
 
-    def backward(self, loss: torch.Tensor) -> None:
-        self.scaler.scale(loss / self.accumulation_steps).backward()
+    def backward(self, loss: torch.Tensor, group_size: int | None = None) -> None:
+        """Accumulate `loss`'s gradient as one of `group_size` micro-batches (default: accumulation_steps) whose
+        mean the next step applies. An epoch's last group may be shorter: it is averaged over its own size."""
+        self.scaler.scale(loss / (group_size or self.accumulation_steps)).backward()
 
     def step(self, parameters) -> bool:
         """Clip and apply the accumulated gradients; False when they were not finite and nothing was changed.

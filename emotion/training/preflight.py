@@ -103,7 +103,8 @@ def memory_advice(cfg: DictConfig, needed_gb: float, total_gb: float, device_nam
     smaller = max(1, batch // 2)
     fixes = [
         f"data.batch_size={smaller} trainer.accumulation_steps={accumulation * batch // smaller} (the same "
-        "utterances per step)",
+        f"utterances per optimizer step, but not the same step: the CCC loss is computed per micro-batch of "
+        f"{smaller}, and a CCC over {smaller} utterances is a noisier estimate than over {batch})",
         f"a shorter data.max_seconds (now {cfg.data.max_seconds})",
     ]
     if not cfg.encoder.freeze and not cfg.model.grad_checkpointing:

@@ -19,13 +19,15 @@ from emotion.data.dataset import Batch, UtteranceDataset, collate
 from emotion.data.prosody import PROSODY_FEATURES, FrameGrid
 from emotion.data.prosody_cache import ProsodyCache
 from emotion.data.sampler import LengthBucketSampler
+from emotion.logger import NoRun
 from emotion.models.model import build_model
+from emotion.training import loop
 from emotion.training.checkpoints import load_checkpoint
 from emotion.training.loop import EarlyStopping, NumericalFault, autocast, predict, train_one_epoch
 from emotion.training.metrics import ccc_loss
 from emotion.training.optim import Optimisation, build_optimizer, warmup_cosine
 from emotion.training.outputs import METRICS_KEYS
-from emotion.training.preflight import memory_advice, preflight
+from emotion.training.preflight import memory_advice, preflight, worst_case_batch
 from tests.conftest import SMALL_DEMO, compose_config, run_train
 from tests.wandb_records import run_summary
 
@@ -203,6 +205,43 @@ def test_a_skipped_step_does_not_write_the_same_checkpoint_again():
         checkpoint_every=2,
     )
     assert written_at == [2, 4]
+
+
+def test_the_ema_alpha_and_the_layer_mix_receive_gradients_and_move(cache_dir):
+    cfg, _, model = small_setup(cache_dir, ["optim.warmup_ratio=0.0"])
+    batch = worst_case_batch(4, 1.0, 16000, model.encoder, len(DIMENSIONS))
+    alpha, mix = model.ema.alpha_logit, model.encoder.layer_logits
+    before = {"alpha": alpha.detach().clone(), "mix": mix.detach().clone()}
+    grads = {}
+    alpha.register_hook(lambda grad: grads.setdefault("alpha", grad.clone()))
+    mix.register_hook(lambda grad: grads.setdefault("mix", grad.clone()))
+    optimisation = Optimisation.build(model, cfg.optim, 1, total_steps=1, scale_loss=False, device_type="cpu")
+    train_one_epoch(model, [batch], optimisation, torch.device("cpu"), "fp32")
+    assert grads["alpha"].abs().min() > 0 and grads["mix"].abs().min() > 0  # every channel, every layer
+    assert (alpha.detach() != before["alpha"]).all() and (mix.detach() != before["mix"]).all()
+
+
+def test_the_test_split_is_scored_with_the_best_checkpoint_not_the_last(cache_dir, tmp_path, monkeypatch):
+    cfg = compose_config(["experiment=demo", *SMALL_DEMO, "trainer.max_epochs=2", "trainer.patience=5"])
+    cfg.trainer.progress_bar = False
+    real_update, real_predict = EarlyStopping.update, loop.predict
+    # Epoch 1 is the best whatever validation says, so best.pt and last.pt hold different models.
+    monkeypatch.setattr(EarlyStopping, "update", lambda self, score, epoch: real_update(self, 1.0 - epoch, epoch))
+    heads_seen = []
+
+    def predict_and_remember(model, *args):
+        heads_seen.append({k: v.clone() for k, v in model.heads.state_dict().items()})
+        return real_predict(model, *args)
+
+    monkeypatch.setattr(loop, "predict", predict_and_remember)
+    metrics = loop.fit(cfg, tmp_path, NoRun())
+    assert (metrics["best_epoch"], metrics["epochs"]) == (1, 2)
+    best, last = (load_checkpoint(tmp_path / "checkpoints" / name)["model"] for name in ("best.pt", "last.pt"))
+    tested = heads_seen[-1]  # validation of epochs 1 and 2, then the test
+    assert len(heads_seen) == 3
+    for key, value in tested.items():
+        torch.testing.assert_close(value, best[f"heads.{key}"])
+    assert any(not torch.equal(value, last[f"heads.{key}"]) for key, value in tested.items())
 
 
 def test_early_stopping_waits_patience_epochs_after_the_best():

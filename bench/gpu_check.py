@@ -3,7 +3,8 @@
 Each profile, without and with gradient checkpointing of the WavLM layers, fine-tunes a WavLM-Large-sized
 encoder (randomly initialised, so nothing is downloaded) on its own batch size of worst-case utterances
 (`data.max_seconds` long), with the trainer's own step: autocast, CCC loss, backward, clipping, AdamW.
-Then the Mamba kernel path is compared with the PyTorch path when mamba-ssm is installed.
+Then the Mamba kernel path is compared with the PyTorch path when mamba-ssm is installed, in float32 and
+bfloat16, outputs and gradients; the script exits with an error when they disagree beyond tolerance.
 
     python bench/gpu_check.py [--profiles standard max] [--steps 5]
 """
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from emotion.data.corpus import DIMENSIONS  # noqa: E402
-from emotion.models.mamba import Mamba, _kernel_selective_scan  # noqa: E402
+from emotion.models.mamba import PARITY_TOLERANCE, kernel_available, kernel_parity  # noqa: E402
 from emotion.models.model import build_model, count_parameters  # noqa: E402
 from emotion.training.loop import resolve_precision, train_one_epoch  # noqa: E402
 from emotion.training.optim import Optimisation  # noqa: E402
@@ -87,22 +88,23 @@ def measure_profile(profile: str, checkpointing: bool, steps: int, device: torch
     )
 
 
-def kernel_parity(device: torch.device) -> None:
-    if _kernel_selective_scan() is None:
+def check_kernel_parity() -> bool:
+    """The mamba-ssm kernel against the PyTorch scan (as tests/test_mamba.py does); False when they disagree."""
+    if not kernel_available():
         print("mamba_kernel_parity: not measured (mamba-ssm is not installed)", flush=True)
-        return
-    torch.manual_seed(0)
-    kernel, reference = Mamba(256, impl="kernel").to(device), Mamba(256, impl="torch").to(device)
-    reference.load_state_dict(kernel.state_dict())
-    x = torch.randn(4, 600, 256, device=device, requires_grad=True)
-    out_kernel, out_torch = kernel(x), reference(x)
-    grad_kernel = torch.autograd.grad(out_kernel.sum(), x)[0]
-    grad_torch = torch.autograd.grad(out_torch.sum(), x)[0]
-    print(
-        f"mamba_kernel_parity: max_abs_diff_out={(out_kernel - out_torch).abs().max().item():.2e} "
-        f"max_abs_diff_grad={(grad_kernel - grad_torch).abs().max().item():.2e}",
-        flush=True,
-    )
+        return True
+    agree = True
+    for dtype, tolerance in PARITY_TOLERANCE.items():
+        differences = kernel_parity(dtype)
+        worst = max(differences, key=differences.get)
+        agree &= differences[worst] <= tolerance
+        print(
+            f"mamba_kernel_parity dtype={str(dtype).removeprefix('torch.')} max_rel_diff_out={differences['out']:.2e} "
+            f"max_rel_diff_grads={max(v for k, v in differences.items() if k != 'out'):.2e} (worst: {worst}) "
+            f"tolerance={tolerance:.0e} {'ok' if differences[worst] <= tolerance else 'DISAGREE'}",
+            flush=True,
+        )
+    return agree
 
 
 def main() -> None:
@@ -118,7 +120,8 @@ def main() -> None:
         for checkpointing in (False, True):
             measure_profile(profile, checkpointing, args.steps, device)
             torch.cuda.empty_cache()  # the last run's tensors are gone; hand their blocks back
-    kernel_parity(device)
+    if not check_kernel_parity():
+        sys.exit("gpu_check: the mamba-ssm kernel and the PyTorch scan disagree beyond tolerance")
 
 
 if __name__ == "__main__":

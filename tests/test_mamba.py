@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emotion.models.mamba import Mamba, selective_scan
+from emotion.models.mamba import PARITY_TOLERANCE, Mamba, kernel_available, kernel_parity, selective_scan
 
 
 def reference_scan(u, delta, A, B, C, D, z, delta_bias):
@@ -119,3 +119,11 @@ def test_kernel_impl_on_cpu_fails_with_the_fix():
 def test_unknown_impl_is_refused():
     with pytest.raises(ValueError, match="mamba_impl='triton'"):
         Mamba(16, impl="triton")
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and kernel_available()), reason="needs CUDA and mamba-ssm")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_cuda_kernel_matches_the_pytorch_scan_on_padded_batches(dtype):
+    differences = kernel_parity(dtype)
+    worst = max(differences, key=differences.get)
+    assert differences[worst] <= PARITY_TOLERANCE[dtype], f"{worst}: {differences[worst]:.2e} ({differences})"

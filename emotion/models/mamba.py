@@ -219,3 +219,40 @@ class ResidualMamba(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.mixer(self.norm(x))
+
+
+# Largest kernel-vs-PyTorch difference accepted, relative to the largest magnitude of the PyTorch path's value.
+# In float32 only the order of additions differs; under bfloat16 autocast the kernel also rounds its output
+# to bfloat16, whose 8-bit mantissa alone is a relative error of 2^-8.
+PARITY_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2}
+
+
+def kernel_parity(dtype: torch.dtype, batch: int = 4, length: int = 300, d_model: int = 256) -> dict[str, float]:
+    """How far mamba-ssm's CUDA kernel is from the PyTorch scan, on one padded batch with the same weights.
+
+    Rows are zero-padded after their lengths, as the model pads them. Returns the largest difference of the
+    outputs at valid frames, of the input's gradient and of each parameter's gradient (of a loss over valid
+    frames only), each relative to the largest magnitude on the PyTorch side. `dtype` float32 runs in full
+    precision; bfloat16 under autocast, as training on CUDA does. Needs CUDA and mamba-ssm.
+    """
+    device = torch.device("cuda")
+    generator = torch.Generator(device).manual_seed(0)
+    torch.manual_seed(0)
+    blocks = {impl: Mamba(d_model, impl=impl).to(device) for impl in ("kernel", "torch")}
+    blocks["torch"].load_state_dict(blocks["kernel"].state_dict())
+    lengths = torch.linspace(length // 3, length, batch, device=device).long()
+    valid = (torch.arange(length, device=device) < lengths[:, None]).unsqueeze(-1)
+    x = torch.randn(batch, length, d_model, device=device, generator=generator) * valid
+    weights = torch.randn(batch, length, d_model, device=device, generator=generator) * valid
+    results = {}
+    for impl, block in blocks.items():
+        inputs = x.clone().requires_grad_()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out = block(inputs)
+        (out.float() * weights).sum().backward()
+        grads = {f"grad_{name}": p.grad for name, p in block.named_parameters()}
+        results[impl] = {"out": (out.float() * valid), "grad_input": inputs.grad, **grads}
+    return {
+        name: ((results["kernel"][name] - reference).abs().max() / reference.abs().max().clamp(min=1e-12)).item()
+        for name, reference in results["torch"].items()
+    }

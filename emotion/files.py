@@ -12,10 +12,28 @@ from pathlib import Path
 
 def write_atomically(path: Path, data: bytes | str) -> None:
     """Write a uniquely named temporary file beside `path`, then rename it: readers see all or nothing,
-    and jobs on other machines sharing the folder never write the same temporary file."""
+    and jobs on other machines sharing the folder never write the same temporary file.
+
+    The file gets the permissions `open()` would give it (0666 less the umask), not the temporary file's
+    private 0600, so that a cache or results folder shared with a group stays readable to it."""
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
         f.write(data.encode() if isinstance(data, str) else data)
+        os.fchmod(f.fileno(), 0o666 & ~current_umask())
     os.replace(f.name, path)
+
+
+def current_umask() -> int:
+    """The process's umask. Linux reports it in /proc; elsewhere it can only be read by setting it, briefly."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager

@@ -49,7 +49,8 @@ class Row:
 def collect_jobs(sweep_dir: Path) -> list[Job]:
     """Every job folder of the sweep, with the overrides that name it (those that change results)."""
     jobs = []
-    for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml")):
+    # At any depth: sweeps made before values' `/` stopped nesting folders have jobs further down.
+    for overrides_file in sorted(sweep_dir.glob("**/.hydra/overrides.yaml")):
         folder = overrides_file.parent.parent
         hydra = OmegaConf.load(folder / ".hydra" / "hydra.yaml").hydra
         ignored = set(hydra.job.config.override_dirname.exclude_keys)
@@ -197,8 +198,9 @@ def _plot(records: list[dict], path: Path) -> None:
 
 
 def _label(record: dict) -> str:
-    values = [str(v) for k, v in record.items() if "." in k and v != ""]
-    return record["profile"] + (" " + " ".join(values) if values else "")
+    """`standard mamba_n_layers=2 d_hidden=384`: each value with the last part of its key."""
+    settings = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in record.items() if "." in k and v != ""]
+    return " ".join([record["profile"], *settings])
 
 
 def main() -> None:

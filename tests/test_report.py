@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from emotion.report import summarise, write_summary
+from emotion.report import _label, summarise, write_summary
 from tests.conftest import ROOT
 
 
@@ -94,3 +94,14 @@ def test_the_report_command_prints_the_table(sweep):
         [sys.executable, "-m", "emotion.report", str(sweep)], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert "0.600 ± 0.100" in result.stdout and "summary.md" in result.stdout
+
+
+def test_jobs_nested_by_a_slash_in_a_value_are_found(sweep):
+    write_job(sweep, ["data.fold=1", "model.d_hidden=512", "data.root=/corpora/x"], "completed", 0.3)
+    _, records = summarise(sweep)
+    assert [(r["model.d_hidden"], r["data.root"], r["folds_done"]) for r in records][-1] == ("512", "/corpora/x", 1)
+
+
+def test_plot_labels_name_each_value_by_its_key():
+    record = {"profile": "standard", "model.mamba_n_layers": "2", "data.batch_size": "", "ccc_v_mean": 0.5}
+    assert _label(record) == "standard mamba_n_layers=2"

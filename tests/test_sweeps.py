@@ -7,6 +7,7 @@ import json
 import time
 
 from tests.conftest import SMALL_DEMO, run_train
+from tests.trees import csv_tree
 from tests.wandb_records import run_summary
 
 SWEEP = ["-m", "experiment=demo", "data.fold=1,2", "model.mamba_n_layers=1,2", "trainer.max_epochs=1", *SMALL_DEMO]
@@ -115,3 +116,18 @@ def test_the_gpu_pool_runs_one_job_per_device_at_a_time_on_distinct_devices(cach
     assert most == 2  # side by side, never more than the two devices
     assert all(json.loads(p.read_text())["status"] == "completed" for p in sweep.glob("*/metrics.json"))
     assert read_csv(sweep / "summary.csv")[0]["folds_done"] == "2"
+
+
+def test_a_sweep_over_a_path_valued_override_keeps_one_folder_per_job_and_a_full_table(cache_dir, tmp_path):
+    manifest = csv_tree(tmp_path / "corpus", ["path", "speaker", "arousal", "valence", "fold"])
+    args = ["experiment=demo", "data=csv", f"data.manifest={manifest}", "trainer.max_epochs=1", "logger=none"]
+    run_train(["-m", *args, "data.fold=1,2", "name=paths"], cache_dir, cwd=tmp_path)
+    sweep = tmp_path / "multirun" / "paths"
+    jobs = sorted(path.parent.name for path in sweep.glob("*/metrics.json"))
+    assert jobs == [
+        f"data.fold={fold},data.manifest={str(manifest).replace('/', '%2F')},data=csv,experiment=demo,"
+        "trainer.max_epochs=1"
+        for fold in (1, 2)
+    ]
+    (row,) = read_csv(sweep / "summary.csv")
+    assert (row["data.manifest"], row["folds_done"], row["folds_expected"]) == (str(manifest), "2", "2")

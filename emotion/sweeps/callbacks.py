@@ -25,12 +25,14 @@ class SweepSummary(Callback):
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         if config.hydra.mode == RunMode.MULTIRUN:
-            self._write(Path(config.hydra.sweep.dir))
+            summary = self._write(Path(config.hydra.sweep.dir))
+            if summary:
+                log.info("comparison table updated: %s", _where(summary))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         summary = self._write(Path(config.hydra.sweep.dir))
         if summary:
-            log.info("sweep summary:\n%s", summary.read_text())
+            log.info("sweep summary:\n%s\nwritten to %s", summary.read_text(), _where(summary))
 
     @staticmethod
     def _write(sweep_dir: Path) -> Path | None:
@@ -39,3 +41,7 @@ class SweepSummary(Callback):
         except Exception:  # a broken summary must not fail a job that trained fine
             log.exception("could not write the summary of %s", sweep_dir)
             return None
+
+
+def _where(summary: Path) -> str:
+    return f"{summary} (also {summary.with_suffix('.csv').name} and {summary.with_suffix('.png').name})"

@@ -1,7 +1,8 @@
 """Names of a sweep's job folders.
 
 A job's folder is named by its overrides (`hydra.job.override_dirname`), so that the same sweep run again
-finds its finished jobs. A sweep with many overrides can make that name longer than file systems allow
+finds its finished jobs. A `/` in a value (`data.manifest=/data/x/manifest.csv`) is written as `%2F`, or
+every one would nest a folder. A sweep with many overrides can make the name longer than file systems allow
 (255 bytes), so long names are cut and end with a hash of the whole name: still deterministic, still unique.
 """
 
@@ -16,9 +17,10 @@ DIGEST_CHARS = 12
 
 
 def job_folder(override_dirname: str) -> str:
-    name = override_dirname.encode()
+    flat = override_dirname.replace("/", "%2F")
+    name = flat.encode()
     if len(name) <= MAX_NAME_BYTES:
-        return override_dirname
+        return flat
     digest = hashlib.blake2b(name, digest_size=DIGEST_CHARS // 2).hexdigest()
     kept = name[: MAX_NAME_BYTES - DIGEST_CHARS - 1].decode(errors="ignore")  # never half a character
     return f"{kept}-{digest}"

@@ -1,17 +1,30 @@
 """Every config value that can be checked is checked before anything heavy runs, and all problems are
 reported together, each with its key, its value and what would be valid: a long job must not die at hour
-three on a typo that the first second could have found."""
+three on a typo that the first second could have found.
+
+Nothing here imports torch or transformers at module level: a config problem is reported in the first
+second, not after the deep-learning stack has loaded.
+"""
 
 from __future__ import annotations
 
+import difflib
+import json
 import math
+from functools import cache
+from pathlib import Path
 
-import torch
+import yaml
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
 from emotion.data.corpora import config_problems as data_problems
-from emotion.models.mamba import MAMBA_IMPLS, kernel_available
-from emotion.training.loop import PRECISIONS, RESUME_MODES
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+RESUME_MODES = ("auto", "never")
+MAMBA_IMPLS = ("auto", "kernel", "torch")
 
 POSITIVE_INTEGERS = (
     "model.d_prosody_out",
@@ -55,14 +68,17 @@ CHOICES = {
     "encoder.freeze": (True, False),
     "encoder.feature_cache": (True, False),
 }
+# Keys under which any name is valid: encoder.random_init takes any WavLMConfig keyword.
+OPEN_KEYS = ("encoder.random_init",)
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(CompactHydraException, ValueError):
+    """Hydra prints a CompactHydraException's message alone, without a traceback."""
 
 
 def check_config(cfg: DictConfig) -> None:
     problems = [
+        *_unknown_key_problems(cfg),
         *_number_problems(cfg),
         *_choice_problems(cfg),
         *_layer_problems(cfg),
@@ -73,6 +89,61 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"{len(problems)} config problem(s); nothing was run:\n" + "\n".join(f"  {p}" for p in problems)
         )
+
+
+def _unknown_key_problems(cfg: DictConfig) -> list[str]:
+    """Keys in the project's groups (model, data, trainer, …) that no file of those groups sets: a typo
+    (`+model.d_hiden=128`, or one in conf/local/default.yaml) would otherwise be carried along silently
+    while the real key keeps its value. New top-level keys (`+notes=…`) are free-form and allowed."""
+    known = known_keys()
+    groups = {key for key in known if "." not in key and OmegaConf.is_dict(cfg.get(key))}
+    config = OmegaConf.to_container(cfg, resolve=False)
+    problems = []
+    for key in _dotted_keys({group: config[group] for group in sorted(groups)}):
+        if key in known or key.startswith(tuple(f"{open_key}." for open_key in OPEN_KEYS)):
+            continue
+        nearest = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"did you mean {nearest[0]}?" if nearest else "no config group reads it"
+        problems.append(f"{key}: not a key of this project's configuration ({hint}); nothing would read its value")
+    return problems
+
+
+@cache
+def known_keys(conf_dir: Path = CONF_DIR) -> frozenset[str]:
+    """Every dotted key that some file under conf/ sets (conf/local, the user's own file, excepted)."""
+    keys = set()
+    for path in conf_dir.rglob("*.yaml"):
+        group = path.parent.relative_to(conf_dir)
+        if group.parts[:1] in (("local",), ("hydra",)):
+            continue
+        content = yaml.safe_load(path.read_text()) or {}
+        content.pop("defaults", None)
+        content.pop("hydra", None)
+        package = _package(path, group)
+        keys.update(f"{package}.{key}" if package else key for key in _dotted_keys(content))
+    groups = {key.rsplit(".", depth)[0] for key in keys for depth in range(1, key.count(".") + 1)}
+    return frozenset(keys | groups)
+
+
+def _package(path: Path, group: Path) -> str:
+    """Where a config file's keys go: its `# @package` header, else its group (a file at the top: the root)."""
+    for line in path.read_text().splitlines():
+        if line.startswith("# @package"):
+            package = line.removeprefix("# @package").strip()
+            return "" if package == "_global_" else package
+        if line and not line.startswith("#"):
+            break
+    return ".".join(group.parts)
+
+
+def _dotted_keys(node: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        keys.append(dotted)
+        if isinstance(value, dict):
+            keys += _dotted_keys(value, f"{dotted}.")
+    return keys
 
 
 def _number_problems(cfg: DictConfig) -> list[str]:
@@ -113,25 +184,43 @@ def _layer_problems(cfg: DictConfig) -> list[str]:
 
 
 def encoder_depth(cfg: DictConfig) -> int | None:
-    """Transformer layers of the configured encoder, from its config alone; None when that is not at hand."""
+    """Transformer layers of the configured encoder, from its config alone; None when that is not at hand.
+
+    Read from config.json in a local directory or in the Hugging Face cache, never over the network:
+    loading the encoder reports a missing one.
+    """
     if cfg.source is None:
         return OmegaConf.to_container(cfg.random_init).get("num_hidden_layers", 12)
-    from transformers import WavLMConfig
+    config_file = Path(cfg.source).expanduser() / "config.json"
+    if not config_file.is_file():
+        from huggingface_hub import try_to_load_from_cache
 
-    try:  # the cached config.json only: no network in a check, loading the encoder reports a missing one
-        return WavLMConfig.from_pretrained(cfg.source, local_files_only=True).num_hidden_layers
+        cached = try_to_load_from_cache(str(cfg.source), "config.json")
+        if not isinstance(cached, str):
+            return None
+        config_file = Path(cached)
+    try:
+        return json.loads(config_file.read_text()).get("num_hidden_layers", 12)
     except (OSError, ValueError):
         return None
 
 
 def _device_problems(cfg: DictConfig) -> list[str]:
+    """Imports torch only when the config asks for CUDA."""
     problems = []
     device = str(cfg.trainer.device)
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        problems.append(f"trainer.device={device!r}: must be auto, cpu, cuda or cuda:<index>")
+    wants_kernel = cfg.model.mamba_impl == "kernel"
+    if not (device.startswith("cuda") or wants_kernel):
+        return problems
+    import torch
+
+    from emotion.models.mamba import kernel_available
+
     if device.startswith("cuda") and not torch.cuda.is_available():
         problems.append(f"trainer.device={device!r}: CUDA is not available here; use trainer.device=auto or cpu")
-    elif device not in ("auto", "cpu") and not device.startswith("cuda"):
-        problems.append(f"trainer.device={device!r}: must be auto, cpu, cuda or cuda:<index>")
-    if cfg.model.mamba_impl == "kernel" and not (kernel_available() and torch.cuda.is_available()):
+    if wants_kernel and not (kernel_available() and torch.cuda.is_available()):
         problems.append(
             "model.mamba_impl='kernel': needs mamba-ssm and a CUDA device; install the `cuda` extra on a GPU "
             "machine, or use model.mamba_impl=auto"

@@ -1,30 +1,32 @@
-"""One Hydra job: name it, open its tracker run, train, and leave metrics.json whatever happens."""
+"""One Hydra job: check its config, name it, open its tracker run, train, and leave metrics.json whatever happens.
+
+Nothing here imports torch before the config has passed its checks, so that a typo is reported at once.
+"""
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import logging
 import os
 import socket
+import sys
 import time
 import traceback
 from pathlib import Path
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from emotion.checks import check_config
+from emotion.checks import ConfigError, check_config
 from emotion.logger import JobInfo, NoRun, open_run, redact_secrets
-from emotion.training.loop import fit
 from emotion.training.outputs import metrics_record, write_json
-from emotion.training.preflight import memory_advice
 from emotion.training.signals import Interrupted
 
 log = logging.getLogger(__name__)
+
+EXIT_CONFIG_ERROR = 2  # as command-line tools exit on a usage error
 
 
 def run_job(cfg: DictConfig) -> float:
@@ -45,9 +47,32 @@ def run_job(cfg: DictConfig) -> float:
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
     write_json(out_dir / "job.json", where)
-    run = NoRun()
     try:
         check_config(cfg)
+    except ConfigError as err:
+        _record_failure(cfg, out_dir, str(err))
+        write_json(out_dir / "job.json", {**where, "ended": time.time()})
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # recorded as failed; the sweep's other jobs go on
+        print(err, file=sys.stderr)  # the problems alone: a traceback would only hide them
+        raise SystemExit(EXIT_CONFIG_ERROR) from None
+    try:
+        metrics = _train(cfg, out_dir)
+    finally:
+        write_json(out_dir / "job.json", {**where, "ended": time.time()})
+    log.info("wrote %s", out_dir / "metrics.json")
+    return metrics["test"]["ccc_mean"]
+
+
+def _train(cfg: DictConfig, out_dir: Path) -> dict:
+    """Train with a tracker run open, and record how it ended in metrics.json and the run."""
+    import torch  # from here on: the config is known to be valid
+
+    from emotion.training.loop import fit, release_memory
+    from emotion.training.preflight import memory_advice
+
+    run = NoRun()
+    try:
         # Resolved, so the tracker shows values, not `${...}` interpolations.
         config = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
         run = open_run(cfg.logger, config, out_dir, describe_job(cfg, out_dir))
@@ -64,21 +89,22 @@ def run_job(cfg: DictConfig) -> float:
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
         peak_gb = torch.cuda.max_memory_allocated() / 1e9
         advice = memory_advice(cfg, peak_gb, props.total_memory / 1e9, props.name, "CUDA ran out of memory")
-        write_json(out_dir / "metrics.json", metrics_record("failed", cfg.data.fold, cfg.model.profile, error=advice))
+        _record_failure(cfg, out_dir, advice)
         run.finish(exit_code=1)
         raise RuntimeError(advice) from err
     except BaseException as err:
-        error = "".join(traceback.format_exception_only(err)).strip()
-        write_json(out_dir / "metrics.json", metrics_record("failed", cfg.data.fold, cfg.model.profile, error=error))
+        _record_failure(cfg, out_dir, "".join(traceback.format_exception_only(err)).strip())
         run.finish(exit_code=1)
         raise
     finally:
-        _release_memory()
-        write_json(out_dir / "job.json", {**where, "ended": time.time()})
+        release_memory()
     write_json(out_dir / "metrics.json", metrics)
     run.finish(summary=tracker_summary(metrics))
-    log.info("wrote %s", out_dir / "metrics.json")
-    return metrics["test"]["ccc_mean"]
+    return metrics
+
+
+def _record_failure(cfg: DictConfig, out_dir: Path, error: str) -> None:
+    write_json(out_dir / "metrics.json", metrics_record("failed", cfg.data.fold, cfg.model.profile, error=error))
 
 
 def _read_metrics(path: Path) -> dict | None:
@@ -86,13 +112,6 @@ def _read_metrics(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def _release_memory() -> None:
-    """The basic launcher runs a sweep's jobs in one process: hand the last job's GPU memory back."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def tracker_summary(metrics: dict) -> dict:

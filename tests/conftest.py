@@ -48,9 +48,12 @@ def csv_job(manifest: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
-def run_train(args: list[str], cache: Path, check: bool = True, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """Run train.py as a user would, from `cwd` (where outputs/ and multirun/ go unless `args` say otherwise)."""
-    env = {**os.environ, "EMOTION_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
+def run_train(
+    args: list[str], cache: Path, check: bool = True, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run train.py as a user would, from `cwd` (where outputs/ and multirun/ go unless `args` say otherwise),
+    with `env` added to the environment."""
+    env = {**os.environ, "EMOTION_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", **(env or {})}
     result = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), *args, WITHOUT_LOCAL, "trainer.progress_bar=false"],
         cwd=cwd,

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from emotion.checks import ConfigError, check_config
+from emotion.job import EXIT_CONFIG_ERROR
 from tests.conftest import SMALL_DEMO, compose_config, run_train
+from tests.trees import csv_tree
 
 
 @pytest.mark.parametrize(
@@ -84,3 +86,39 @@ def test_a_job_with_a_bad_config_stops_before_any_work_and_records_why(cache_dir
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "failed" and "model.d_hidden=0: must be a positive whole number" in metrics["error"]
     assert not (out / "checkpoints").exists() and not (out / "wandb").exists()
+
+
+def test_a_key_added_with_a_plus_that_no_group_has_is_refused_with_the_nearest_key():
+    with pytest.raises(ConfigError) as error:
+        check_config(compose_config(["experiment=demo", "+model.d_hiden=128", "+trainer.max_epoch=3"]))
+    assert "model.d_hiden: not a key of this project's configuration (did you mean model.d_hidden?)" in str(error.value)
+    assert "trainer.max_epoch: not a key of this project's configuration (did you mean trainer.max_epochs?)" in str(
+        error.value
+    )
+    check_config(compose_config(["experiment=demo", "+notes=a free-form note", "+encoder.random_init.vocab_size=9"]))
+
+
+def test_a_csv_manifest_whose_fold_column_gets_no_data_fold_is_caught_up_front(tmp_path):
+    manifest = csv_tree(tmp_path / "corpus", ["path", "speaker", "arousal", "fold"])
+    with pytest.raises(ConfigError) as error:
+        check_config(compose_config(["experiment=demo", "data=csv", f"data.manifest={manifest}", "data.fold=null"]))
+    assert f"data.fold=None: data.manifest='{manifest}' has folds 1–3 (its fold column); pick the test fold" in str(
+        error.value
+    )
+
+
+def test_config_problems_are_printed_alone_at_once_without_loading_torch(cache_dir, tmp_path):
+    unimportable = tmp_path / "no_torch" / "torch"
+    unimportable.mkdir(parents=True)
+    (unimportable / "__init__.py").write_text("raise ImportError('torch was imported before the config was checked')")
+    out = tmp_path / "job"
+    result = run_train(
+        ["experiment=demo", "+model.d_hiden=128", f"hydra.run.dir={out}"],
+        cache_dir,
+        check=False,
+        env={"PYTHONPATH": str(unimportable.parent)},
+    )
+    assert result.returncode == EXIT_CONFIG_ERROR
+    assert result.stderr.startswith("1 config problem(s); nothing was run:\n  model.d_hiden: not a key")
+    assert "Traceback" not in result.stderr and "torch was imported" not in result.stdout + result.stderr
+    assert json.loads((out / "metrics.json").read_text())["status"] == "failed"

@@ -140,7 +140,7 @@ def test_csv_with_a_split_column_uses_it_and_refuses_a_fold(tmp_path):
     corpus = load_corpus(cfg)
     assert corpus.dimensions == ("arousal",)
     assert [len(part) for part in (corpus.splits.train, corpus.splits.val, corpus.splits.test)] == [8, 2, 2]
-    with pytest.raises(ValueError, match="data.fold=1, but this manifest has a split column"):
+    with pytest.raises(ValueError, match=r"data.fold=1: data.manifest=.* has a split column, so its splits are fixed"):
         load_corpus(OmegaConf.merge(cfg, {"fold": 1}))
 
 

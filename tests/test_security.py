@@ -6,9 +6,10 @@ import csv
 
 import pytest
 
-from emotion.data.manifest import read_manifest
+from emotion.data.corpora import load_corpus
+from emotion.data.scan import BadItemsError, usable_corpus
 from emotion.logger import REDACTED, redact_secrets
-from tests.conftest import SMALL_DEMO, csv_job, run_train
+from tests.conftest import SMALL_DEMO, compose_config, csv_job, run_train
 from tests.trees import csv_tree
 
 
@@ -42,12 +43,25 @@ def test_an_api_key_in_the_environment_appears_in_no_file_of_the_job(cache_dir, 
     assert not [path for path in files if secret.encode() in path.read_bytes()]
 
 
-def test_a_manifest_path_leading_outside_its_corpus_is_refused(tmp_path):
+def test_manifest_paths_leading_outside_the_corpus_are_reported_together_and_never_read(tmp_path):
     manifest = csv_tree(tmp_path / "corpus", ["path", "speaker", "arousal", "fold"])
+    (tmp_path / "outside.wav").write_bytes(b"not read")
     with open(manifest, "a", newline="") as f:
-        csv.writer(f).writerow(["../../etc/passwd", "s9", "3.0", "1"])
-    with pytest.raises(ValueError, match=r"line 14: path='../../etc/passwd' leads outside the corpus folder"):
-        read_manifest(manifest)
+        writer = csv.writer(f)
+        writer.writerows([["../../etc/passwd", "s9", "3.0", "1"], ["../outside.wav", "s9", "3.0", "1"]])
+    cfg = compose_config(["experiment=demo", "data=csv", f"data.manifest={manifest}", "data.fold=1"]).data
+    with pytest.raises(BadItemsError) as error:
+        usable_corpus(load_corpus(cfg), cfg, tmp_path)
+    message = str(error.value)
+    assert "2 of 14 utterances cannot be used" in message
+    assert "line 14: path='../../etc/passwd' leads outside the corpus folder" in message
+    assert "line 15: path='../outside.wav' leads outside the corpus folder" in message
+
+    cfg.on_bad_audio = "skip"
+    corpus, durations = usable_corpus(load_corpus(cfg), cfg, tmp_path)
+    assert len(corpus.splits.all) == 12 and all(item.path.is_relative_to(manifest.parent) for item in corpus.splits.all)
+    with open(tmp_path / "skipped_items.csv", newline="") as f:
+        assert [row["id"] for row in csv.DictReader(f)] == ["passwd", "outside"]
 
 
 def test_ids_that_look_like_paths_write_nothing_outside_the_job(cache_dir, tmp_path):

@@ -60,7 +60,35 @@ def config_problems(cfg: DictConfig) -> list[str]:
             problems.append("data.manifest is not set: data.manifest=<the corpus's CSV file>")
         elif not Path(cfg.manifest).is_file():
             problems.append(f"data.manifest={cfg.manifest!r}: no such file; point it at the corpus's CSV file")
+        else:
+            problems += _manifest_problems(cfg)
     return problems
+
+
+def _manifest_problems(cfg: DictConfig) -> list[str]:
+    """Whether the manifest can be read, and whether data.fold fits its fold or split column."""
+    try:
+        items, _ = read_manifest(cfg.manifest)
+    except ValueError as err:
+        return [str(err)]
+    has_split, has_fold = (any(getattr(item, key) is not None for item in items) for key in ("split", "fold"))
+    if has_split and has_fold:
+        return [f"data.manifest={cfg.manifest!r} has both a fold and a split column; keep the one you mean"]
+    if has_split:
+        if cfg.fold is None:
+            return []
+        return [
+            f"data.fold={cfg.fold!r}: data.manifest={cfg.manifest!r} has a split column, so its splits are fixed; "
+            "leave data.fold unset (data.fold=null)"
+        ]
+    folds = sorted({item.fold for item in items}) if has_fold else list(range(1, cfg.n_folds + 1))
+    if cfg.fold in folds:
+        return []
+    origin = "its fold column" if has_fold else f"made by speaker, data.n_folds={cfg.n_folds}"
+    return [
+        f"data.fold={cfg.fold!r}: data.manifest={cfg.manifest!r} has folds {folds[0]}–{folds[-1]} ({origin}); "
+        f"pick the test fold, e.g. data.fold={folds[0]}"
+    ]
 
 
 def _root_problems(cfg: DictConfig, env: str, layout: str) -> list[str]:
@@ -82,15 +110,12 @@ def _demo(cfg: DictConfig) -> Corpus:
 
 
 def _csv(cfg: DictConfig) -> Corpus:
+    """Its fold and split columns were checked against data.fold by config_problems."""
     items, dimensions = read_manifest(cfg.manifest)
-    has_split, has_fold = (any(getattr(item, key) is not None for item in items) for key in ("split", "fold"))
-    if has_split and has_fold:
-        raise ValueError(f"{cfg.manifest} has both a fold and a split column; keep the one you mean.")
-    if has_split:
-        _require_default_fold(cfg, "this manifest has a split column, so its splits are fixed")
+    if any(item.split is not None for item in items):
         splits = fixed_splits(items)
     else:
-        if not has_fold:
+        if all(item.fold is None for item in items):
             items = speaker_folds(items, cfg.n_folds, cfg.split_seed)
         splits = _cross_validation(items, cfg, str(cfg.manifest))
     return Corpus(Path(cfg.manifest).stem, splits, LabelScale(*cfg.label_range), dimensions)
@@ -108,11 +133,6 @@ def _msp_podcast(cfg: DictConfig) -> Corpus:
 
 def _cross_validation(items: list[Item], cfg: DictConfig, corpus: str) -> Splits:
     return cross_validation_splits(items, cfg.fold, corpus, cfg.validation, cfg.val_fraction, cfg.split_seed)
-
-
-def _require_default_fold(cfg: DictConfig, why: str) -> None:
-    if cfg.fold is not None:
-        raise ValueError(f"data.fold={cfg.fold}, but {why}: leave data.fold unset (null).")
 
 
 LOADERS = {"demo": _demo, "iemocap": _iemocap, "msp_podcast": _msp_podcast, "csv": _csv}

@@ -18,7 +18,8 @@ class Item:
     """One utterance. `labels` follow the corpus's dimensions, on its own scale (NaN where unparseable).
 
     Cross-validated corpora set `fold` (IEMOCAP: the session); corpora with fixed splits set `split`
-    (train, val or test; None for items no split uses).
+    (train, val or test; None for items no split uses). `unusable` says why an item cannot be used, when
+    reading the corpus found out already (the audio check reports it with the others).
     """
 
     id: str
@@ -27,6 +28,7 @@ class Item:
     labels: tuple[float, ...]
     fold: int | None = None
     split: str | None = None
+    unusable: str | None = None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import lfilter
 
 log = logging.getLogger(__name__)
 
@@ -251,12 +250,17 @@ def _pulse_train(f0: np.ndarray, jitter: float, rng: np.random.Generator) -> np.
 
 
 def _one_pole_lowpass(x: np.ndarray, cutoff_hz: float) -> np.ndarray:
+    # Imported here, as below: scipy.signal takes a second to load, and the config checks import this module.
+    from scipy.signal import lfilter
+
     pole = np.exp(-2 * np.pi * min(cutoff_hz, 6000.0) / SAMPLE_RATE)
     return lfilter([1.0 - pole], [1.0, -pole], x)
 
 
 def _formant_filter(x: np.ndarray, voice: Voice, vowel: int, valence: float) -> np.ndarray:
     """A cascade of two-pole resonators; a smile (positive valence) raises the second formant."""
+    from scipy.signal import lfilter
+
     formants = VOWEL_FORMANTS[vowel] * voice.tract_scale * np.array([1.0, 1.0 + 0.08 * valence, 1.0])
     for freq, bandwidth in zip(formants, FORMANT_BANDWIDTHS, strict=True):
         radius = np.exp(-np.pi * bandwidth / SAMPLE_RATE)

@@ -62,11 +62,7 @@ def _item(row: dict, manifest: Path, dimensions: tuple[str, ...], line: int) -> 
     # Lexically, not resolve(): a corpus folder may hold symbolic links to audio on another disk.
     root = Path(os.path.abspath(manifest.parent))
     path = Path(os.path.normpath(root / row["path"]))
-    if not path.is_relative_to(root):
-        raise ValueError(
-            f"{manifest}, line {line}: path={row['path']!r} leads outside the corpus folder {root}; audio paths "
-            "are relative to the manifest's folder and stay inside it (put the manifest at the corpus's top)."
-        )
+    outside = not path.is_relative_to(root)
     return Item(
         id=row.get("id") or Path(row["path"]).stem,
         path=path,
@@ -74,4 +70,11 @@ def _item(row: dict, manifest: Path, dimensions: tuple[str, ...], line: int) -> 
         labels=tuple(parse_label(row[dim]) for dim in dimensions),
         fold=None if fold is None else int(fold),
         split=None if split is None else SPLIT_NAMES[split.strip().lower()],
+        # Reported with every other unusable item before training, and never read.
+        unusable=(
+            f"line {line}: path={row['path']!r} leads outside the corpus folder {root}; audio paths are relative "
+            "to the manifest's folder and stay inside it (put the manifest at the corpus's top)"
+        )
+        if outside
+        else None,
     )

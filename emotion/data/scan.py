@@ -47,6 +47,8 @@ def scan_items(
 
 def _check(item: Item, dimensions: tuple[str, ...], min_seconds: float) -> float | str:
     """The duration, or why the item cannot be used."""
+    if item.unusable:
+        return item.unusable
     bad_labels = [
         f"{dim}={value}" for dim, value in zip(dimensions, item.labels, strict=True) if not math.isfinite(value)
     ]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MAMBA_IMPLS = ("auto", "kernel", "torch")
+from emotion.checks import MAMBA_IMPLS
 
 
 @cache

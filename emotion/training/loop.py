@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -16,6 +17,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from emotion.checks import PRECISIONS, RESUME_MODES
 from emotion.data.corpora import Corpus, load_corpus
 from emotion.data.dataset import UtteranceDataset, collate
 from emotion.data.feature_cache import ensure_features
@@ -252,9 +254,6 @@ def predict(model: MambaEMA, loader: DataLoader, device, precision: str) -> tupl
     return pred_sum / weight, true
 
 
-RESUME_MODES = ("auto", "never")
-
-
 def resume(checkpoints: Path, mode: str, device, model, optimisation, stopper, progress) -> None:
     """Continue from `checkpoints/last.pt` (`trainer.resume=auto`) when it exists; `never` starts over."""
     if mode not in RESUME_MODES:
@@ -372,6 +371,13 @@ class EarlyStopping:
         )
 
 
+def release_memory() -> None:
+    """The basic launcher runs a sweep's jobs in one process: hand the last job's GPU memory back."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -385,9 +391,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"trainer.device={name} but CUDA is not available here; use trainer.device=auto or cpu.")
     return device
-
-
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 def resolve_precision(name: str, device: torch.device) -> str:

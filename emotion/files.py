@@ -48,3 +48,29 @@ def locked(lock_file: Path, on_wait: Callable[[], None] | None = None) -> Iterat
                 on_wait()
             fcntl.flock(f, fcntl.LOCK_EX)
         yield
+
+
+@contextmanager
+def process_lock(lock_file: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Like `locked`, but a POSIX lock, which belongs to this process alone: processes it forks (data loader
+    workers) do not hold it too, so it ends the moment this process dies, even when its workers linger."""
+    with open(lock_file, "a+") as f:
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # EACCES or EAGAIN: held elsewhere
+            if on_wait is not None:
+                on_wait()
+            fcntl.lockf(f, fcntl.LOCK_EX)
+        yield
+
+
+def held_by_another(lock_file: Path) -> bool:
+    """Whether another process holds the `process_lock` on `lock_file` (False when there is no such file)."""
+    try:
+        with open(lock_file) as f:
+            fcntl.lockf(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return False

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -20,9 +21,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from emotion.checks import ConfigError, check_config
+from emotion.files import process_lock
 from emotion.logger import JobInfo, NoRun, open_run, redact_secrets
+from emotion.signals import EXIT_INTERRUPTED, STOP, GracefulStop, Interrupted
+from emotion.sweeps.folders import JOB_LOCK
 from emotion.training.outputs import metrics_record, write_json
-from emotion.training.signals import Interrupted
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +35,24 @@ EXIT_CONFIG_ERROR = 2  # as command-line tools exit on a usage error
 def run_job(cfg: DictConfig) -> float:
     """Train the job `cfg` describes; returns the test CCC mean (what a Hydra sweeper optimises).
 
-    A job whose folder already holds a completed metrics.json is not trained again.
+    A job whose folder already holds a completed metrics.json is not trained again. The first SIGTERM or
+    SIGINT stops the job at its next safe point, resumable, and keeps a sweep's next job from starting: the
+    process exits with EXIT_INTERRUPTED.
     """
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    stop = STOP.install()
+    if stop.requested:  # the signal came between two jobs of a sweep
+        raise SystemExit(EXIT_INTERRUPTED)
+    # One process per job folder: another one running it (a second driver of the same sweep) is waited for.
+    with process_lock(out_dir / JOB_LOCK, lambda: log.info("%s is being run by another process; waiting", out_dir)):
+        value = _run_job(cfg, out_dir, stop)
+    if stop.requested:  # the job finished before it could stop: stop the sweep here
+        log.warning("stopped by %s after this job completed", signal.Signals(stop.received).name)
+        raise SystemExit(EXIT_INTERRUPTED)
+    return value
+
+
+def _run_job(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
     previous = _read_metrics(out_dir / "metrics.json")
     if previous and previous["status"] == "completed":
         log.info("%s: completed before (metrics.json), skipping", out_dir)
@@ -57,14 +75,14 @@ def run_job(cfg: DictConfig) -> float:
         print(err, file=sys.stderr)  # the problems alone: a traceback would only hide them
         raise SystemExit(EXIT_CONFIG_ERROR) from None
     try:
-        metrics = _train(cfg, out_dir)
+        metrics = _train(cfg, out_dir, stop)
     finally:
         write_json(out_dir / "job.json", {**where, "ended": time.time()})
     log.info("wrote %s", out_dir / "metrics.json")
     return metrics["test"]["ccc_mean"]
 
 
-def _train(cfg: DictConfig, out_dir: Path) -> dict:
+def _train(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> dict:
     """Train with a tracker run open, and record how it ended in metrics.json and the run."""
     import torch  # from here on: the config is known to be valid
 
@@ -76,7 +94,7 @@ def _train(cfg: DictConfig, out_dir: Path) -> dict:
         # Resolved, so the tracker shows values, not `${...}` interpolations.
         config = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
         run = open_run(cfg.logger, config, out_dir, describe_job(cfg, out_dir))
-        metrics = fit(cfg, out_dir, run)
+        metrics = fit(cfg, out_dir, run, stop)
     except Interrupted as stopped:
         write_json(
             out_dir / "metrics.json",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import logging
 import os
@@ -11,13 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from emotion.signals import EXIT_INTERRUPTED
 from emotion.training.checkpoints import load_checkpoint, load_latest, previous, save_checkpoint
-from emotion.training.signals import EXIT_INTERRUPTED
-from tests.conftest import ROOT, WITHOUT_LOCAL, run_train
+from tests.conftest import ROOT, SMALL_DEMO, WITHOUT_LOCAL, run_train
 from tests.wandb_records import run_summary
 
 # 48 training utterances in batches of 8: 6 optimizer steps an epoch, a checkpoint every 2.
@@ -36,58 +38,128 @@ def read_history(job):
         return list(csv.DictReader(f))
 
 
-def wait_for_checkpoint(job, process, condition, timeout=300):
-    """Poll last.pt until `condition(progress)` holds; returns that progress."""
+def wait_for_checkpoint(folders, process, condition, timeout=300):
+    """Poll `folders`' (a glob pattern) last.pt until `condition(progress)` holds; returns that folder and
+    its progress."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
-        try:
-            state = load_checkpoint(job / "checkpoints" / "last.pt")
-        except (OSError, RuntimeError, EOFError):  # not there yet, or being replaced
-            time.sleep(0.05)
-            continue
-        if condition(state["progress"]):
-            return state["progress"]
+        for last in map(Path, glob.glob(f"{folders}/checkpoints/last.pt")):
+            try:
+                state = load_checkpoint(last)
+            except (OSError, RuntimeError, EOFError):  # being replaced
+                continue
+            if condition(state["progress"]):
+                return last.parent.parent, state["progress"]
         time.sleep(0.05)
-    raise AssertionError(f"no checkpoint met the condition; the job exited with {process.poll()}")
+    raise AssertionError(f"no checkpoint met the condition; the process exited with {process.poll()}")
 
 
-def start_train(args, cache_dir):
+def start_train(args, cache_dir, output, cwd=ROOT, own_group=False):
+    """train.py as a background process writing to the file `output`; `own_group`: in a process group of
+    its own, as a terminal starts it."""
     env = {**os.environ, "EMOTION_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args, WITHOUT_LOCAL, "trainer.progress_bar=false"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with open(output, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *args, WITHOUT_LOCAL, "trainer.progress_bar=false"],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=own_group,
+        )
 
 
-@pytest.mark.slow
-def test_a_job_killed_in_the_middle_of_epoch_2_resumes_to_the_same_result(cache_dir, tmp_path):
-    uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
-    run_train([*RUN, f"hydra.run.dir={uninterrupted}"], cache_dir)
+@pytest.fixture(scope="module")
+def uninterrupted(cache_dir, tmp_path_factory):
+    """The run the interrupted ones must end like."""
+    job = tmp_path_factory.mktemp("uninterrupted") / "job"
+    run_train([*RUN, f"hydra.run.dir={job}"], cache_dir)
+    return job
 
-    process = start_train([*RUN, f"hydra.run.dir={interrupted}"], cache_dir)
-    at_kill = wait_for_checkpoint(interrupted, process, lambda p: p["epoch"] == 2 and p["batches_done"] >= 2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert at_kill["epoch"] == 2 and 2 <= at_kill["batches_done"] < 6  # a mid-epoch checkpoint
-    assert not (interrupted / "metrics.json").exists()
 
-    rerun = run_train([*RUN, f"hydra.run.dir={interrupted}"], cache_dir)
-    assert "resuming from" in rerun.stdout + rerun.stderr
-
-    expected = json.loads((uninterrupted / "metrics.json").read_text())
-    actual = json.loads((interrupted / "metrics.json").read_text())
+def assert_same_results(job, reference):
+    expected = json.loads((reference / "metrics.json").read_text())
+    actual = json.loads((job / "metrics.json").read_text())
     for split in ("test", "val_best"):
         for key, value in expected[split].items():
             assert actual[split][key] == pytest.approx(value, abs=1e-6), (split, key)
     assert actual["best_epoch"] == expected["best_epoch"] and actual["epochs"] == expected["epochs"] == 3
-    history, reference = read_history(interrupted), read_history(uninterrupted)
+    history, reference_history = read_history(job), read_history(reference)
     assert [row["epoch"] for row in history] == ["1", "2", "3"]  # each epoch once
-    for row, ref in zip(history, reference, strict=True):
+    for row, ref in zip(history, reference_history, strict=True):
         for key in ("train_loss", "val_ccc_mean", "lr", "padding"):
             assert float(row[key]) == pytest.approx(float(ref[key]), abs=1e-6), (row["epoch"], key)
+
+
+@pytest.mark.slow
+def test_a_job_killed_in_the_middle_of_epoch_2_resumes_to_the_same_result(cache_dir, tmp_path, uninterrupted):
+    process = start_train(RUN, cache_dir, tmp_path / "killed.out", cwd=tmp_path)  # into outputs/<date>/<time>/
+    job, at_kill = wait_for_checkpoint(
+        tmp_path / "outputs/*/*", process, lambda p: p["epoch"] == 2 and p["batches_done"] >= 2
+    )
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert at_kill["epoch"] == 2 and 2 <= at_kill["batches_done"] < 6  # a mid-epoch checkpoint
+    assert not (job / "metrics.json").exists()
+
+    rerun = run_train(RUN, cache_dir, cwd=tmp_path)  # the same command
+    assert f"resuming from {job / 'checkpoints' / 'last.pt'}" in rerun.stdout + rerun.stderr
+    assert list(tmp_path.glob("outputs/*/*")) == [job]
+    assert_same_results(job, uninterrupted)
+
+
+def test_sigint_saves_exits_with_its_code_and_the_same_command_resumes_to_the_same_result(
+    cache_dir, tmp_path, uninterrupted
+):
+    command = [*RUN, "logger=wandb"]
+    process = start_train(command, cache_dir, tmp_path / "stopped.out", cwd=tmp_path)
+    job, _ = wait_for_checkpoint(tmp_path / "outputs/*/*", process, lambda p: p["epoch"] == 2)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == EXIT_INTERRUPTED
+    assert "run the same command again to resume (exit code 75)" in (tmp_path / "stopped.out").read_text()
+    metrics = json.loads((job / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and "SIGINT" in metrics["error"]
+    stopped_at = load_checkpoint(job / "checkpoints" / "last.pt")["progress"]
+    assert not stopped_at["finished"]
+    (run_file,) = job.glob("wandb/offline-run-*/run-*.wandb")
+    run = run_summary(run_file)
+    assert run["preempting"] and run["exit_code"] == EXIT_INTERRUPTED
+
+    rerun = run_train(command, cache_dir, cwd=tmp_path)
+    assert f"epoch {stopped_at['epoch']}, {stopped_at['batches_done']} batches into it" in rerun.stdout + rerun.stderr
+    assert list(tmp_path.glob("outputs/*/*")) == [job]
+    assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
+    assert_same_results(job, uninterrupted)
+
+    again = run_train(command, cache_dir, cwd=tmp_path)  # a finished run is not continued: a new one starts
+    assert len(list(tmp_path.glob("outputs/*/*"))) == 2 and "resuming from" not in again.stdout + again.stderr
+
+
+def test_sigint_to_a_sweeps_process_group_stops_the_sweep_and_the_same_command_resumes_it(cache_dir, tmp_path):
+    sweep_args = [
+        "-m",
+        "experiment=demo",
+        *SMALL_DEMO,
+        "data.fold=1,2,3",
+        "trainer.max_epochs=4",
+        "trainer.checkpoint_every_steps=1",
+        "logger=none",
+        "name=stopped",
+    ]
+    sweep = tmp_path / "multirun" / "stopped"
+    process = start_train(sweep_args, cache_dir, tmp_path / "sweep.out", cwd=tmp_path, own_group=True)
+    first, _ = wait_for_checkpoint(sweep / "*", process, lambda p: p["epoch"] == 1 and p["batches_done"] >= 1)
+    os.killpg(process.pid, signal.SIGINT)  # the driver and its data loader workers, as Ctrl-C does
+    output = (tmp_path / "sweep.out").read_text() if process.wait(timeout=120) is not None else ""
+    assert process.returncode == EXIT_INTERRUPTED, output[-3000:]
+    assert "is killed by signal" not in output
+    assert json.loads((first / "metrics.json").read_text())["status"] == "interrupted"
+    assert [path.parent for path in sweep.glob("*/.hydra")] == [first]  # no second job started
+
+    rerun = run_train(sweep_args, cache_dir, cwd=tmp_path)
+    assert f"resuming from {first / 'checkpoints' / 'last.pt'}" in rerun.stdout + rerun.stderr
+    statuses = [json.loads(path.read_text())["status"] for path in sweep.glob("*/metrics.json")]
+    assert statuses == ["completed"] * 3
 
 
 def test_resume_never_starts_over(cache_dir, tmp_path):
@@ -130,24 +202,3 @@ def test_a_checkpoint_carrying_a_pickled_object_is_refused(tmp_path):
         load_checkpoint(path)
     with pytest.raises(pickle.UnpicklingError):
         load_latest(path)  # refused, not mistaken for a corrupt file and skipped
-
-
-def test_sigterm_saves_last_checkpoint_exits_with_its_code_and_a_rerun_resumes(cache_dir, tmp_path):
-    job = tmp_path / "job"
-    args = [*RUN, "logger=wandb", f"hydra.run.dir={job}"]
-    process = start_train(args, cache_dir)
-    wait_for_checkpoint(job, process, lambda p: p["epoch"] == 1 and p["batches_done"] >= 2)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == EXIT_INTERRUPTED
-    metrics = json.loads((job / "metrics.json").read_text())
-    assert metrics["status"] == "interrupted" and "SIGTERM" in metrics["error"]
-    stopped_at = load_checkpoint(job / "checkpoints" / "last.pt")["progress"]
-    assert not stopped_at["finished"]
-    (run_file,) = job.glob("wandb/offline-run-*/run-*.wandb")
-    run = run_summary(run_file)
-    assert run["preempting"] and run["exit_code"] == EXIT_INTERRUPTED
-
-    rerun = run_train(args, cache_dir)
-    assert f"epoch {stopped_at['epoch']}, {stopped_at['batches_done']} batches into it" in rerun.stdout + rerun.stderr
-    assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
-    assert [row["epoch"] for row in read_history(job)] == ["1", "2", "3"]

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from emotion.data.audio import load_audio
 from emotion.data.content import content_hashes
 from emotion.files import locked, write_atomically
+from emotion.signals import GracefulStop, ignore_stop_signals
 
 if TYPE_CHECKING:
     from emotion.models.encoder import SpeechEncoder
@@ -96,12 +97,14 @@ def ensure_features(
     workers: int,
     max_gb: float,
     show_bar: bool = False,
+    stop: GracefulStop | None = None,
 ) -> FeatureStore:
     """The store of `encoder`'s states for `pieces` (each with its length in samples), computing what is missing.
 
     `encoder` is the frozen SpeechEncoder; its `layers` are the hidden states stored. The expected size is
     logged before anything is computed; more than `max_gb` in this encoder's cache, or more than the disk
-    has free, stops with an error before any work.
+    has free, stops with an error before any work. A requested `stop` ends the build between batches (what
+    is written stays) by raising Interrupted.
     """
     store = FeatureStore(
         Path(cache_dir) / "features" / encoder_fingerprint(encoder, sample_rate),
@@ -117,7 +120,7 @@ def ensure_features(
             return store
         _check_size(store, missing, pieces, encoder, max_gb)
         started = time.perf_counter()
-        _compute(store, missing, pieces, encoder, sample_rate, device, autocast, batch_size, workers, show_bar)
+        _compute(store, missing, pieces, encoder, sample_rate, device, autocast, batch_size, workers, show_bar, stop)
         log.info("feature cache: %d pieces computed in %.0f s", len(missing), time.perf_counter() - started)
     return store
 
@@ -179,7 +182,9 @@ def _check_size(
         )
 
 
-def _compute(store, missing, samples, encoder, sample_rate, device, autocast, batch_size, workers, show_bar) -> None:
+def _compute(
+    store, missing, samples, encoder, sample_rate, device, autocast, batch_size, workers, show_bar, stop
+) -> None:
     pieces = sorted(missing, key=samples.get, reverse=True)  # longest first: a batch too large fails at once
     batches = [pieces[i : i + batch_size] for i in range(0, len(pieces), batch_size)]
     loader = DataLoader(
@@ -190,9 +195,12 @@ def _compute(store, missing, samples, encoder, sample_rate, device, autocast, ba
         # Its own generator: drawing worker seeds from the global one would make a job that builds the
         # cache train differently from one that finds it built.
         generator=torch.Generator(),
+        worker_init_fn=ignore_stop_signals,
     )
     encoder.eval()
     for batch, waves, lengths in tqdm(loader, desc="feature cache", disable=not show_bar, leave=False):
+        if stop is not None:
+            stop.check("the encoder states computed so far are cached")
         with torch.no_grad(), autocast:
             states = encoder.hidden_states(waves.to(device), lengths.to(device))  # (B, frames, layers, hidden)
         states = states.to(torch.float16).cpu().numpy()

@@ -28,6 +28,7 @@ from emotion.data.prosody import (
     prosody_contours,
 )
 from emotion.files import write_atomically
+from emotion.signals import GracefulStop, ignore_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,12 @@ class ProsodyCache:
         self.sample_rate = sample_rate
         self.grid = grid
 
-    def ensure(self, paths: list[Path], workers: int) -> dict[Path, Path]:
-        """The cache file of each audio file, computing the missing ones in `workers` processes."""
+    def ensure(self, paths: list[Path], workers: int, stop: GracefulStop | None = None) -> dict[Path, Path]:
+        """The cache file of each audio file, computing the missing ones in `workers` processes.
+
+        A requested `stop` ends the work between files (what is computed stays) by raising Interrupted.
+        """
+        stop = stop or GracefulStop()
         self.dir.mkdir(parents=True, exist_ok=True)
         hashes = content_hashes(sorted(set(paths)), self.root)
         entries = {path: self.dir / digest[:2] / f"{digest}.npy" for path, digest in hashes.items()}
@@ -66,10 +71,16 @@ class ProsodyCache:
             jobs = [(path, entry, self.sample_rate, self.grid) for path, entry in todo]
             if workers > 1:
                 # Spawned, not forked: the parent already runs torch's thread pools, which fork can deadlock.
-                with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                    list(pool.map(_compute_entry, jobs, chunksize=8))
+                with ProcessPoolExecutor(
+                    workers, mp_context=multiprocessing.get_context("spawn"), initializer=ignore_stop_signals
+                ) as pool:
+                    for _ in pool.map(_compute_entry, jobs, chunksize=8):
+                        if stop.requested:
+                            pool.shutdown(cancel_futures=True)
+                            stop.check("the prosody contours computed so far are cached")
             else:
                 for job in jobs:
+                    stop.check("the prosody contours computed so far are cached")
                     _compute_entry(job)
         return entries
 

@@ -1,4 +1,8 @@
-"""Names of a sweep's job folders.
+"""Names of job folders: a single run's, and a sweep's jobs'.
+
+A single run goes to `outputs/<date>/<time>/`, unless an unfinished run of the same configuration waits
+under `outputs/`: then to that one, so that running the same command again continues it.
+
 
 A job's folder is named by its overrides (`hydra.job.override_dirname`), so that the same sweep run again
 finds its finished jobs. A `/` in a value (`data.manifest=/data/x/manifest.csv`) is written as `%2F`, or
@@ -9,8 +13,13 @@ every one would nest a folder. A sweep with many overrides can make the name lon
 from __future__ import annotations
 
 import hashlib
+import json
+from datetime import datetime
+from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+from emotion.files import held_by_another
 
 MAX_NAME_BYTES = 200  # below the usual 255, leaving room for editors' and tools' suffixes
 DIGEST_CHARS = 12
@@ -26,8 +35,65 @@ def job_folder(override_dirname: str) -> str:
     return f"{kept}-{digest}"
 
 
+def run_folder(outputs: str, *, _root_: DictConfig) -> str:
+    """A single run's folder: the newest unfinished run under `outputs` whose configuration is this one's
+    (with `trainer.resume=auto`), else a new `outputs/<date>/<time>`.
+
+    Decided once per process: Hydra may read hydra.run.dir again once the folder exists."""
+    if outputs not in _chosen_run_folders:
+        _chosen_run_folders[outputs] = _unfinished_run(Path(outputs), _root_) or str(
+            Path(outputs) / datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
+        )
+    return _chosen_run_folders[outputs]
+
+
+_chosen_run_folders: dict[str, str] = {}
+
+
+def _unfinished_run(outputs: Path, root: DictConfig) -> str | None:
+    if OmegaConf.select(root, "trainer.resume") != "auto":
+        return None
+    ignored = list(OmegaConf.select(root, "hydra.job.config.override_dirname.exclude_keys", default=[]))
+    config = _comparable(root, ignored)
+    for folder in sorted(outputs.glob("*/*/"), reverse=True):
+        if _resumable(folder) and _comparable(OmegaConf.load(folder / ".hydra" / "config.yaml"), ignored) == config:
+            return str(folder)
+    return None
+
+
+def _resumable(folder: Path) -> bool:
+    """Holds a checkpoint to go on from, did not complete, and no running process holds it."""
+    if not (folder / "checkpoints" / "last.pt").is_file() or not (folder / ".hydra" / "config.yaml").is_file():
+        return False
+    try:
+        if json.loads((folder / "metrics.json").read_text())["status"] == "completed":
+            return False
+    except (OSError, ValueError, KeyError):
+        pass  # no metrics.json: killed before it could write one
+    return not held_by_another(folder / JOB_LOCK)
+
+
+def _comparable(config: DictConfig, ignored: list[str]) -> dict:
+    """The job's config as written, without Hydra's part and keys that change no result (the logger…)."""
+    config = OmegaConf.to_container(config, resolve=False)
+    config.pop("hydra", None)
+    for key in ignored:
+        *parents, last = key.split(".")
+        node = config
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return config
+
+
+# Held by the process running a job, for the job's whole life.
+JOB_LOCK = ".job.lock"
+
+
 def register_resolver() -> None:
-    """`${emotion.job_folder:...}` in conf/train.yaml. Every process that resolves hydra.sweep.subdir needs it:
-    train.py registers it, and so does importing the sweep callback, which Hydra unpickles in the GPU pool's
-    and SLURM's job processes before it names their folders."""
+    """`${emotion.job_folder:...}` and `${emotion.run_folder:...}` in conf/train.yaml. Every process that names
+    a job's folder needs them: train.py registers them, and so does importing the sweep callback, which Hydra
+    unpickles in the GPU pool's and SLURM's job processes before it names their folders."""
     OmegaConf.register_new_resolver("emotion.job_folder", job_folder, replace=True)
+    OmegaConf.register_new_resolver("emotion.run_folder", run_folder, replace=True)

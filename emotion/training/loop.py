@@ -27,19 +27,24 @@ from emotion.data.sampler import LengthBucketSampler
 from emotion.data.scan import usable_corpus
 from emotion.logger import Run
 from emotion.models.model import MambaEMA, build_model, count_parameters
+from emotion.signals import GracefulStop, ignore_stop_signals
 from emotion.training.checkpoints import load_checkpoint, load_latest, restore_rng, rng_state, save_checkpoint
 from emotion.training.metrics import ccc_loss, ccc_scores
 from emotion.training.optim import Optimisation
 from emotion.training.outputs import metrics_record, write_history, write_predictions
 from emotion.training.preflight import preflight
 from emotion.training.progress import Progress
-from emotion.training.signals import GracefulStop
 
 log = logging.getLogger(__name__)
 
 
-def fit(cfg: DictConfig, out_dir: Path, run: Run) -> dict:
-    """Train one job and return its metrics.json record; history, predictions and checkpoints go to `out_dir`."""
+def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = None) -> dict:
+    """Train one job and return its metrics.json record; history, predictions and checkpoints go to `out_dir`.
+
+    `stop` is checked between steps and between the pieces of the long phases before training: once it is
+    requested, everything needed to resume is saved and Interrupted raised.
+    """
+    stop = stop or GracefulStop()
     seed_everything(cfg.trainer.seed)
     device = resolve_device(cfg.trainer.device)
     precision = resolve_precision(cfg.trainer.precision, device)
@@ -50,12 +55,12 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run) -> dict:
     model = build_model(cfg.model, cfg.encoder, corpus.dimensions).to(device)
     grid = model.encoder.grid
     prosody = ProsodyCache(cfg.paths.cache_dir, cfg.data.sample_rate, grid).ensure(
-        [item.path for item in corpus.splits.all], cfg.data.prosody_workers or os.cpu_count()
+        [item.path for item in corpus.splits.all], cfg.data.prosody_workers or os.cpu_count(), stop
     )
     datasets = make_datasets(corpus, durations, prosody, grid, cfg)
     cached = cfg.encoder.freeze and cfg.encoder.feature_cache
     if cached:
-        use_feature_cache(model, datasets, cfg, device, precision)
+        use_feature_cache(model, datasets, cfg, device, precision, stop)
     train_loader = make_loader(datasets[0], cfg, device, shuffle=True)
     val_loader, test_loader = (make_loader(dataset, cfg, device, shuffle=False) for dataset in datasets[1:])
     log.info(
@@ -95,51 +100,48 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run) -> dict:
             keep_previous=True,
         )
 
-    with GracefulStop() as stop:
-        while not progress.finished:
-            epoch = progress.epoch
-            progress.start_clock()
-            train_loader.dataset.set_epoch(epoch)
-            train_loader.batch_sampler.set_epoch(epoch, first_batch=progress.batches_done)
-            train_one_epoch(
-                model,
-                train_loader,
-                optimisation,
-                device,
-                precision,
-                progress,
-                checkpoint=save_last,
-                checkpoint_every=cfg.trainer.checkpoint_every_steps,
-                stop=stop,
-                max_bad_steps=cfg.trainer.max_bad_steps,
-                desc=f"epoch {epoch}/{cfg.trainer.max_epochs}",
-                show_bar=cfg.trainer.progress_bar,
-            )
-            val = ccc_scores(*predict(model, val_loader, device, precision), corpus.dimensions)
-            row = {
-                "epoch": epoch,
-                "train_loss": progress.mean_loss,
-                **{f"val_{k}": v for k, v in val.items()},
-                "lr": optimisation.lr,
-                "padding": progress.padding,
-                "bad_steps": progress.bad_steps,
-                "seconds": progress.elapsed(),
-            }
-            run.log(row, step=epoch)
-            log.info(
-                "epoch %d: loss %.4f, val CCC %s, %.1f s", epoch, row["train_loss"], _format_scores(val), row["seconds"]
-            )
+    while not progress.finished:
+        epoch = progress.epoch
+        progress.start_clock()
+        train_loader.dataset.set_epoch(epoch)
+        train_loader.batch_sampler.set_epoch(epoch, first_batch=progress.batches_done)
+        train_one_epoch(
+            model,
+            train_loader,
+            optimisation,
+            device,
+            precision,
+            progress,
+            checkpoint=save_last,
+            checkpoint_every=cfg.trainer.checkpoint_every_steps,
+            stop=stop,
+            max_bad_steps=cfg.trainer.max_bad_steps,
+            desc=f"epoch {epoch}/{cfg.trainer.max_epochs}",
+            show_bar=cfg.trainer.progress_bar,
+        )
+        val = ccc_scores(*predict(model, val_loader, device, precision), corpus.dimensions)
+        row = {
+            "epoch": epoch,
+            "train_loss": progress.mean_loss,
+            **{f"val_{k}": v for k, v in val.items()},
+            "lr": optimisation.lr,
+            "padding": progress.padding,
+            "bad_steps": progress.bad_steps,
+            "seconds": progress.elapsed(),
+        }
+        run.log(row, step=epoch)
+        log.info(
+            "epoch %d: loss %.4f, val CCC %s, %.1f s", epoch, row["train_loss"], _format_scores(val), row["seconds"]
+        )
 
-            if stopper.update(val["ccc_mean"], epoch):
-                save_checkpoint(
-                    checkpoints / "best.pt", {"model": model.checkpoint_state(), "epoch": epoch, "val": val}
-                )
-            progress.end_epoch(row, finished=stopper.should_stop or epoch == cfg.trainer.max_epochs)
-            write_history(out_dir / "history.csv", progress.history)
-            save_last()
-            if stopper.should_stop:
-                log.info("early stop: no better validation CCC for %d epochs", stopper.patience)
-            stop.check()
+        if stopper.update(val["ccc_mean"], epoch):
+            save_checkpoint(checkpoints / "best.pt", {"model": model.checkpoint_state(), "epoch": epoch, "val": val})
+        progress.end_epoch(row, finished=stopper.should_stop or epoch == cfg.trainer.max_epochs)
+        write_history(out_dir / "history.csv", progress.history)
+        save_last()
+        if stopper.should_stop:
+            log.info("early stop: no better validation CCC for %d epochs", stopper.patience)
+        stop.check()
 
     best = load_checkpoint(checkpoints / "best.pt", device)
     model.load_checkpoint_state(best["model"])
@@ -295,7 +297,9 @@ def make_datasets(
     return dataset(splits.train, True), dataset(splits.val, False), dataset(splits.test, False)
 
 
-def use_feature_cache(model: MambaEMA, datasets, cfg: DictConfig, device: torch.device, precision: str) -> None:
+def use_feature_cache(
+    model: MambaEMA, datasets, cfg: DictConfig, device: torch.device, precision: str, stop: GracefulStop
+) -> None:
     """Compute the frozen encoder's states once (or find them cached) and make the datasets read them.
     The encoder itself then leaves the GPU: training never runs it."""
     pieces = {dataset.piece(i): n for dataset in datasets for i, n in enumerate(dataset.segment_samples)}
@@ -310,6 +314,7 @@ def use_feature_cache(model: MambaEMA, datasets, cfg: DictConfig, device: torch.
         workers=cfg.data.num_workers,
         max_gb=cfg.encoder.feature_cache_max_gb,
         show_bar=cfg.trainer.progress_bar,
+        stop=stop,
     )
     for dataset in datasets:
         dataset.features = store
@@ -335,6 +340,7 @@ def make_loader(dataset: UtteranceDataset, cfg: DictConfig, device: torch.device
         pin_memory=device.type == "cuda",
         # Its own generator: worker seeds must not draw on the global one, or a resumed run would diverge.
         generator=torch.Generator().manual_seed(cfg.trainer.seed),
+        worker_init_fn=ignore_stop_signals,
     )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,36 @@ def run_train(
     if check and result.returncode != 0:
         raise AssertionError(f"train.py {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
+
+
+def wait_for_checkpoint(folders, process, condition, timeout=300):
+    """Poll `folders`' (a glob pattern) last.pt until `condition(progress)` holds; returns that folder and
+    its progress."""
+    from emotion.training.checkpoints import load_checkpoint
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        for last in map(Path, glob.glob(f"{folders}/checkpoints/last.pt")):
+            try:
+                state = load_checkpoint(last)
+            except (OSError, RuntimeError, EOFError):  # being replaced
+                continue
+            if condition(state["progress"]):
+                return last.parent.parent, state["progress"]
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint met the condition; the process exited with {process.poll()}")
+
+
+def start_train(args, cache_dir, output, cwd=ROOT, own_group=False):
+    """train.py as a background process writing to the file `output`; `own_group`: in a process group of
+    its own, as a terminal starts it."""
+    env = {**os.environ, "EMOTION_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
+    with open(output, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *args, WITHOUT_LOCAL, "trainer.progress_bar=false"],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=own_group,
+        )

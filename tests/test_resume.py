@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import csv
-import glob
 import json
 import logging
 import os
 import pickle
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
 
 from emotion.signals import EXIT_INTERRUPTED
 from emotion.training.checkpoints import load_checkpoint, load_latest, previous, save_checkpoint
-from tests.conftest import ROOT, SMALL_DEMO, WITHOUT_LOCAL, run_train
+from tests.conftest import SMALL_DEMO, run_train, start_train, wait_for_checkpoint
 from tests.wandb_records import run_summary
 
 # 48 training utterances in batches of 8: 6 optimizer steps an epoch, a checkpoint every 2.
@@ -36,37 +31,6 @@ RUN = [
 def read_history(job):
     with open(job / "history.csv", newline="") as f:
         return list(csv.DictReader(f))
-
-
-def wait_for_checkpoint(folders, process, condition, timeout=300):
-    """Poll `folders`' (a glob pattern) last.pt until `condition(progress)` holds; returns that folder and
-    its progress."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        for last in map(Path, glob.glob(f"{folders}/checkpoints/last.pt")):
-            try:
-                state = load_checkpoint(last)
-            except (OSError, RuntimeError, EOFError):  # being replaced
-                continue
-            if condition(state["progress"]):
-                return last.parent.parent, state["progress"]
-        time.sleep(0.05)
-    raise AssertionError(f"no checkpoint met the condition; the process exited with {process.poll()}")
-
-
-def start_train(args, cache_dir, output, cwd=ROOT, own_group=False):
-    """train.py as a background process writing to the file `output`; `own_group`: in a process group of
-    its own, as a terminal starts it."""
-    env = {**os.environ, "EMOTION_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
-    with open(output, "w") as out:
-        return subprocess.Popen(
-            [sys.executable, str(ROOT / "train.py"), *args, WITHOUT_LOCAL, "trainer.progress_bar=false"],
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=own_group,
-        )
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +99,16 @@ def test_sigint_saves_exits_with_its_code_and_the_same_command_resumes_to_the_sa
     assert len(list(tmp_path.glob("outputs/*/*"))) == 2 and "resuming from" not in again.stdout + again.stderr
 
 
-def test_sigint_to_a_sweeps_process_group_stops_the_sweep_and_the_same_command_resumes_it(cache_dir, tmp_path):
+LAUNCHERS = {"basic": [], "gpu_pool": ["hydra/launcher=gpu_pool", "hydra.launcher.devices=[0]"]}
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_sigint_to_a_sweeps_process_group_stops_the_sweep_and_the_same_command_resumes_it(
+    cache_dir, tmp_path, launcher
+):
     sweep_args = [
         "-m",
+        *LAUNCHERS[launcher],
         "experiment=demo",
         *SMALL_DEMO,
         "data.fold=1,2,3",
@@ -156,8 +127,8 @@ def test_sigint_to_a_sweeps_process_group_stops_the_sweep_and_the_same_command_r
     assert json.loads((first / "metrics.json").read_text())["status"] == "interrupted"
     assert [path.parent for path in sweep.glob("*/.hydra")] == [first]  # no second job started
 
-    rerun = run_train(sweep_args, cache_dir, cwd=tmp_path)
-    assert f"resuming from {first / 'checkpoints' / 'last.pt'}" in rerun.stdout + rerun.stderr
+    run_train(sweep_args, cache_dir, cwd=tmp_path)
+    assert f"resuming from {first / 'checkpoints' / 'last.pt'}" in (first / "train.log").read_text()
     statuses = [json.loads(path.read_text())["status"] for path in sweep.glob("*/metrics.json")]
     assert statuses == ["completed"] * 3
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 
 import pytest
 
-from tests.conftest import SMALL_DEMO, run_train
+from emotion.signals import EXIT_INTERRUPTED
+from tests.conftest import SMALL_DEMO, run_train, start_train, wait_for_checkpoint
 
 
 def cluster_answers() -> bool:
@@ -30,26 +32,23 @@ def slurm():
         pytest.skip("no SLURM cluster here; scripts/slurm-cluster.sh starts one")
 
 
+ON_THE_TEST_CLUSTER = [
+    "-m",
+    "hydra/launcher=slurm",
+    "hydra.launcher.gpus_per_node=null",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=2",
+    "hydra.launcher.timeout_min=15",
+    "experiment=demo",
+    "data.fold=1,2",
+    "logger=none",
+    *SMALL_DEMO,
+]
+
+
 @pytest.mark.slow
 def test_a_demo_sweep_runs_as_slurm_jobs(slurm, cache_dir, tmp_path):
-    run_train(
-        [
-            "-m",
-            "hydra/launcher=slurm",
-            "hydra.launcher.gpus_per_node=null",
-            "hydra.launcher.cpus_per_task=1",
-            "hydra.launcher.mem_gb=2",
-            "hydra.launcher.timeout_min=15",
-            "experiment=demo",
-            "data.fold=1,2",
-            "trainer.max_epochs=1",
-            "logger=none",
-            "name=slurm",
-            *SMALL_DEMO,
-        ],
-        cache_dir,
-        cwd=tmp_path,
-    )
+    run_train([*ON_THE_TEST_CLUSTER, "trainer.max_epochs=1", "name=slurm"], cache_dir, cwd=tmp_path)
     sweep = tmp_path / "multirun" / "slurm"
     jobs = sorted(path.parent for path in sweep.glob("*/metrics.json"))
     assert len(jobs) == 2
@@ -76,3 +75,22 @@ def accounted_states(slurm_ids: set[str], wait_s: float = 60.0) -> str:
         if ("RUNNING" not in states and "COMPLETING" not in states) or time.monotonic() > deadline:
             return states
         time.sleep(1)
+
+
+@pytest.mark.slow
+def test_sigint_to_the_submitting_process_cancels_the_jobs_and_the_same_command_resumes(slurm, cache_dir, tmp_path):
+    command = [*ON_THE_TEST_CLUSTER, "trainer.max_epochs=4", "trainer.checkpoint_every_steps=1", "name=stopped"]
+    sweep = tmp_path / "multirun" / "stopped"
+    process = start_train(command, cache_dir, tmp_path / "submit.out", cwd=tmp_path)
+    wait_for_checkpoint(sweep / "*", process, lambda p: p["batches_done"] >= 1, timeout=600)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=400) == EXIT_INTERRUPTED, (tmp_path / "submit.out").read_text()[-3000:]
+    statuses = [json.loads(path.read_text())["status"] for path in sweep.glob("*/metrics.json")]
+    assert "interrupted" in statuses and "completed" not in statuses
+    slurm_ids = {json.loads(path.read_text())["slurm_job_id"] for path in sweep.glob("*/job.json")}
+    assert "RUNNING" not in accounted_states(slurm_ids)  # cancelled, none left behind
+
+    run_train(command, cache_dir, cwd=tmp_path)
+    jobs = list(sweep.glob("*/metrics.json"))
+    assert len(jobs) == 2 and all(json.loads(job.read_text())["status"] == "completed" for job in jobs)
+    assert any("resuming from" in (job.parent / "train.log").read_text() for job in jobs)

@@ -13,8 +13,10 @@ launcher cannot give jobs different devices; hence this small plugin.
 # No `from __future__ import annotations` here: Hydra executes plugin modules before registering them in
 # sys.modules, and dataclasses then cannot resolve string annotations.
 
+import ctypes
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -29,6 +31,8 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
+
+from emotion.signals import EXIT_INTERRUPTED, STOP
 
 log = logging.getLogger(__name__)
 
@@ -73,22 +77,31 @@ class GpuPoolLauncher(Launcher):
         queue = list(enumerate(job_overrides, start=initial_job_idx))
         running: dict[int, _Running] = {}  # device → its job
         results: dict[int, JobReturn] = {}
+        stop = STOP.install()
+        passed_on = False  # the stop request, to the running jobs
         try:
-            while queue or running:
+            while running or (queue and not stop.requested):
                 for device in [d for d in devices if d not in running]:
-                    if not queue:
+                    if not queue or stop.requested:
                         break
                     index, overrides = queue.pop(0)
                     running[device] = self._start(index, list(overrides), device, work_dir)
+                if stop.requested and not passed_on:
+                    log.warning(f"stopping: {len(running)} running jobs save and stop, {len(queue)} do not start")
+                    for job in running.values():
+                        job.process.send_signal(signal.SIGTERM)
+                    passed_on = True
                 for device, job in list(running.items()):
                     if job.process.poll() is not None:
                         results[job.index] = _collect(job)
                         del running[device]
                         log.info(f"\t#{job.index} ended on device {device}: {results[job.index].status.name}")
                 time.sleep(self.poll_seconds)
-        except BaseException:  # Ctrl-C or an error here: take the running jobs down too, not leave them orphaned
+        except BaseException:  # a second signal or an error here: take the running jobs down, not leave them orphaned
             _stop([job.process for job in running.values()])
             raise
+        if stop.requested:
+            raise SystemExit(EXIT_INTERRUPTED)
         return [results[index] for index in sorted(results)]
 
     def _start(self, index: int, overrides: list[str], device: int, work_dir: Path) -> _Running:
@@ -107,8 +120,24 @@ class GpuPoolLauncher(Launcher):
                 env={**os.environ, "CUDA_VISIBLE_DEVICES": str(device), "PYTHONPATH": os.pathsep.join(sys.path)},
                 stdout=output,
                 stderr=subprocess.STDOUT,
+                # A session of its own: a Ctrl-C in the terminal reaches this process alone, which passes one
+                # SIGTERM on (a second signal would stop the job at once, unsaved).
+                start_new_session=True,
+                preexec_fn=_terminate_with_parent,
             )
         return _Running(index, process, result_file)
+
+
+def _terminate_with_parent() -> None:
+    """In the job's process, before it starts: a SIGTERM when the launcher dies (Linux), so that a killed
+    launcher leaves no job running unseen; the job saves and stops as on any SIGTERM."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux
+        pass
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def _stop(processes: list[subprocess.Popen], grace_seconds: float = 30.0) -> None:

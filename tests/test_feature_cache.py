@@ -15,13 +15,13 @@ import torch
 
 from emotion.data.audio import load_audio
 from emotion.data.corpus import Item, LabelScale
-from emotion.data.dataset import UtteranceDataset
+from emotion.data.dataset import UtteranceDataset, collate
 from emotion.data.feature_cache import FeatureCacheError, Piece, ensure_features
 from emotion.data.prosody_cache import ProsodyCache
 from emotion.files import locked
 from emotion.models.encoder import SpeechEncoder, load_wavlm
-from tests.conftest import SMALL_DEMO, compose_config, run_train
-from tests.trees import speech
+from tests.conftest import compose_config, csv_job, run_train
+from tests.trees import long_csv_tree, speech
 
 SR = 16000
 
@@ -139,12 +139,43 @@ def test_cached_training_crops_are_taken_in_frame_space_with_matching_contours(t
     assert len(firsts) > 1  # crops move between epochs
 
 
-def test_a_cached_and_an_uncached_run_of_a_frozen_job_give_the_same_metrics(tmp_path, cache_dir):
-    job = ["experiment=demo", *SMALL_DEMO, "trainer.max_epochs=2", "logger=none"]
+def test_a_frozen_encoders_training_crop_is_the_same_with_and_without_the_cache(tmp_path):
+    path = tmp_path / "long.wav"
+    sf.write(path, np.concatenate([speech(seed)[0] for seed in range(3)]), SR)
+    encoder = frozen_encoder()
+    store = ensure(encoder, {Piece(path): sf.info(path).frames}, tmp_path / "cache")
+    prosody = ProsodyCache(tmp_path / "cache", SR, encoder.grid).ensure([path], workers=1)[path]
+    item = Item(id="long", path=path, speaker="x", labels=(1.0, 3.0, 5.0), fold=1)
+
+    def dataset(**how):
+        return UtteranceDataset(
+            [item], [sf.info(path).duration], [prosody], LabelScale(1, 5), encoder.grid, SR, 60.0, 1.0, **how
+        )
+
+    cached, live = dataset(features=store), dataset(crop_after_encoding=True)
+    for epoch in range(3):
+        cached.set_epoch(epoch)
+        live.set_epoch(epoch)
+        from_cache, computed = collate([cached[0]]), collate([live[0]])
+        assert computed.speech.shape[1] == sf.info(path).frames  # the whole wave, cropped after encoding
+        with torch.no_grad():
+            expected, _ = encoder(from_cache.speech, from_cache.speech_lengths)
+            actual, mask = encoder(computed.speech, computed.speech_lengths, computed.crop)
+        torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
+        assert mask.all() and torch.equal(computed.prosody, from_cache.prosody)
+
+
+@pytest.mark.slow
+def test_a_cached_and_an_uncached_frozen_run_on_long_utterances_give_the_same_scores(tmp_path, cache_dir):
+    """20 s utterances are cropped for training (data.max_seconds=12); 70 s ones are also chunked
+    (data.eval_chunk_seconds=60)."""
+    manifest = long_csv_tree(tmp_path / "corpus")
     for cached in ("true", "false"):
-        run_train([*job, f"encoder.feature_cache={cached}", f"hydra.run.dir={tmp_path / cached}"], cache_dir)
+        run_train(
+            csv_job(manifest, tmp_path / cached, "trainer.max_epochs=2", f"encoder.feature_cache={cached}"), cache_dir
+        )
     metrics = {cached: json.loads((tmp_path / cached / "metrics.json").read_text()) for cached in ("true", "false")}
     for split in ("test", "val_best"):
         for key, value in metrics["false"][split].items():
-            assert metrics["true"][split][key] == pytest.approx(value, abs=2e-3), (split, key)
-    assert list((cache_dir / "features").rglob("*.L24.npy"))
+            assert metrics["true"][split][key] == pytest.approx(value, abs=1e-4), (split, key)
+    assert list((cache_dir / "features").rglob("*@*.L24.npy"))  # chunks of the 70 s utterances were cached

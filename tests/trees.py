@@ -84,3 +84,25 @@ def csv_tree(root: Path, columns: list[str], n_speakers: int = 6, per_speaker: i
         writer.writeheader()
         writer.writerows(rows)
     return manifest
+
+
+def long_csv_tree(root: Path, seconds: tuple[float, ...] = (20.0, 70.0), n_speakers: int = 6) -> Path:
+    """A manifest with a fold column (3 folds of 2 speakers), each speaker saying one utterance of each of
+    `seconds`: by default longer than data.max_seconds (12) and than data.eval_chunk_seconds (60)."""
+    (root / "audio").mkdir(parents=True)
+    voices = make_voices(0)
+    rows = []
+    for speaker in range(n_speakers):
+        for index, length in enumerate(seconds):
+            rng = np.random.default_rng([3000, speaker, index])
+            labels = draw_labels(rng)
+            path = f"audio/s{speaker}_{index}.wav"
+            wave = synthesise(voices[speaker % 10], expression_of(labels, rng), rng, seconds=length)
+            sf.write(root / path, wave, SAMPLE_RATE, subtype="PCM_16")
+            rows.append({"path": path, "speaker": f"s{speaker}", "fold": speaker % 3 + 1, **labels})
+    manifest = root / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest

@@ -25,13 +25,20 @@ class Batch:
     prosody: torch.Tensor  # (B, frames, features), zero-padded
     labels: torch.Tensor  # (B, dimensions), normalised to [0, 1]
     indices: torch.Tensor  # (B,) the item each row comes from (several rows when a long item is chunked)
+    # (B, 2) first frame and frame count of each row's training crop, taken from the states of the whole
+    # wave once a frozen encoder has run on it; None: the speech is what the model sees.
+    crop: torch.Tensor | None = None
 
     def to(self, device: torch.device) -> Batch:
-        return Batch(**{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)})
+        return self._map(lambda tensor: tensor.to(device, non_blocking=True))
 
     def pin_memory(self) -> Batch:
         """Called by DataLoader(pin_memory=True), so that `to(cuda)` can copy asynchronously."""
-        return Batch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, function) -> Batch:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return Batch(**{name: None if value is None else function(value) for name, value in values.items()})
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -53,8 +60,13 @@ class UtteranceDataset(Dataset):
     Items longer than `chunk_seconds` are split into equal chunks: evaluation averages their predictions,
     training crops each. Training (`crop_seconds` set) crops a segment at a random offset that depends only
     on (seed, epoch, index), so any worker layout gives the same crops. Offsets are multiples of the
-    encoder's hop, so a crop's frames are exactly frames of the whole file; cached states are cropped in
-    frame space, from the states of the whole segment.
+    encoder's hop, so a crop's frames are exactly frames of the whole file.
+
+    How a crop is taken depends on the encoder. A fine-tuned one sees the cropped wave alone (its gradients
+    must fit in memory). A frozen one is cropped in frame space, from the states of the whole segment, so
+    that a crop keeps the context it has in evaluation: cached states are cropped here; without the cache
+    (`crop_after_encoding`) the whole wave is returned with its crop window, which the model applies after
+    encoding. Both give the same crops, so the feature cache changes speed only.
     """
 
     def __init__(
@@ -69,6 +81,7 @@ class UtteranceDataset(Dataset):
         crop_seconds: float | None = None,
         seed: int = 0,
         features: FeatureStore | None = None,
+        crop_after_encoding: bool = False,
     ):
         self.items = items
         self.prosody_files = prosody_files
@@ -78,10 +91,11 @@ class UtteranceDataset(Dataset):
         self.crop_samples = None if crop_seconds is None else int(crop_seconds * sample_rate)
         self.seed = seed
         self.features = features
+        self.crop_after_encoding = crop_after_encoding
         self.epoch = 0
         n_samples = [round(seconds * sample_rate) for seconds in durations]
         self.segments = _segments(n_samples, chunk_seconds, sample_rate, grid.hop)
-        self.segment_samples = [min(n_samples[s.item] - s.start, s.length or math.inf) for s in self.segments]
+        self.segment_samples = [_length(segment, n_samples) for segment in self.segments]
         self.lengths = [min(n, self.crop_samples or math.inf) for n in self.segment_samples]
 
     def set_epoch(self, epoch: int) -> None:
@@ -97,39 +111,57 @@ class UtteranceDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         segment = self.segments[index]
-        speech, first_frame = self._cached_states(index) if self.features else self._wave(index)
-        n_frames = len(speech) if self.features else self.grid.count(len(speech))
+        example = {"labels": self.scale.normalise(self.items[segment.item].labels), "index": segment.item}
+        first_frame = self.segments[index].start // self.grid.hop
+        if self.features:
+            layers = self.features.open(self.piece(index))
+            shift, n_frames = self._frame_crop(index, len(layers[0]))
+            example["speech"] = np.stack([layer[shift : shift + n_frames] for layer in layers], axis=1)
+        elif self.crop_after_encoding and self.crop_samples is not None:
+            example["speech"] = self._segment_wave(index)
+            shift, n_frames = self._frame_crop(index, self.grid.count(len(example["speech"])))
+            example["crop"] = (shift, n_frames)
+        else:
+            example["speech"], shift = self._cropped_wave(index)
+            n_frames = self.grid.count(len(example["speech"]))
         contours = load_contours(self.prosody_files[segment.item])
-        return {
-            "speech": speech,
-            "prosody": contours[first_frame : first_frame + n_frames],
-            "labels": self.scale.normalise(self.items[segment.item].labels),
-            "index": segment.item,
-        }
+        example["prosody"] = contours[first_frame + shift : first_frame + shift + n_frames]
+        return example
 
-    def _wave(self, index: int) -> tuple[np.ndarray, int]:
-        """The segment's samples, cropped; and the index of its first frame in the whole file."""
+    def _segment_wave(self, index: int) -> np.ndarray:
         segment = self.segments[index]
         wave = load_audio(self.items[segment.item].path, self.sample_rate)
-        start, stop = segment.start, len(wave) if segment.length is None else segment.start + segment.length
-        if self.crop_samples is not None and stop - start > self.crop_samples:
-            start += self.grid.hop * self._crop_shift(index, (stop - start - self.crop_samples) // self.grid.hop)
-            stop = start + self.crop_samples
-        return wave[start:stop], start // self.grid.hop
+        return wave[segment.start : None if segment.length is None else segment.start + segment.length]
 
-    def _cached_states(self, index: int) -> tuple[np.ndarray, int]:
-        """The segment's encoder states (frames, layers, hidden), cropped; and the index of its first frame."""
-        piece = self.piece(index)
-        layers = self.features.open(piece)
-        total = len(layers[0])
-        crop_frames = total if self.crop_samples is None else min(total, self.grid.count(self.crop_samples))
-        shift = self._crop_shift(index, total - crop_frames) if crop_frames < total else 0
-        states = np.stack([layer[shift : shift + crop_frames] for layer in layers], axis=1)
-        return states, piece.start // self.grid.hop + shift
+    def _cropped_wave(self, index: int) -> tuple[np.ndarray, int]:
+        """The segment's samples, cropped; and the crop's offset in frames."""
+        wave = self._segment_wave(index)
+        if self.crop_samples is None or len(wave) <= self.crop_samples:
+            return wave, 0
+        shift = self._crop_shift(index, (len(wave) - self.crop_samples) // self.grid.hop)
+        return wave[shift * self.grid.hop :][: self.crop_samples], shift
+
+    def _frame_crop(self, index: int, total_frames: int) -> tuple[int, int]:
+        """The training crop of a segment of `total_frames` states: its offset and its length in frames."""
+        if self.crop_samples is None:
+            return 0, total_frames
+        n_frames = min(total_frames, self.grid.count(self.crop_samples))
+        return self._crop_shift(index, total_frames - n_frames), n_frames
 
     def _crop_shift(self, index: int, room: int) -> int:
         """A random crop offset in [0, room] hops, the same for any worker layout and resumed runs."""
+        if room <= 0:
+            return 0
         return int(np.random.default_rng([self.seed, self.epoch, index]).integers(0, room + 1))
+
+
+def segment_samples(n_samples: list[int], chunk_seconds: float, sample_rate: int, hop: int) -> list[int]:
+    """The lengths in samples of the segments that items of `n_samples` samples are split into."""
+    return [_length(segment, n_samples) for segment in _segments(n_samples, chunk_seconds, sample_rate, hop)]
+
+
+def _length(segment: Segment, n_samples: list[int]) -> int:
+    return min(n_samples[segment.item] - segment.start, segment.length or math.inf)
 
 
 def _segments(n_samples: list[int], chunk_seconds: float, sample_rate: int, hop: int) -> list[Segment]:
@@ -159,4 +191,5 @@ def collate(examples: list[dict]) -> Batch:
         prosody=prosody,
         labels=torch.from_numpy(np.stack([example["labels"] for example in examples])),
         indices=torch.tensor([example["index"] for example in examples]),
+        crop=torch.tensor([example["crop"] for example in examples]) if "crop" in examples[0] else None,
     )

@@ -16,6 +16,9 @@ from emotion.data.prosody import FrameGrid
 
 log = logging.getLogger(__name__)
 
+# A frozen encoder's hidden states are kept in float16, on disk (the feature cache) and when computed live.
+STATES_DTYPE = torch.float16
+
 # transformers' WavLM attention passes a boolean padding mask beside a float position bias; torch warns
 # on every process's first batch about a deprecation that is theirs to fix, not the user's.
 warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask and attn_mask", category=UserWarning)
@@ -114,14 +117,21 @@ class SpeechEncoder(nn.Module):
     def frame_lengths(self, wave_lengths: torch.Tensor) -> torch.Tensor:
         return ((wave_lengths - self.grid.window) // self.grid.hop + 1).clamp(min=0)
 
-    def forward(self, speech: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, speech: torch.Tensor, lengths: torch.Tensor, crop: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero-padded waves (B, samples) with their lengths in samples, or the chosen hidden states read from
         the feature cache (B, frames, layers, hidden) with their lengths in frames → frames (B, T, hidden)
-        and frame mask (B, T)."""
+        and frame mask (B, T). `crop` (B, 2): of each row, keep the frames [first, first + count) of the
+        states of the whole wave (a frozen encoder's training crop)."""
         if speech.dim() == 2:
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
                 chosen = self.hidden_states(speech, lengths)
             lengths = self.frame_lengths(lengths)
+            if self.frozen:  # rounded as the feature cache keeps them: the cache changes nothing but speed
+                chosen = chosen.to(STATES_DTYPE).float()
+            if crop is not None:
+                chosen, lengths = crop_frames(chosen, crop)
         else:
             chosen = speech.float()  # stored as float16; under autocast the mix runs in its precision
         weights = torch.softmax(self.layer_logits, dim=0).to(chosen.dtype)
@@ -146,6 +156,17 @@ class SpeechEncoder(nn.Module):
             chosen = torch.stack([hidden[layer][0] for layer in self.layers], dim=1)  # (T_i, K, hidden)
             per_utterance.append(F.pad(chosen, (0, 0, 0, 0, 0, n_frames - chosen.shape[0])))
         return torch.stack(per_utterance)
+
+
+def crop_frames(states: torch.Tensor, crop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames [first, first + count) of each row of `states` (B, T, ...) for `crop` (B, 2) = (first, count),
+    zero-padded to the longest count; and the counts."""
+    first, count = crop[:, 0], crop[:, 1]
+    steps = torch.arange(int(count.max()), device=states.device)
+    index = (first[:, None] + steps).clamp(max=states.shape[1] - 1)  # clamped only where padding goes
+    index = index.view(*index.shape, *[1] * (states.dim() - 2)).expand(-1, -1, *states.shape[2:])
+    keep = (steps < count[:, None]).view(*index.shape[:2], *[1] * (states.dim() - 2))
+    return states.gather(1, index) * keep, count
 
 
 def _standardise(waves: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

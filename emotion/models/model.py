@@ -39,10 +39,17 @@ class MambaEMA(nn.Module):
             {dim: regression_head(cfg.d_hidden + cfg.d_state, cfg.d_hidden, cfg.dropout) for dim in dimensions}
         )
 
-    def forward(self, speech: torch.Tensor, speech_lengths: torch.Tensor, prosody: torch.Tensor) -> torch.Tensor:
-        """Padded speech (waves or cached encoder states, see SpeechEncoder.forward) and contours (B, T, features)
-        → predictions (B, dimensions), label scale [0, 1]."""
-        frames, mask = self.encoder(speech, speech_lengths)
+    def forward(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        prosody: torch.Tensor,
+        crop: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Padded speech (waves or cached encoder states, see SpeechEncoder.forward; `crop` for a frozen
+        encoder's training crops) and contours (B, T, features) → predictions (B, dimensions), label scale
+        [0, 1]."""
+        frames, mask = self.encoder(speech, speech_lengths, crop)
         if prosody.shape[1] != frames.shape[1]:
             raise ValueError(f"{prosody.shape[1]} prosody frames for {frames.shape[1]} encoder frames")
         # The residual stream stays in float32 under autocast, as in mamba-ssm (residual_in_fp32).

@@ -28,7 +28,7 @@ from emotion.models.mamba import PARITY_TOLERANCE, kernel_available, kernel_pari
 from emotion.models.model import build_model, count_parameters  # noqa: E402
 from emotion.training.loop import resolve_precision, train_one_epoch  # noqa: E402
 from emotion.training.optim import Optimisation  # noqa: E402
-from emotion.training.preflight import worst_case_batch  # noqa: E402
+from emotion.training.preflight import WorstBatch, synthetic_batch  # noqa: E402
 
 # microsoft/wavlm-large's architecture.
 WAVLM_LARGE = {
@@ -57,7 +57,8 @@ def measure_profile(profile: str, checkpointing: bool, steps: int, device: torch
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.encoder, DIMENSIONS).to(device)
     batch_size, seconds = cfg.data.batch_size, cfg.data.max_seconds
-    batch = worst_case_batch(batch_size, seconds, cfg.data.sample_rate, model.encoder, len(DIMENSIONS)).to(device)
+    worst = WorstBatch("training step", batch_size, int(seconds * cfg.data.sample_rate), "waves")
+    batch = synthetic_batch(worst, model).to(device)
     precision = resolve_precision(cfg.trainer.precision, device)
     optimisation = Optimisation.build(
         model,

@@ -23,7 +23,6 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,17 +31,16 @@ from tqdm import tqdm
 
 from emotion.data.audio import load_audio
 from emotion.data.content import content_hashes
+from emotion.data.sampler import capped_batches
 from emotion.files import locked, write_atomically
+from emotion.models.encoder import STATES_DTYPE, SpeechEncoder
 from emotion.signals import GracefulStop, ignore_stop_signals
-
-if TYPE_CHECKING:
-    from emotion.models.encoder import SpeechEncoder
 
 log = logging.getLogger(__name__)
 
 # Bump when what an entry holds changes: every entry is then recomputed.
 CACHE_FORMAT = 1
-BYTES_PER_VALUE = 2  # float16
+BYTES_PER_VALUE = STATES_DTYPE.itemsize
 # Configuration keys that change nothing in a frozen encoder's output (it runs in eval mode).
 RUN_ONLY_KEYS = ("transformers_version", "_name_or_path", "dropout", "mask_", "layerdrop")
 
@@ -96,10 +94,12 @@ def ensure_features(
     batch_size: int,
     workers: int,
     max_gb: float,
+    max_batch_samples: int | None = None,
     show_bar: bool = False,
     stop: GracefulStop | None = None,
 ) -> FeatureStore:
-    """The store of `encoder`'s states for `pieces` (each with its length in samples), computing what is missing.
+    """The store of `encoder`'s states for `pieces` (each with its length in samples), computing what is missing
+    in batches of at most `batch_size` pieces and `max_batch_samples` samples of audio (padding included).
 
     `encoder` is the frozen SpeechEncoder; its `layers` are the hidden states stored. The expected size is
     logged before anything is computed; more than `max_gb` in this encoder's cache, or more than the disk
@@ -120,7 +120,11 @@ def ensure_features(
             return store
         _check_size(store, missing, pieces, encoder, max_gb)
         started = time.perf_counter()
-        _compute(store, missing, pieces, encoder, sample_rate, device, autocast, batch_size, workers, show_bar, stop)
+        todo = list(missing)
+        # Longest first, as evaluation batches are cut: the preflight checked the largest.
+        lengths = [pieces[piece] for piece in todo]
+        batches = [[todo[i] for i in batch] for batch in capped_batches(lengths, batch_size, max_batch_samples)]
+        _compute(store, missing, batches, encoder, sample_rate, device, autocast, workers, show_bar, stop)
         log.info("feature cache: %d pieces computed in %.0f s", len(missing), time.perf_counter() - started)
     return store
 
@@ -182,11 +186,7 @@ def _check_size(
         )
 
 
-def _compute(
-    store, missing, samples, encoder, sample_rate, device, autocast, batch_size, workers, show_bar, stop
-) -> None:
-    pieces = sorted(missing, key=samples.get, reverse=True)  # longest first: a batch too large fails at once
-    batches = [pieces[i : i + batch_size] for i in range(0, len(pieces), batch_size)]
+def _compute(store, missing, batches, encoder, sample_rate, device, autocast, workers, show_bar, stop) -> None:
     loader = DataLoader(
         _PieceAudio(sample_rate),
         batch_sampler=batches,
@@ -203,7 +203,7 @@ def _compute(
             stop.check("the encoder states computed so far are cached")
         with torch.no_grad(), autocast:
             states = encoder.hidden_states(waves.to(device), lengths.to(device))  # (B, frames, layers, hidden)
-        states = states.to(torch.float16).cpu().numpy()
+        states = states.to(STATES_DTYPE).cpu().numpy()
         for row, (piece, n_frames) in enumerate(zip(batch, encoder.frame_lengths(lengths).tolist(), strict=True)):
             for k, layer in enumerate(store.layers):
                 if layer in missing[piece]:

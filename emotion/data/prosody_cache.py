@@ -55,34 +55,39 @@ class ProsodyCache:
         self.grid = grid
 
     def ensure(self, paths: list[Path], workers: int, stop: GracefulStop | None = None) -> dict[Path, Path]:
-        """The cache file of each audio file, computing the missing ones in `workers` processes.
+        """The cache file of each audio file, computing the missing ones in `workers` processes."""
+        entries = self.entries(paths)
+        self.compute(entries, workers, stop)
+        return entries
 
-        A requested `stop` ends the work between files (what is computed stays) by raising Interrupted.
-        """
-        stop = stop or GracefulStop()
+    def entries(self, paths: list[Path]) -> dict[Path, Path]:
+        """The cache file of each audio file, whether computed yet or not."""
         self.dir.mkdir(parents=True, exist_ok=True)
         hashes = content_hashes(sorted(set(paths)), self.root)
-        entries = {path: self.dir / digest[:2] / f"{digest}.npy" for path, digest in hashes.items()}
+        return {path: self.dir / digest[:2] / f"{digest}.npy" for path, digest in hashes.items()}
+
+    def compute(self, entries: dict[Path, Path], workers: int, stop: GracefulStop | None = None) -> None:
+        """Compute the missing `entries` in `workers` processes. A requested `stop` ends the work between
+        files (what is computed stays) by raising Interrupted."""
+        stop = stop or GracefulStop()
         todo = [(path, entry) for path, entry in entries.items() if not entry.is_file()]
-        if todo:
-            log.info(
-                "computing prosody contours of %d files in %d processes, cached in %s", len(todo), workers, self.dir
-            )
-            jobs = [(path, entry, self.sample_rate, self.grid) for path, entry in todo]
-            if workers > 1:
-                # Spawned, not forked: the parent already runs torch's thread pools, which fork can deadlock.
-                with ProcessPoolExecutor(
-                    workers, mp_context=multiprocessing.get_context("spawn"), initializer=ignore_stop_signals
-                ) as pool:
-                    for _ in pool.map(_compute_entry, jobs, chunksize=8):
-                        if stop.requested:
-                            pool.shutdown(cancel_futures=True)
-                            stop.check("the prosody contours computed so far are cached")
-            else:
-                for job in jobs:
-                    stop.check("the prosody contours computed so far are cached")
-                    _compute_entry(job)
-        return entries
+        if not todo:
+            return
+        log.info("computing prosody contours of %d files in %d processes, cached in %s", len(todo), workers, self.dir)
+        jobs = [(path, entry, self.sample_rate, self.grid) for path, entry in todo]
+        if workers > 1:
+            # Spawned, not forked: the parent already runs torch's thread pools, which fork can deadlock.
+            with ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=ignore_stop_signals
+            ) as pool:
+                for _ in pool.map(_compute_entry, jobs, chunksize=8):
+                    if stop.requested:
+                        pool.shutdown(cancel_futures=True)
+                        stop.check("the prosody contours computed so far are cached")
+        else:
+            for job in jobs:
+                stop.check("the prosody contours computed so far are cached")
+                _compute_entry(job)
 
 
 def load_contours(entry: Path) -> np.ndarray:

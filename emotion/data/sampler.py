@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from torch.utils.data import Sampler
 
@@ -16,15 +14,26 @@ class LengthBucketSampler(Sampler[list[int]]):
     batches, and the batches are shuffled. Pools keep batches different from epoch to epoch; sorting
     within a pool keeps their padding low. A lone item left at the end of a pool joins the batch before it:
     the CCC of one item is undefined and would only give the optimizer a zero gradient.
-    Evaluation (`shuffle=False`): longest first, in fixed order.
+    Evaluation (`shuffle=False`): longest first, in fixed order, and no batch longer in all than
+    `max_batch_samples` (padding included; a longer item goes alone), so that whole utterances, whose
+    attention grows with the square of their length, fit where a training batch of crops does.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, shuffle: bool, seed: int = 0, pool_batches: int = 32):
+    def __init__(
+        self,
+        lengths: list[int],
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        pool_batches: int = 32,
+        max_batch_samples: int | None = None,
+    ):
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.pool_size = batch_size * pool_batches
+        self.max_batch_samples = max_batch_samples
         self.epoch = 0
         self.first_batch = 0
 
@@ -35,14 +44,22 @@ class LengthBucketSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         if not self.shuffle:
-            return math.ceil(len(self.lengths) / self.batch_size)
+            return len(capped_batches(self.lengths, self.batch_size, self.max_batch_samples))
+        return len(self._pool_batch_sizes())
+
+    def largest_batch(self) -> int:
+        """The most items a batch can hold: training may merge a lone item into the batch before it."""
+        if not self.shuffle:
+            return max(map(len, capped_batches(self.lengths, self.batch_size, self.max_batch_samples)))
+        return max(self._pool_batch_sizes())
+
+    def _pool_batch_sizes(self) -> list[int]:
         pools = [self.pool_size] * (len(self.lengths) // self.pool_size) + [len(self.lengths) % self.pool_size]
-        return sum(len(_cut(np.arange(size), self.batch_size, merge_lone=True)) for size in pools if size)
+        return [len(batch) for size in pools if size for batch in _cut(np.arange(size), self.batch_size, True)]
 
     def __iter__(self):
         if not self.shuffle:
-            order = np.argsort(-self.lengths, kind="stable")
-            return iter(_cut(order, self.batch_size))
+            return iter(capped_batches(self.lengths, self.batch_size, self.max_batch_samples))
         rng = np.random.default_rng([self.seed, self.epoch])
         shuffled = rng.permutation(len(self.lengths))
         batches = []
@@ -50,6 +67,24 @@ class LengthBucketSampler(Sampler[list[int]]):
             pool = shuffled[start : start + self.pool_size]
             batches += _cut(pool[np.argsort(self.lengths[pool], kind="stable")], self.batch_size, merge_lone=True)
         return iter([batches[i] for i in rng.permutation(len(batches))][self.first_batch :])
+
+
+def capped_batches(lengths, batch_size: int, max_samples: int | None = None) -> list[list[int]]:
+    """Indices longest first, in batches of at most `batch_size` whose padded size (items × the longest)
+    stays within `max_samples`; an item longer than that goes alone."""
+    lengths = np.asarray(lengths)
+    batches: list[list[int]] = []
+    for index in np.argsort(-lengths, kind="stable").tolist():
+        batch = batches[-1] if batches else None
+        # Longest first: a batch's first item is its longest.
+        fits = batch is not None and len(batch) < batch_size
+        if fits and max_samples is not None:
+            fits = (len(batch) + 1) * lengths[batch[0]] <= max_samples
+        if fits:
+            batch.append(index)
+        else:
+            batches.append([index])
+    return batches
 
 
 def _cut(order: np.ndarray, batch_size: int, merge_lone: bool = False) -> list[list[int]]:

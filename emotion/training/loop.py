@@ -32,7 +32,7 @@ from emotion.training.checkpoints import load_checkpoint, load_latest, restore_r
 from emotion.training.metrics import ccc_loss, ccc_scores
 from emotion.training.optim import Optimisation
 from emotion.training.outputs import metrics_record, write_history, write_predictions
-from emotion.training.preflight import preflight
+from emotion.training.preflight import Preflight, eval_batch_cap
 from emotion.training.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -54,15 +54,21 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
     corpus, durations = usable_corpus(load_corpus(cfg.data), cfg.data, out_dir)
     model = build_model(cfg.model, cfg.encoder, corpus.dimensions).to(device)
     grid = model.encoder.grid
-    prosody = ProsodyCache(cfg.paths.cache_dir, cfg.data.sample_rate, grid).ensure(
-        [item.path for item in corpus.splits.all], cfg.data.prosody_workers or os.cpu_count(), stop
-    )
-    datasets = make_datasets(corpus, durations, prosody, grid, cfg)
+    prosody_cache = ProsodyCache(cfg.paths.cache_dir, cfg.data.sample_rate, grid)
+    prosody = prosody_cache.entries([item.path for item in corpus.splits.all])
     cached = cfg.encoder.freeze and cfg.encoder.feature_cache
-    if cached:
-        use_feature_cache(model, datasets, cfg, device, precision, stop)
+    datasets = make_datasets(corpus, durations, prosody, grid, cfg, crop_after_encoding=cfg.encoder.freeze)
     train_loader = make_loader(datasets[0], cfg, device, shuffle=True)
-    val_loader, test_loader = (make_loader(dataset, cfg, device, shuffle=False) for dataset in datasets[1:])
+
+    # Memory first, before any long work; it also decides how long evaluation batches may be.
+    eval_cap = eval_batch_cap(cfg)
+    if cfg.trainer.preflight is True or (cfg.trainer.preflight == "auto" and device.type == "cuda"):
+        check = Preflight(model, cfg, device, autocast(device, precision))
+        eval_cap = check.check(datasets, train_loader.batch_sampler.largest_batch(), cached)
+    prosody_cache.compute(prosody, cfg.data.prosody_workers or os.cpu_count(), stop)
+    if cached:
+        use_feature_cache(model, datasets, cfg, device, precision, stop, eval_cap)
+    val_loader, test_loader = (make_loader(dataset, cfg, device, False, eval_cap) for dataset in datasets[1:])
     log.info(
         "%s fold %s: %d train, %d validation, %d test utterances; %s on %s, %s",
         corpus.name,
@@ -84,8 +90,6 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
         scale_loss=precision == "fp16",
         device_type=device.type,
     )
-    if cfg.trainer.preflight is True or (cfg.trainer.preflight == "auto" and device.type == "cuda"):
-        preflight(model, cfg, device, autocast(device, precision), cached=cached)
     stopper = EarlyStopping(cfg.trainer.patience)
     progress = Progress()
     checkpoints = out_dir / "checkpoints"
@@ -199,7 +203,7 @@ def train_one_epoch(
     for batch in bar:
         batch = batch.to(device)
         with autocast(device, precision):
-            pred = model(batch.speech, batch.speech_lengths, batch.prosody)
+            pred = model(batch.speech, batch.speech_lengths, batch.prosody, batch.crop)
         loss = ccc_loss(pred, batch.labels)
         # One non-finite micro-batch spoils its accumulation group: the group's step is skipped.
         group_is_finite = group_is_finite and bool(torch.isfinite(loss))
@@ -276,9 +280,15 @@ def resume(checkpoints: Path, mode: str, device, model, optimisation, stopper, p
 
 
 def make_datasets(
-    corpus: Corpus, durations: dict[str, float], prosody: dict, grid: FrameGrid, cfg: DictConfig
+    corpus: Corpus,
+    durations: dict[str, float],
+    prosody: dict,
+    grid: FrameGrid,
+    cfg: DictConfig,
+    crop_after_encoding: bool = False,
 ) -> tuple[UtteranceDataset, UtteranceDataset, UtteranceDataset]:
-    """Train, validation and test: training crops at data.max_seconds; evaluation sees utterances whole."""
+    """Train, validation and test: training crops at data.max_seconds (a frozen encoder's states, with
+    `crop_after_encoding`); evaluation sees utterances whole."""
 
     def dataset(items, train: bool) -> UtteranceDataset:
         return UtteranceDataset(
@@ -291,6 +301,7 @@ def make_datasets(
             chunk_seconds=cfg.data.eval_chunk_seconds,
             crop_seconds=cfg.data.max_seconds if train else None,
             seed=cfg.trainer.seed,
+            crop_after_encoding=crop_after_encoding,
         )
 
     splits = corpus.splits
@@ -298,10 +309,17 @@ def make_datasets(
 
 
 def use_feature_cache(
-    model: MambaEMA, datasets, cfg: DictConfig, device: torch.device, precision: str, stop: GracefulStop
+    model: MambaEMA,
+    datasets,
+    cfg: DictConfig,
+    device: torch.device,
+    precision: str,
+    stop: GracefulStop,
+    max_batch_samples: int,
 ) -> None:
-    """Compute the frozen encoder's states once (or find them cached) and make the datasets read them.
-    The encoder itself then leaves the GPU: training never runs it."""
+    """Compute the frozen encoder's states once (or find them cached) and make the datasets read them,
+    in batches of at most `max_batch_samples` samples of audio. The encoder then leaves the GPU: training
+    never runs it."""
     pieces = {dataset.piece(i): n for dataset in datasets for i, n in enumerate(dataset.segment_samples)}
     store = ensure_features(
         model.encoder,
@@ -311,6 +329,7 @@ def use_feature_cache(
         device=device,
         autocast=autocast(device, precision),
         batch_size=cfg.data.batch_size,
+        max_batch_samples=max_batch_samples,
         workers=cfg.data.num_workers,
         max_gb=cfg.encoder.feature_cache_max_gb,
         show_bar=cfg.trainer.progress_bar,
@@ -323,14 +342,22 @@ def use_feature_cache(
         torch.cuda.empty_cache()
 
 
-def make_loader(dataset: UtteranceDataset, cfg: DictConfig, device: torch.device, shuffle: bool) -> DataLoader:
-    """Batches of similar lengths: shuffled for training (seeded), longest first for evaluation."""
+def make_loader(
+    dataset: UtteranceDataset,
+    cfg: DictConfig,
+    device: torch.device,
+    shuffle: bool,
+    max_batch_samples: int | None = None,
+) -> DataLoader:
+    """Batches of similar lengths: shuffled for training (seeded), longest first for evaluation, where no
+    batch holds more than `max_batch_samples` samples of audio (padding included)."""
     batches = LengthBucketSampler(
         dataset.lengths,
         cfg.data.batch_size,
         shuffle=shuffle,
         seed=cfg.trainer.seed,
         pool_batches={"bucket": 32, "random": 1}[cfg.data.batching],
+        max_batch_samples=max_batch_samples,
     )
     return DataLoader(
         dataset,

@@ -1,17 +1,26 @@
-"""Memory preflight: one training step on the worst-case batch before the real run, so that a batch that
-will not fit stops the job in its first minute, with a fix, instead of hours in."""
+"""Memory preflight: before any long work, every phase of a job runs once on its worst-case batch (a training
+step, an evaluation batch, a batch of the feature-cache build), so that a batch that will not fit stops the
+job in its first minute, with a fix, instead of at the end of epoch 1 or hours in.
+
+Evaluation sees whole utterances, up to `data.eval_chunk_seconds`, and WavLM's attention grows with the
+square of their length: its batches are cut by their total length rather than by count. The cut starts at a
+training batch's audio and is halved until the worst evaluation batch fits; only an utterance that does not
+fit even alone stops the job.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import resource
+from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
 
-from emotion.data.dataset import Batch
+from emotion.data.dataset import Batch, UtteranceDataset
 from emotion.data.prosody import PROSODY_FEATURES
-from emotion.models.encoder import SpeechEncoder
+from emotion.data.sampler import capped_batches
 from emotion.models.model import MambaEMA
 from emotion.training.metrics import ccc_loss
 
@@ -25,76 +34,170 @@ class PreflightError(RuntimeError):
     pass
 
 
-def worst_case_batch(
-    batch_size: int, seconds: float, sample_rate: int, encoder: SpeechEncoder, n_dims: int, cached: bool = False
-) -> Batch:
-    """A batch of `batch_size` utterances of `seconds` each, the longest a training crop can be: waves, or
-    the encoder states that the feature cache would give (`cached`)."""
-    generator = torch.Generator().manual_seed(0)
-    n_samples = int(seconds * sample_rate)
-    n_frames = encoder.grid.count(n_samples)
+@dataclass(frozen=True)
+class WorstBatch:
+    """The largest batch of one phase: `rows` inputs of `samples` samples of audio each."""
+
+    phase: str  # training step | evaluation | feature cache build
+    rows: int
+    samples: int
+    inputs: str  # waves | states (from the feature cache) | whole waves (a frozen encoder's crops follow)
+    crop_samples: int | None = None  # whole waves: the crop taken from their states
+
+    def describe(self, sample_rate: int) -> str:
+        return f"{self.phase} ({self.rows} × {self.samples / sample_rate:.1f} s of {self.inputs})"
+
+
+def eval_batch_cap(cfg: DictConfig) -> int:
+    """The first cut of evaluation batches, in samples: a training batch's audio."""
+    return int(cfg.data.batch_size * cfg.data.max_seconds * cfg.data.sample_rate)
+
+
+def training_worst(train: UtteranceDataset, rows: int, cached: bool) -> WorstBatch:
+    """`rows`: the most items a training batch holds."""
+    longest = max(train.segment_samples)
+    crop = min(longest, train.crop_samples or longest)
     if cached:
-        speech = torch.randn(batch_size, n_frames, len(encoder.layers), encoder.hidden_size, generator=generator)
-        speech, lengths = speech.half(), torch.full((batch_size,), n_frames)
+        return WorstBatch("training step", rows, crop, "states")
+    if train.crop_after_encoding:
+        return WorstBatch("training step", rows, longest, "whole waves", crop_samples=crop)
+    return WorstBatch("training step", rows, crop, "waves")
+
+
+def capped_worst(lengths: list[int], batch_size: int, cap: int, phase: str, inputs: str) -> list[WorstBatch]:
+    """The batches that strain memory most when `lengths` are cut longest first under `cap`: the one with
+    the longest item, and the one with the most audio in all."""
+    batches = capped_batches(lengths, batch_size, cap)
+    widest = max(batches, key=lambda batch: len(batch) * lengths[batch[0]])
+    unique = dict.fromkeys(map(tuple, [batches[0], widest]))
+    return [WorstBatch(phase, len(batch), lengths[batch[0]], inputs) for batch in unique]
+
+
+def synthetic_batch(worst: WorstBatch, model: MambaEMA) -> Batch:
+    """Random inputs of the worst batch's shape: waves, or the encoder states the feature cache would give."""
+    encoder, rows = model.encoder, worst.rows
+    generator = torch.Generator().manual_seed(0)
+    n_frames = encoder.grid.count(worst.crop_samples or worst.samples)
+    crop = None
+    if worst.inputs == "states":
+        speech = torch.randn(rows, n_frames, len(encoder.layers), encoder.hidden_size, generator=generator).half()
+        lengths = torch.full((rows,), n_frames)
     else:
-        speech, lengths = torch.randn(batch_size, n_samples, generator=generator), torch.full((batch_size,), n_samples)
+        speech, lengths = torch.randn(rows, worst.samples, generator=generator), torch.full((rows,), worst.samples)
+        if worst.crop_samples is not None:
+            crop = torch.tensor([[0, n_frames]] * rows)
     return Batch(
         speech=speech,
         speech_lengths=lengths,
-        prosody=torch.randn(batch_size, n_frames, len(PROSODY_FEATURES), generator=generator),
-        labels=torch.rand(batch_size, n_dims, generator=generator),
-        indices=torch.arange(batch_size),
+        prosody=torch.randn(rows, n_frames, len(PROSODY_FEATURES), generator=generator),
+        labels=torch.rand(rows, len(model.heads), generator=generator),
+        indices=torch.arange(rows),
+        crop=crop,
     )
 
 
-def preflight(model: MambaEMA, cfg: DictConfig, device: torch.device, autocast, cached: bool = False) -> float:
-    """Run forward + backward on the worst-case batch and return the peak memory in GB (GPU, or the process's
-    RSS on CPU). `cached`: the model reads encoder states from the feature cache. Random generators and
-    gradients are left as they were, so training is unchanged."""
-    batch = worst_case_batch(
-        cfg.data.batch_size, cfg.data.max_seconds, cfg.data.sample_rate, model.encoder, len(model.heads), cached
-    ).to(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            model.train()
-            with autocast:
-                pred = model(batch.speech, batch.speech_lengths, batch.prosody)
+class Preflight:
+    """Runs worst-case batches of `model` on `device` and says whether they fit."""
+
+    def __init__(self, model: MambaEMA, cfg: DictConfig, device: torch.device, autocast):
+        self.model, self.cfg, self.device, self.autocast = model, cfg, device, autocast
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        # AdamW's two moments, allocated at the first step and kept through training and evaluation.
+        self.optimizer_gb = 2 * 4 * trainable / 1e9
+        if device.type == "cuda":
+            properties = torch.cuda.get_device_properties(device)
+            self.card, self.card_gb = properties.name, properties.total_memory / 1e9
+        else:
+            self.card, self.card_gb = "CPU", os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+
+    def check(self, datasets: tuple[UtteranceDataset, ...], training_rows: int, cached: bool) -> int:
+        """Every phase, worst case first; returns the cut (in samples) under which evaluation batches fit.
+        With `cached`, the feature cache is built first (encoder on the device) and training reads states
+        (encoder on the CPU): each phase is checked where it will run. The encoder ends on the device."""
+        train, *evaluated = datasets
+        encoder = self.model.encoder.wavlm
+        if cached:
+            encoder.to("cpu")
+        self.require(training_worst(train, training_rows, cached))
+        eval_lengths = [n for dataset in evaluated for n in dataset.segment_samples]
+        cap = self._evaluation_cap(eval_lengths, "states" if cached else "waves")
+        if cached:
+            encoder.to(self.device)
+            build_lengths = [n for dataset in datasets for n in dataset.segment_samples]
+            for worst in capped_worst(build_lengths, self.cfg.data.batch_size, cap, "feature cache build", "waves"):
+                self.require(worst)
+        return cap
+
+    def _evaluation_cap(self, lengths: list[int], inputs: str) -> int:
+        """Halve the cut until the worst evaluation batches fit; one utterance alone must."""
+        cap = eval_batch_cap(self.cfg)
+        while True:
+            for worst in capped_worst(lengths, self.cfg.data.batch_size, cap, "evaluation", inputs):
+                if worst.rows == 1:
+                    self.require(worst)
+                elif not self.fits(self.measure(worst)):
+                    cap //= 2
+                    log.info(
+                        "preflight: %s does not fit; evaluating in batches of at most %.0f s",
+                        worst.describe(self.cfg.data.sample_rate),
+                        cap / self.cfg.data.sample_rate,
+                    )
+                    break
+            else:
+                return cap
+
+    def measure(self, worst: WorstBatch) -> float:
+        """GB that the phase needs: its peak (GPU, or the process's RSS on CPU), plus the optimizer's state
+        for phases that run while it exists. Random generators and gradients are left as they were."""
+        batch = synthetic_batch(worst, self.model).to(self.device)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+        try:
+            with torch.random.fork_rng(devices=[self.device] if cuda else []):
+                self._run(worst, batch)
+        except torch.cuda.OutOfMemoryError:
+            return float("inf")
+        finally:
+            self.model.zero_grad(set_to_none=True)
+        if not cuda:
+            needed = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+        else:
+            needed = torch.cuda.max_memory_allocated(self.device) / 1e9
+            needed += self.optimizer_gb if worst.phase != "feature cache build" else 0.0
+            torch.cuda.reset_peak_memory_stats(self.device)  # metrics.json reports the training's own peak
+        log.info(
+            "preflight: %s needs %.2f GB%s",
+            worst.describe(self.cfg.data.sample_rate),
+            needed,
+            "" if cuda else " (the process's peak RSS)",
+        )
+        return needed
+
+    def _run(self, worst: WorstBatch, batch: Batch) -> None:
+        if worst.phase == "feature cache build":
+            with torch.no_grad(), self.autocast:
+                self.model.encoder.hidden_states(batch.speech, batch.speech_lengths)
+            return
+        training = worst.phase == "training step"
+        self.model.train(training)
+        with torch.set_grad_enabled(training), self.autocast:
+            pred = self.model(batch.speech, batch.speech_lengths, batch.prosody, batch.crop)
+        if training:
             ccc_loss(pred, batch.labels).backward()
-    except torch.cuda.OutOfMemoryError as err:
-        properties = torch.cuda.get_device_properties(device)
-        needed = torch.cuda.max_memory_allocated(device) / 1e9
-        raise PreflightError(
-            memory_advice(cfg, needed, properties.total_memory / 1e9, properties.name, "the preflight step ran out")
-        ) from err
-    finally:
-        model.zero_grad(set_to_none=True)
-    if device.type != "cuda":
-        peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-        log.info("preflight: a step on %d × %g s peaks at %.2f GB RSS", len(batch), cfg.data.max_seconds, peak_gb)
-        return peak_gb
-    peak_gb = torch.cuda.max_memory_allocated(device) / 1e9
-    # AdamW's two moments are allocated at the first optimizer step, which the preflight does not take.
-    optimizer_gb = 2 * 4 * sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e9
-    properties = torch.cuda.get_device_properties(device)
-    total_gb = properties.total_memory / 1e9
-    needed = peak_gb + optimizer_gb
-    log.info(
-        "preflight: a step on %d × %g s needs %.1f GB (%.1f peak + %.1f optimizer state) of %.1f GB on %s",
-        len(batch),
-        cfg.data.max_seconds,
-        needed,
-        peak_gb,
-        optimizer_gb,
-        total_gb,
-        properties.name,
-    )
-    if needed > (1 - HEADROOM) * total_gb:
-        raise PreflightError(memory_advice(cfg, needed, total_gb, properties.name, "will not fit"))
-    torch.cuda.reset_peak_memory_stats(device)  # metrics.json reports the training's own peak
-    return peak_gb
+
+    def fits(self, needed_gb: float) -> bool:
+        """Within the card (or the machine's memory) less its headroom."""
+        return needed_gb <= (1 - HEADROOM) * self.card_gb
+
+    def require(self, worst: WorstBatch) -> None:
+        """Measure `worst`; stop the job with advice when it does not fit."""
+        needed_gb = self.measure(worst)
+        if not self.fits(needed_gb):
+            what = f"the worst {worst.describe(self.cfg.data.sample_rate)} will not fit"
+            raise PreflightError(memory_advice(self.cfg, needed_gb, self.card_gb, self.card, what))
 
 
 def memory_advice(cfg: DictConfig, needed_gb: float, total_gb: float, device_name: str, what: str) -> str:
@@ -106,12 +209,17 @@ def memory_advice(cfg: DictConfig, needed_gb: float, total_gb: float, device_nam
         f"utterances per optimizer step, but not the same step: the CCC loss is computed per micro-batch of "
         f"{smaller}, and a CCC over {smaller} utterances is a noisier estimate than over {batch})",
         f"a shorter data.max_seconds (now {cfg.data.max_seconds})",
+        f"a shorter data.eval_chunk_seconds (now {cfg.data.eval_chunk_seconds}; evaluation and the feature "
+        "cache see utterances whole up to it)",
     ]
     if not cfg.encoder.freeze and not cfg.model.grad_checkpointing:
         fixes.append("model.grad_checkpointing=true")
+    if cfg.encoder.freeze and not cfg.encoder.feature_cache:
+        fixes.append("encoder.feature_cache=true (training then reads states instead of running the encoder)")
     fixes += ["model=conservative", "encoder.freeze=true"]
+    needed = "more than the card has" if needed_gb == float("inf") else f"{needed_gb:.1f} GB"
     return (
-        f"{what} on {device_name}: {needed_gb:.1f} GB of {total_gb:.1f} GB with model={cfg.model.profile}, "
+        f"{what} on {device_name}: {needed} of {total_gb:.1f} GB with model={cfg.model.profile}, "
         f"data.batch_size={batch}, data.max_seconds={cfg.data.max_seconds}, encoder.freeze={cfg.encoder.freeze}. "
         f"Try {'; or '.join(fixes)}."
     )

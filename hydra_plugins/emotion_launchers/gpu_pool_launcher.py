@@ -13,6 +13,7 @@ launcher cannot give jobs different devices; hence this small plugin.
 # No `from __future__ import annotations` here: Hydra executes plugin modules before registering them in
 # sys.modules, and dataclasses then cannot resolve string annotations.
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -131,10 +132,8 @@ class GpuPoolLauncher(Launcher):
 def _terminate_with_parent() -> None:
     """In the job's process, before it starts: a SIGTERM when the launcher dies (Linux), so that a killed
     launcher leaves no job running unseen; the job saves and stops as on any SIGTERM."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux
-        pass
 
 
 PR_SET_PDEATHSIG = 1

@@ -63,8 +63,8 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
     # Memory first, before any long work; it also decides how long evaluation batches may be.
     eval_cap = eval_batch_cap(cfg)
     if cfg.trainer.preflight is True or (cfg.trainer.preflight == "auto" and device.type == "cuda"):
-        check = Preflight(model, cfg, device, autocast(device, precision))
-        eval_cap = check.check(datasets, train_loader.batch_sampler.largest_batch(), cached)
+        preflight = Preflight(model, cfg, device, autocast(device, precision))
+        eval_cap = preflight.check(datasets, train_loader.batch_sampler.largest_batch(), cached)
     prosody_cache.compute(prosody, cfg.data.prosody_workers or os.cpu_count(), stop)
     if cached:
         use_feature_cache(model, datasets, cfg, device, precision, stop, eval_cap)

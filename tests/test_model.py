@@ -131,6 +131,21 @@ def test_an_utterance_gets_the_same_prediction_alone_and_in_a_padded_batch():
     torch.testing.assert_close(together[0], alone[0], rtol=1e-4, atol=1e-4)
 
 
+def test_evaluation_keeps_predictions_within_the_label_scale():
+    model = demo_model()
+    with torch.no_grad():
+        for head in model.heads.values():
+            head[-1].bias.fill_(3.0)  # far above the top of the scale
+        model.heads["valence"][-1].bias.fill_(-3.0)  # and far below its bottom
+    waves, lengths = torch.randn(2, 16000), torch.tensor([16000, 12000])
+    prosody = torch.randn(2, model.encoder.grid.count(16000), len(PROSODY_FEATURES))
+    with torch.no_grad():
+        raw = model.train()(waves, lengths, prosody)
+        bounded = model.eval()(waves, lengths, prosody)
+    assert raw[:, 0].min() > 1.0 and raw[:, 1].max() < 0.0  # training sees the heads' own output
+    assert torch.equal(bounded[:, [0, 2]], torch.ones(2, 2)) and torch.equal(bounded[:, 1], torch.zeros(2))
+
+
 def test_frozen_encoder_gets_no_gradients_and_stays_in_eval_mode():
     model = demo_model(["encoder.freeze=true"]).train()
     assert not model.encoder.wavlm.training

@@ -278,6 +278,7 @@ def test_the_max_profile_on_fold_2_writes_the_contract_outputs(cache_dir, tmp_pa
     expected = voices_per_session * compose_config(["data=demo"]).data.utterances_per_voice
     assert len(predictions) == expected and all(row["id"].startswith("Ses02") for row in predictions)
     assert all(1.0 <= float(row["arousal_true"]) <= 5.0 for row in predictions)
+    assert all(1.0 <= float(row[f"{dim}_pred"]) <= 5.0 for row in predictions for dim in DIMENSIONS)
     history = read_csv(out / "history.csv")
     assert len(history) == 1 and history[0]["bad_steps"] == "0" and 0 <= float(history[0]["padding"]) < 0.5
     for name in ("best.pt", "last.pt"):

@@ -45,14 +45,14 @@ def run_job(cfg: DictConfig) -> float:
         raise SystemExit(EXIT_INTERRUPTED)
     # One process per job folder: another one running it (a second driver of the same sweep) is waited for.
     with process_lock(out_dir / JOB_LOCK, lambda: log.info("%s is being run by another process; waiting", out_dir)):
-        value = _run_job(cfg, out_dir, stop)
+        value = _run_in_folder(cfg, out_dir, stop)
     if stop.requested:  # the job finished before it could stop: stop the sweep here
         log.warning("stopped by %s after this job completed", signal.Signals(stop.received).name)
         raise SystemExit(EXIT_INTERRUPTED)
     return value
 
 
-def _run_job(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
+def _run_in_folder(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
     previous = _read_metrics(out_dir / "metrics.json")
     if previous and previous["status"] == "completed":
         log.info("%s: completed before (metrics.json), skipping", out_dir)

@@ -3,8 +3,7 @@
 A single run goes to `outputs/<date>/<time>/`, unless an unfinished run of the same configuration waits
 under `outputs/`: then to that one, so that running the same command again continues it.
 
-
-A job's folder is named by its overrides (`hydra.job.override_dirname`), so that the same sweep run again
+A sweep's job folder is named by its overrides (`hydra.job.override_dirname`), so that the same sweep run again
 finds its finished jobs. A `/` in a value (`data.manifest=/data/x/manifest.csv`) is written as `%2F`, or
 every one would nest a folder. A sweep with many overrides can make the name longer than file systems allow
 (255 bytes), so long names are cut and end with a hash of the whole name: still deterministic, still unique.

@@ -12,7 +12,7 @@ from emotion.data.sampler import capped_batches
 from emotion.data.scan import usable_corpus
 from emotion.models.model import build_model
 from emotion.training.loop import autocast, make_datasets
-from emotion.training.preflight import Preflight, PreflightError, WorstBatch, eval_batch_cap
+from emotion.training.preflight import BatchCuts, Preflight, PreflightError, WorstBatch, first_batch_cap
 from tests.conftest import SMALL_DEMO, compose_config, run_train
 
 CPU = torch.device("cpu")
@@ -48,9 +48,11 @@ def test_every_phase_runs_its_worst_batch_and_training_is_left_untouched(
     monkeypatch.setattr(Preflight, "measure", lambda self, worst: measured.append(worst) or real_measure(self, worst))
     rng_before, weights_before = torch.get_rng_state(), model.heads["arousal"][0].weight.detach().clone()
 
-    cap = Preflight(model, cfg, CPU, autocast(CPU, "fp32")).check(datasets, training_rows=3, cached=cached)
+    cuts = Preflight(model, cfg, CPU, autocast(CPU, "fp32")).check(datasets, training_rows=3, cached=cached)
 
-    assert cap == eval_batch_cap(cfg) == 2 * 2.0 * 16000  # everything fits in this machine's memory
+    first_cut = first_batch_cap(cfg)
+    assert first_cut == 2 * 2.0 * 16000
+    assert cuts == BatchCuts(evaluation=first_cut, cache_build=first_cut)  # all fits in this machine's memory
     assert {worst.phase: worst.inputs for worst in measured} == phases
     training = next(worst for worst in measured if worst.phase == "training step")
     longest = max(datasets[0].segment_samples)
@@ -63,21 +65,25 @@ def test_every_phase_runs_its_worst_batch_and_training_is_left_untouched(
 
 
 class SmallCard(Preflight):
-    """A card that holds `capacity` samples of audio in all: what a batch needs is its padded size."""
+    """A card that holds `capacity` samples of audio in all: what a batch needs is its padded size (a tenth
+    of it for encoder states)."""
 
-    def __init__(self, cfg, capacity):
-        self.cfg, self.card, self.card_gb, self.measured = cfg, "a small card", capacity / 0.95, []
+    halving_helps = True
+
+    def __init__(self, cfg, capacity, model=None):
+        self.cfg, self.model, self.device = cfg, model, CPU
+        self.card, self.card_gb, self.measured = "a small card", capacity / 0.95, []
 
     def measure(self, worst):
         self.measured.append(worst)
-        return worst.rows * worst.samples
+        return worst.rows * (worst.crop_samples or worst.samples) * (0.1 if worst.inputs == "states" else 1)
 
 
 def test_evaluation_batches_are_halved_until_the_worst_fits():
     cfg = compose_config(["data.batch_size=8", "data.max_seconds=10"])  # a first cut of 80 s
     card = SmallCard(cfg, capacity=50 * 16000)
     lengths = [int(seconds * 16000) for seconds in (30, 20, 10, 10, 10, 10, 8, 5, 5, 5)]
-    cap = card._evaluation_cap(lengths, "waves")
+    cap = card._fitting_cap(lengths, "evaluation", "waves")
     # Cut at 80 s, the worst batch holds 30 s + 20 s padded to 60 s: too much. At 40 s the 30 s item goes
     # alone, and every batch fits.
     assert [(worst.rows, worst.samples // 16000) for worst in card.measured] == [(2, 30), (1, 30), (2, 20)]
@@ -86,11 +92,26 @@ def test_evaluation_batches_are_halved_until_the_worst_fits():
     assert max(len(batch) * lengths[batch[0]] for batch in batches) <= 50 * 16000
 
 
+def test_the_cache_build_gets_its_own_cut_when_its_waves_do_not_fit(cache_dir, tmp_path):
+    """Evaluation reads states and keeps the first cut; the build runs waves through the encoder and is cut
+    until its widest batch fits."""
+    cfg, model, datasets = demo_job(tmp_path, ["data.batch_size=8"])  # a first cut of 16 s
+    lengths = [n for dataset in datasets for n in dataset.segment_samples]
+    card = SmallCard(cfg, capacity=max(lengths), model=model)  # any utterance alone fits, not 16 s of them
+
+    cuts = card.check(datasets, training_rows=8, cached=True)
+
+    assert cuts.evaluation == first_batch_cap(cfg) == 16 * 16000
+    assert cuts.cache_build < first_batch_cap(cfg)
+    build_batches = capped_batches(lengths, 8, cuts.cache_build)
+    assert max(len(batch) * lengths[batch[0]] for batch in build_batches) <= max(lengths)
+
+
 def test_an_utterance_that_does_not_fit_alone_stops_the_job_with_the_chunk_advice():
     cfg = compose_config(["data.batch_size=4", "data.max_seconds=10"])
     card = SmallCard(cfg, capacity=20 * 16000)
     with pytest.raises(PreflightError) as error:
-        card._evaluation_cap([30 * 16000, 5 * 16000], "waves")
+        card._fitting_cap([30 * 16000, 5 * 16000], "evaluation", "waves")
     message = str(error.value)
     assert message.startswith("the worst evaluation (1 × 30.0 s of waves) will not fit on a small card")
     assert "a shorter data.eval_chunk_seconds (now 60.0" in message

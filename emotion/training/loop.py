@@ -32,7 +32,7 @@ from emotion.training.checkpoints import load_checkpoint, load_latest, restore_r
 from emotion.training.metrics import ccc_loss, ccc_scores
 from emotion.training.optim import Optimisation
 from emotion.training.outputs import metrics_record, write_history, write_predictions
-from emotion.training.preflight import Preflight, eval_batch_cap
+from emotion.training.preflight import BatchCuts, Preflight, first_batch_cap
 from emotion.training.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -60,15 +60,15 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
     datasets = make_datasets(corpus, durations, prosody, grid, cfg, crop_after_encoding=cfg.encoder.freeze)
     train_loader = make_loader(datasets[0], cfg, device, shuffle=True)
 
-    # Memory first, before any long work; it also decides how long evaluation batches may be.
-    eval_cap = eval_batch_cap(cfg)
+    # Memory first, before any long work; it also decides how much audio a batch of whole utterances may hold.
+    cuts = BatchCuts(evaluation=first_batch_cap(cfg), cache_build=first_batch_cap(cfg))
     if cfg.trainer.preflight is True or (cfg.trainer.preflight == "auto" and device.type == "cuda"):
         preflight = Preflight(model, cfg, device, autocast(device, precision))
-        eval_cap = preflight.check(datasets, train_loader.batch_sampler.largest_batch(), cached)
+        cuts = preflight.check(datasets, train_loader.batch_sampler.largest_batch(), cached)
     prosody_cache.compute(prosody, cfg.data.prosody_workers or os.cpu_count(), stop)
     if cached:
-        use_feature_cache(model, datasets, cfg, device, precision, stop, eval_cap)
-    val_loader, test_loader = (make_loader(dataset, cfg, device, False, eval_cap) for dataset in datasets[1:])
+        use_feature_cache(model, datasets, cfg, device, precision, stop, cuts.cache_build)
+    val_loader, test_loader = (make_loader(dataset, cfg, device, False, cuts.evaluation) for dataset in datasets[1:])
     log.info(
         "%s fold %s: %d train, %d validation, %d test utterances; %s on %s, %s",
         corpus.name,

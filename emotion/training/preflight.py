@@ -2,10 +2,10 @@
 step, an evaluation batch, a batch of the feature-cache build), so that a batch that will not fit stops the
 job in its first minute, with a fix, instead of at the end of epoch 1 or hours in.
 
-Evaluation sees whole utterances, up to `data.eval_chunk_seconds`, and WavLM's attention grows with the
-square of their length: its batches are cut by their total length rather than by count. The cut starts at a
-training batch's audio and is halved until the worst evaluation batch fits; only an utterance that does not
-fit even alone stops the job.
+Evaluation and the cache build see whole utterances, up to `data.eval_chunk_seconds`, and WavLM's attention
+grows with the square of their length: their batches are cut by their total length rather than by count. The
+cut starts at a training batch's audio and is halved until the phase's worst batch fits; only an utterance
+that does not fit even alone stops the job.
 """
 
 from __future__ import annotations
@@ -48,8 +48,16 @@ class WorstBatch:
         return f"{self.phase} ({self.rows} × {self.samples / sample_rate:.1f} s of {self.inputs})"
 
 
-def eval_batch_cap(cfg: DictConfig) -> int:
-    """The first cut of evaluation batches, in samples: a training batch's audio."""
+@dataclass(frozen=True)
+class BatchCuts:
+    """The most audio, in samples, that one batch of each phase over whole utterances may hold."""
+
+    evaluation: int
+    cache_build: int
+
+
+def first_batch_cap(cfg: DictConfig) -> int:
+    """The first cut of batches over whole utterances, in samples: a training batch's audio."""
     return int(cfg.data.batch_size * cfg.data.max_seconds * cfg.data.sample_rate)
 
 
@@ -110,8 +118,8 @@ class Preflight:
         else:
             self.card, self.card_gb = "CPU", os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
 
-    def check(self, datasets: tuple[UtteranceDataset, ...], training_rows: int, cached: bool) -> int:
-        """Every phase, worst case first; returns the cut (in samples) under which evaluation batches fit.
+    def check(self, datasets: tuple[UtteranceDataset, ...], training_rows: int, cached: bool) -> BatchCuts:
+        """Every phase, worst case first; returns the cuts under which evaluation and cache-build batches fit.
         With `cached`, the feature cache is built first (encoder on the device) and training reads states
         (encoder on the CPU): each phase is checked where it will run. The encoder ends on the device."""
         train, *evaluated = datasets
@@ -120,31 +128,36 @@ class Preflight:
             encoder.to("cpu")
         self.require(training_worst(train, training_rows, cached))
         eval_lengths = [n for dataset in evaluated for n in dataset.segment_samples]
-        cap = self._evaluation_cap(eval_lengths, "states" if cached else "waves")
-        if cached:
-            encoder.to(self.device)
-            build_lengths = [n for dataset in datasets for n in dataset.segment_samples]
-            for worst in capped_worst(build_lengths, self.cfg.data.batch_size, cap, "feature cache build", "waves"):
-                self.require(worst)
-        return cap
+        evaluation = self._fitting_cap(eval_lengths, "evaluation", "states" if cached else "waves")
+        if not cached:
+            return BatchCuts(evaluation=evaluation, cache_build=evaluation)
+        encoder.to(self.device)
+        build_lengths = [n for dataset in datasets for n in dataset.segment_samples]
+        return BatchCuts(evaluation, cache_build=self._fitting_cap(build_lengths, "feature cache build", "waves"))
 
-    def _evaluation_cap(self, lengths: list[int], inputs: str) -> int:
-        """Halve the cut until the worst evaluation batches fit; one utterance alone must."""
-        cap = eval_batch_cap(self.cfg)
+    def _fitting_cap(self, lengths: list[int], phase: str, inputs: str) -> int:
+        """Halve the cut until the worst batches of `phase` fit; one utterance alone must (and, where
+        halving cannot help, the first cut)."""
+        cap = first_batch_cap(self.cfg)
         while True:
-            for worst in capped_worst(lengths, self.cfg.data.batch_size, cap, "evaluation", inputs):
-                if worst.rows == 1:
+            for worst in capped_worst(lengths, self.cfg.data.batch_size, cap, phase, inputs):
+                if worst.rows == 1 or not self.halving_helps:
                     self.require(worst)
                 elif not self.fits(self.measure(worst)):
                     cap //= 2
                     log.info(
-                        "preflight: %s does not fit; evaluating in batches of at most %.0f s",
+                        "preflight: %s does not fit; cutting its batches at %.0f s of audio",
                         worst.describe(self.cfg.data.sample_rate),
                         cap / self.cfg.data.sample_rate,
                     )
                     break
             else:
                 return cap
+
+    @property
+    def halving_helps(self) -> bool:
+        """On the CPU the measure is the process's peak RSS, which a smaller batch cannot lower."""
+        return self.device.type == "cuda"
 
     def measure(self, worst: WorstBatch) -> float:
         """GB that the phase needs: its peak (GPU, or the process's RSS on CPU), plus the optimizer's state

@@ -5,9 +5,14 @@ from __future__ import annotations
 import fcntl
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from emotion.signals import GracefulStop
 
 
 def write_atomically(path: Path, data: bytes | str) -> None:
@@ -36,32 +41,52 @@ def current_umask() -> int:
     return mask
 
 
+# How often a waiting lock is tried again; between tries a stop request is honoured.
+LOCK_POLL_SECONDS = 0.5
+
+
 @contextmanager
-def locked(lock_file: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+def locked(
+    lock_file: Path, on_wait: Callable[[], None] | None = None, stop: GracefulStop | None = None
+) -> Iterator[None]:
     """Hold an exclusive lock on `lock_file` (created if need be), calling `on_wait` first if another process
-    holds it. Closing the file releases the lock, and so does the kernel when the holder dies."""
+    holds it; a `stop` requested while waiting raises Interrupted. Closing the file releases the lock, and so
+    does the kernel when the holder dies."""
     with open(lock_file, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait()
-            fcntl.flock(f, fcntl.LOCK_EX)
+        _wait_for(lambda: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB), on_wait, stop)
         yield
 
 
 @contextmanager
-def process_lock(lock_file: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+def process_lock(
+    lock_file: Path, on_wait: Callable[[], None] | None = None, stop: GracefulStop | None = None
+) -> Iterator[None]:
     """Like `locked`, but a POSIX lock, which belongs to this process alone: processes it forks (data loader
     workers) do not hold it too, so it ends the moment this process dies, even when its workers linger."""
     with open(lock_file, "a+") as f:
-        try:
-            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # EACCES or EAGAIN: held elsewhere
-            if on_wait is not None:
-                on_wait()
-            fcntl.lockf(f, fcntl.LOCK_EX)
+        _wait_for(lambda: fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB), on_wait, stop)
         yield
+
+
+def _wait_for(try_lock: Callable[[], None], on_wait: Callable[[], None] | None, stop: GracefulStop | None) -> None:
+    """Call `try_lock` until it stops raising OSError (EACCES, EAGAIN: held elsewhere). It polls rather than
+    blocks, because a blocking call is resumed after a signal's handler returns: a stop would go unheard."""
+    if _acquired(try_lock):
+        return
+    if on_wait is not None:
+        on_wait()
+    while not _acquired(try_lock):
+        if stop is not None:
+            stop.check("nothing was started while waiting")
+        time.sleep(LOCK_POLL_SECONDS)
+
+
+def _acquired(try_lock: Callable[[], None]) -> bool:
+    try:
+        try_lock()
+    except OSError:
+        return False
+    return True
 
 
 def held_by_another(lock_file: Path) -> bool:

@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -44,8 +45,13 @@ def run_job(cfg: DictConfig) -> float:
     if stop.requested:  # the signal came between two jobs of a sweep
         raise SystemExit(EXIT_INTERRUPTED)
     # One process per job folder: another one running it (a second driver of the same sweep) is waited for.
-    with process_lock(out_dir / JOB_LOCK, lambda: log.info("%s is being run by another process; waiting", out_dir)):
-        value = _run_in_folder(cfg, out_dir, stop)
+    waiting = partial(log.info, "%s is being run by another process; waiting", out_dir)
+    try:
+        with process_lock(out_dir / JOB_LOCK, waiting, stop):
+            value = _run_in_folder(cfg, out_dir, stop)
+    except Interrupted as stopped:  # while waiting for the lock (training turns its own into SystemExit)
+        log.warning("%s", stopped)
+        raise SystemExit(stopped.exit_code) from None
     if stop.requested:  # the job finished before it could stop: stop the sweep here
         log.warning("stopped by %s after this job completed", signal.Signals(stop.received).name)
         raise SystemExit(EXIT_INTERRUPTED)
@@ -57,6 +63,8 @@ def _run_in_folder(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
     if previous and previous["status"] == "completed":
         log.info("%s: completed before (metrics.json), skipping", out_dir)
         return previous["test"]["ccc_mean"]
+    if previous:  # it failed or was stopped: training goes on from its last checkpoint (trainer.resume=auto)
+        log.info("%s: its previous run ended %s: %s", out_dir, previous["status"], previous.get("error"))
     where = {
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -101,7 +109,8 @@ def _train(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> dict:
             metrics_record("interrupted", cfg.data.fold, cfg.model.profile, error=str(stopped)),
         )
         run.finish(exit_code=stopped.exit_code, preempted=True)
-        log.warning("%s; run the same command again to resume (exit code %d)", stopped, stopped.exit_code)
+        again = "the same command" if cfg.trainer.resume == "auto" else "it again with trainer.resume=auto"
+        log.warning("%s; run %s to resume (exit code %d)", stopped, again, stopped.exit_code)
         raise SystemExit(stopped.exit_code) from None
     except torch.cuda.OutOfMemoryError as err:
         props = torch.cuda.get_device_properties(torch.cuda.current_device())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -87,16 +89,53 @@ def wait_for_checkpoint(folders, process, condition, timeout=300):
     raise AssertionError(f"no checkpoint met the condition; the process exited with {process.poll()}")
 
 
-def start_train(args, cache_dir, output, cwd=ROOT, own_group=False):
-    """train.py as a background process writing to the file `output`; `own_group`: in a process group of
-    its own, as a terminal starts it."""
-    env = {**os.environ, "EMOTION_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
-    with open(output, "w") as out:
-        return subprocess.Popen(
-            [sys.executable, str(ROOT / "train.py"), *args, WITHOUT_LOCAL, "trainer.progress_bar=false"],
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=own_group,
-        )
+@pytest.fixture
+def start_train():
+    """Starts train.py as a background process writing to the file `output`; `own_group`: in a process group
+    of its own, as a terminal starts it. What is still running when the test ends, failed or not, is killed
+    (with its group)."""
+    started = []
+
+    def start(args, cache_dir, output, cwd=ROOT, own_group=False):
+        env = {**os.environ, "EMOTION_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1"}
+        with open(output, "w") as out:
+            process = subprocess.Popen(
+                [sys.executable, str(ROOT / "train.py"), *args, WITHOUT_LOCAL, "trainer.progress_bar=false"],
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=own_group,
+            )
+        started.append((process, own_group))
+        return process
+
+    yield start
+    for process, own_group in started:
+        with contextlib.suppress(ProcessLookupError):
+            if own_group:
+                os.killpg(process.pid, signal.SIGKILL)  # its data loader workers too
+            else:
+                process.kill()
+        process.wait()
+
+
+HOLD_LOCK = """
+import fcntl, sys, time
+f = open(sys.argv[1], "a+")
+getattr(fcntl, sys.argv[2])(f, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(lock_file: Path, call: str = "lockf"):
+    """`lock_file` locked by another process (with fcntl's `call`: lockf or flock) while inside."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, lock_file, call], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()

@@ -14,7 +14,7 @@ import torch
 
 from emotion.signals import EXIT_INTERRUPTED
 from emotion.training.checkpoints import load_checkpoint, load_latest, previous, save_checkpoint
-from tests.conftest import SMALL_DEMO, run_train, start_train, wait_for_checkpoint
+from tests.conftest import SMALL_DEMO, run_train, wait_for_checkpoint
 from tests.wandb_records import run_summary
 
 # 48 training utterances in batches of 8: 6 optimizer steps an epoch, a checkpoint every 2.
@@ -56,7 +56,9 @@ def assert_same_results(job, reference):
 
 
 @pytest.mark.slow
-def test_a_job_killed_in_the_middle_of_epoch_2_resumes_to_the_same_result(cache_dir, tmp_path, uninterrupted):
+def test_a_job_killed_in_the_middle_of_epoch_2_resumes_to_the_same_result(
+    cache_dir, tmp_path, uninterrupted, start_train
+):
     process = start_train(RUN, cache_dir, tmp_path / "killed.out", cwd=tmp_path)  # into outputs/<date>/<time>/
     job, at_kill = wait_for_checkpoint(
         tmp_path / "outputs/*/*", process, lambda p: p["epoch"] == 2 and p["batches_done"] >= 2
@@ -73,7 +75,7 @@ def test_a_job_killed_in_the_middle_of_epoch_2_resumes_to_the_same_result(cache_
 
 
 def test_sigint_saves_exits_with_its_code_and_the_same_command_resumes_to_the_same_result(
-    cache_dir, tmp_path, uninterrupted
+    cache_dir, tmp_path, uninterrupted, start_train
 ):
     command = [*RUN, "logger=wandb"]
     process = start_train(command, cache_dir, tmp_path / "stopped.out", cwd=tmp_path)
@@ -90,7 +92,9 @@ def test_sigint_saves_exits_with_its_code_and_the_same_command_resumes_to_the_sa
     assert run["preempting"] and run["exit_code"] == EXIT_INTERRUPTED
 
     rerun = run_train(command, cache_dir, cwd=tmp_path)
-    assert f"epoch {stopped_at['epoch']}, {stopped_at['batches_done']} batches into it" in rerun.stdout + rerun.stderr
+    log = rerun.stdout + rerun.stderr
+    assert f"{job}: its previous run ended interrupted: stopped by SIGINT" in log
+    assert f"epoch {stopped_at['epoch']}, {stopped_at['batches_done']} batches into it" in log
     assert list(tmp_path.glob("outputs/*/*")) == [job]
     assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
     assert_same_results(job, uninterrupted)
@@ -104,7 +108,7 @@ LAUNCHERS = {"basic": [], "gpu_pool": ["hydra/launcher=gpu_pool", "hydra.launche
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_sigint_to_a_sweeps_process_group_stops_the_sweep_and_the_same_command_resumes_it(
-    cache_dir, tmp_path, launcher
+    cache_dir, tmp_path, launcher, start_train
 ):
     sweep_args = [
         "-m",
@@ -121,9 +125,12 @@ def test_sigint_to_a_sweeps_process_group_stops_the_sweep_and_the_same_command_r
     process = start_train(sweep_args, cache_dir, tmp_path / "sweep.out", cwd=tmp_path, own_group=True)
     first, _ = wait_for_checkpoint(sweep / "*", process, lambda p: p["epoch"] == 1 and p["batches_done"] >= 1)
     os.killpg(process.pid, signal.SIGINT)  # the driver and its data loader workers, as Ctrl-C does
-    output = (tmp_path / "sweep.out").read_text() if process.wait(timeout=120) is not None else ""
+    process.wait(timeout=120)
+    output = (tmp_path / "sweep.out").read_text()
     assert process.returncode == EXIT_INTERRUPTED, output[-3000:]
-    assert "is killed by signal" not in output
+    assert "is killed by signal" not in output and "FAILED" not in output
+    if launcher == "gpu_pool":
+        assert "#0 ended on device 0: INTERRUPTED (the same command resumes it)" in output
     assert json.loads((first / "metrics.json").read_text())["status"] == "interrupted"
     assert [path.parent for path in sweep.glob("*/.hydra")] == [first]  # no second job started
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from emotion.signals import EXIT_INTERRUPTED
-from tests.conftest import SMALL_DEMO, run_train, start_train, wait_for_checkpoint
+from tests.conftest import SMALL_DEMO, run_train, wait_for_checkpoint
 
 
 def cluster_answers() -> bool:
@@ -78,7 +78,9 @@ def accounted_states(slurm_ids: set[str], wait_s: float = 60.0) -> str:
 
 
 @pytest.mark.slow
-def test_sigint_to_the_submitting_process_cancels_the_jobs_and_the_same_command_resumes(slurm, cache_dir, tmp_path):
+def test_sigint_to_the_submitting_process_cancels_the_jobs_and_the_same_command_resumes(
+    slurm, cache_dir, tmp_path, start_train
+):
     command = [*ON_THE_TEST_CLUSTER, "trainer.max_epochs=4", "trainer.checkpoint_every_steps=1", "name=stopped"]
     sweep = tmp_path / "multirun" / "stopped"
     process = start_train(command, cache_dir, tmp_path / "submit.out", cwd=tmp_path)

@@ -22,6 +22,7 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,8 @@ def ensure_features(
     )
     store.dir.mkdir(parents=True, exist_ok=True)
     # One builder at a time per encoder: the others would compute the same entries.
-    with locked(store.dir / ".build.lock", lambda: log.info("waiting for another job building %s", store.dir)):
+    waiting = partial(log.info, "waiting for another job building %s", store.dir)
+    with locked(store.dir / ".build.lock", waiting, stop):
         missing = {piece: layers for piece in pieces if (layers := store.missing_layers(piece))}
         if not missing:
             log.info("encoder states of all %d pieces of audio are cached in %s", len(pieces), store.dir)

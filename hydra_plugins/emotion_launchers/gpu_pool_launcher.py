@@ -96,7 +96,7 @@ class GpuPoolLauncher(Launcher):
                     if job.process.poll() is not None:
                         results[job.index] = _collect(job)
                         del running[device]
-                        log.info(f"\t#{job.index} ended on device {device}: {results[job.index].status.name}")
+                        log.info(f"\t#{job.index} ended on device {device}: {_outcome(job, results[job.index])}")
                 time.sleep(self.poll_seconds)
         except BaseException:  # a second signal or an error here: take the running jobs down, not leave them orphaned
             _stop([job.process for job in running.values()])
@@ -153,6 +153,14 @@ def _all_devices() -> list[int]:
     import torch
 
     return list(range(torch.cuda.device_count())) or [0]
+
+
+def _outcome(job: _Running, result: JobReturn) -> str:
+    """What the log says of an ended job. A stopped job is no failure: it exits with EXIT_INTERRUPTED, or,
+    when the stop reached it before it could take over SIGTERM, dies of the signal with nothing begun."""
+    if job.process.returncode in (EXIT_INTERRUPTED, -signal.SIGTERM):
+        return "INTERRUPTED (the same command resumes it)"
+    return result.status.name
 
 
 def _collect(job: _Running) -> JobReturn:

@@ -30,12 +30,16 @@ class StopRequested(Exception):
 
 class StoppableSlurmLauncher(SlurmLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        submitted_after = time.time()
+        # The sweep's jobs carry its folder as their SLURM comment: a stop finds every one of them, even one
+        # that sbatch accepted a moment before submitit could record its id.
+        self.params["comment"] = _sweep_comment(self.config.hydra.sweep.dir)
         previous = {sig: signal.signal(sig, _request_stop) for sig in STOP_SIGNALS}
         try:
             return super().launch(job_overrides, initial_job_idx)
         except StopRequested as request:
-            jobs = self._jobs_submitted_since(submitted_after)
+            for sig in STOP_SIGNALS:  # a second signal must not cut the cancelling short
+                signal.signal(sig, _ignore_while_cancelling)
+            jobs = _queued_jobs(self.params["comment"])
             log.warning(f"{request}: cancelling SLURM jobs {' '.join(jobs)}; running ones save and stop")
             if jobs:
                 subprocess.run(["scancel", *jobs], check=False)
@@ -45,14 +49,25 @@ class StoppableSlurmLauncher(SlurmLauncher):
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _jobs_submitted_since(self, started: float) -> list[str]:
-        """SLURM ids of this sweep's jobs, from the folders submitit made for them (`.submitit/<job id>`)."""
-        folders = Path(self.params["submitit_folder"].replace("%j", "")).glob("*")
-        return sorted(folder.name for folder in folders if folder.is_dir() and folder.stat().st_mtime >= started - 1)
+
+def _sweep_comment(sweep_dir: str) -> str:
+    """What marks this sweep's jobs: its folder, which no other sweep shares."""
+    return f"emotion sweep {Path(sweep_dir).resolve()}"
+
+
+def _queued_jobs(comment: str) -> list[str]:
+    """This user's queued or running SLURM jobs with `comment`, by their (array) job id."""
+    queue = subprocess.run(["squeue", "--me", "-h", "-o", "%F|%k"], capture_output=True, text=True)
+    tagged = (line.split("|", 1) for line in queue.stdout.splitlines() if "|" in line)
+    return sorted({job for job, tag in tagged if tag == comment})
 
 
 def _request_stop(signum, frame) -> None:
     raise StopRequested(f"{signal.Signals(signum).name} received")
+
+
+def _ignore_while_cancelling(signum, frame) -> None:
+    log.warning(f"{signal.Signals(signum).name} received: still cancelling the sweep's SLURM jobs")
 
 
 def _wait_until_gone(jobs: list[str]) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF, compose_config
+from tests.conftest import CONF, compose_config, lock_held_elsewhere
 
 GROUPS = ["model", "encoder", "optim", "data", "trainer", "logger", "experiment", "sweep"]
 # Every file in a group's folder is an option `--help` offers, so each must compose into a runnable config.
@@ -122,3 +124,34 @@ def test_job_folders_are_named_by_their_overrides_and_cut_with_a_hash_when_too_l
     cut = folder(long)
     assert len(cut.encode()) <= MAX_NAME_BYTES and long.startswith(cut.rsplit("-", 1)[0])
     assert folder(long) == cut and folder(long + "0") != cut  # deterministic, and different overrides differ
+
+
+def test_a_single_run_continues_the_newest_unfinished_run_of_its_configuration_not_held_by_another(tmp_path):
+    from emotion.sweeps.folders import JOB_LOCK, _unfinished_run
+
+    outputs = tmp_path / "outputs"
+
+    def past_run(when: str, status: str | None, overrides=()):
+        folder = outputs / when
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "checkpoints" / "last.pt").touch()
+        (folder / ".hydra").mkdir()
+        OmegaConf.save(compose_config(["experiment=demo", *overrides]), folder / ".hydra" / "config.yaml")
+        if status is not None:
+            (folder / "metrics.json").write_text(json.dumps({"status": status}))
+        return folder
+
+    older = past_run("2026-01-01/10-00-00", "interrupted")
+    newer = past_run("2026-01-02/10-00-00", None)  # killed before it wrote metrics.json
+    past_run("2026-01-03/10-00-00", "completed")
+    past_run("2026-01-04/10-00-00", "interrupted", ["data.fold=2"])  # another configuration
+    past_run("2026-01-05/10-00-00", "interrupted", ["trainer.resume=never"])  # the same: resume changes no result
+    this_run = compose_config(["experiment=demo", "logger=none"], return_hydra_config=True)  # nor does the logger
+
+    assert _unfinished_run(outputs, this_run) == str(outputs / "2026-01-05/10-00-00")
+    (outputs / "2026-01-05/10-00-00" / "checkpoints" / "last.pt").unlink()  # nothing to go on from
+    assert _unfinished_run(outputs, this_run) == str(newer)
+    with lock_held_elsewhere(newer / JOB_LOCK):  # still running in another process
+        assert _unfinished_run(outputs, this_run) == str(older)
+    never = compose_config(["experiment=demo", "trainer.resume=never"], return_hydra_config=True)
+    assert _unfinished_run(outputs, never) is None  # always a new folder

@@ -78,12 +78,7 @@ def csv_tree(root: Path, columns: list[str], n_speakers: int = 6, per_speaker: i
             split = ("train", "train", "train", "train", "val", "test")[speaker % 6]
             values = {"path": path, "speaker": f"s{speaker}", "fold": speaker % 3 + 1, "split": split, **labels}
             rows.append({column: values[column] for column in columns})
-    manifest = root / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    return manifest
+    return write_manifest(root, rows)
 
 
 def long_csv_tree(root: Path, seconds: tuple[float, ...] = (20.0, 70.0), n_speakers: int = 6) -> Path:
@@ -100,6 +95,10 @@ def long_csv_tree(root: Path, seconds: tuple[float, ...] = (20.0, 70.0), n_speak
             wave = synthesise(voices[speaker % 10], expression_of(labels, rng), rng, seconds=length)
             sf.write(root / path, wave, SAMPLE_RATE, subtype="PCM_16")
             rows.append({"path": path, "speaker": f"s{speaker}", "fold": speaker % 3 + 1, **labels})
+    return write_manifest(root, rows)
+
+
+def write_manifest(root: Path, rows: list[dict]) -> Path:
     manifest = root / "manifest.csv"
     with open(manifest, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

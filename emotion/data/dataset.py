@@ -155,11 +155,6 @@ class UtteranceDataset(Dataset):
         return int(np.random.default_rng([self.seed, self.epoch, index]).integers(0, room + 1))
 
 
-def segment_samples(n_samples: list[int], chunk_seconds: float, sample_rate: int, hop: int) -> list[int]:
-    """The lengths in samples of the segments that items of `n_samples` samples are split into."""
-    return [_length(segment, n_samples) for segment in _segments(n_samples, chunk_seconds, sample_rate, hop)]
-
-
 def _length(segment: Segment, n_samples: list[int]) -> int:
     return min(n_samples[segment.item] - segment.start, segment.length or math.inf)
 

@@ -109,7 +109,7 @@ def _train(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> dict:
             metrics_record("interrupted", cfg.data.fold, cfg.model.profile, error=str(stopped)),
         )
         run.finish(exit_code=stopped.exit_code, preempted=True)
-        again = "the same command" if cfg.trainer.resume == "auto" else "it again with trainer.resume=auto"
+        again = "the same command again" if cfg.trainer.resume == "auto" else "it again with trainer.resume=auto"
         log.warning("%s; run %s to resume (exit code %d)", stopped, again, stopped.exit_code)
         raise SystemExit(stopped.exit_code) from None
     except torch.cuda.OutOfMemoryError as err:

@@ -81,7 +81,7 @@ def accounted_states(slurm_ids: set[str], wait_s: float = 60.0) -> str:
 def test_sigint_to_the_submitting_process_cancels_the_jobs_and_the_same_command_resumes(
     slurm, cache_dir, tmp_path, start_train
 ):
-    command = [*ON_THE_TEST_CLUSTER, "trainer.max_epochs=4", "trainer.checkpoint_every_steps=1", "name=stopped"]
+    command = [*ON_THE_TEST_CLUSTER, "trainer.max_epochs=2", "trainer.checkpoint_every_steps=1", "name=stopped"]
     sweep = tmp_path / "multirun" / "stopped"
     process = start_train(command, cache_dir, tmp_path / "submit.out", cwd=tmp_path)
     wait_for_checkpoint(sweep / "*", process, lambda p: p["batches_done"] >= 1, timeout=600)

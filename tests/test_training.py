@@ -255,13 +255,13 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+MAX_ON_FOLD_2 = ["experiment=demo", "model=max", "data.fold=2", *SMALL_DEMO]
+
+
 @pytest.mark.slow
 def test_the_max_profile_on_fold_2_writes_the_contract_outputs(cache_dir, tmp_path):
     out = tmp_path / "job"
-    run_train(
-        ["experiment=demo", "model=max", "data.fold=2", "trainer.max_epochs=1", "logger=none", f"hydra.run.dir={out}"],
-        cache_dir,
-    )
+    run_train([*MAX_ON_FOLD_2, "trainer.max_epochs=1", "logger=none", f"hydra.run.dir={out}"], cache_dir)
     metrics = json.loads((out / "metrics.json").read_text())
     assert tuple(metrics) == METRICS_KEYS
     assert (metrics["status"], metrics["fold"], metrics["profile"]) == ("completed", 2, "max")
@@ -274,7 +274,7 @@ def test_the_max_profile_on_fold_2_writes_the_contract_outputs(cache_dir, tmp_pa
 
     predictions = read_csv(out / "predictions.csv")
     voices_per_session = 2
-    expected = voices_per_session * compose_config(["data=demo"]).data.utterances_per_voice
+    expected = voices_per_session * compose_config(MAX_ON_FOLD_2).data.utterances_per_voice
     assert len(predictions) == expected and all(row["id"].startswith("Ses02") for row in predictions)
     assert all(1.0 <= float(row["arousal_true"]) <= 5.0 for row in predictions)
     assert all(1.0 <= float(row[f"{dim}_pred"]) <= 5.0 for row in predictions for dim in DIMENSIONS)

@@ -81,9 +81,9 @@ def csv_tree(root: Path, columns: list[str], n_speakers: int = 6, per_speaker: i
     return write_manifest(root, rows)
 
 
-def long_csv_tree(root: Path, seconds: tuple[float, ...] = (20.0, 70.0), n_speakers: int = 6) -> Path:
+def long_csv_tree(root: Path, seconds: tuple[float, ...], n_speakers: int = 6) -> Path:
     """A manifest with a fold column (3 folds of 2 speakers), each speaker saying one utterance of each of
-    `seconds`: by default longer than data.max_seconds (12) and than data.eval_chunk_seconds (60)."""
+    `seconds`."""
     (root / "audio").mkdir(parents=True)
     voices = make_voices(0)
     rows = []

@@ -70,6 +70,7 @@ def _run_in_folder(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
         "pid": os.getpid(),
         "started": time.time(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
     }
     write_json(out_dir / "job.json", where)

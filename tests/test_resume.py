@@ -17,10 +17,11 @@ from emotion.training.checkpoints import load_checkpoint, load_latest, previous,
 from tests.conftest import SMALL_DEMO, run_train, wait_for_checkpoint
 from tests.wandb_records import run_summary
 
-# 48 training utterances in batches of 8: 6 optimizer steps an epoch, a checkpoint every 2.
+# 24 training utterances in batches of 4: 6 optimizer steps an epoch, a checkpoint every 2.
 RUN = [
     "experiment=demo",
-    "data.utterances_per_voice=8",
+    *SMALL_DEMO,
+    "data.batch_size=4",
     "trainer.max_epochs=3",
     "trainer.patience=5",
     "trainer.checkpoint_every_steps=2",
@@ -101,6 +102,7 @@ def test_sigint_saves_exits_with_its_code_and_the_same_command_resumes_to_the_sa
 
 
 LAUNCHERS = {"basic": [], "gpu_pool": ["hydra/launcher=gpu_pool", "hydra.launcher.devices=[0]"]}
+FOLDS = {"basic": "1,2,3", "gpu_pool": "1,2"}  # the pool's jobs start slower: two show it
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
@@ -112,7 +114,7 @@ def test_sigint_to_a_sweeps_process_group_stops_the_sweep_and_the_same_command_r
         *LAUNCHERS[launcher],
         "experiment=demo",
         *SMALL_DEMO,
-        "data.fold=1,2,3",
+        f"data.fold={FOLDS[launcher]}",
         "trainer.max_epochs=2",
         "trainer.checkpoint_every_steps=1",
         "logger=none",
@@ -134,7 +136,7 @@ def test_sigint_to_a_sweeps_process_group_stops_the_sweep_and_the_same_command_r
     run_train(sweep_args, cache_dir, cwd=tmp_path)
     assert f"resuming from {first / 'checkpoints' / 'last.pt'}" in (first / "train.log").read_text()
     statuses = [json.loads(path.read_text())["status"] for path in sweep.glob("*/metrics.json")]
-    assert statuses == ["completed"] * 3
+    assert statuses == ["completed"] * len(FOLDS[launcher].split(","))
 
 
 def test_resume_never_starts_over(cache_dir, tmp_path):

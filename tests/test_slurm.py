@@ -46,21 +46,6 @@ ON_THE_TEST_CLUSTER = [
 ]
 
 
-@pytest.mark.slow
-def test_a_demo_sweep_runs_as_slurm_jobs(slurm, cache_dir, tmp_path):
-    run_train([*ON_THE_TEST_CLUSTER, "trainer.max_epochs=1", "name=slurm"], cache_dir, cwd=tmp_path)
-    sweep = tmp_path / "multirun" / "slurm"
-    jobs = sorted(path.parent for path in sweep.glob("*/metrics.json"))
-    assert len(jobs) == 2
-    slurm_ids = set()
-    for job in jobs:
-        assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
-        slurm_ids.add(json.loads((job / "job.json").read_text())["slurm_job_id"])
-    assert None not in slurm_ids and len(slurm_ids) == 2  # two SLURM jobs ran them
-    assert accounted_states(slurm_ids).count("COMPLETED") == 2
-    assert "| 2/2 |" in (sweep / "summary.md").read_text()
-
-
 def accounted_states(slurm_ids: set[str], wait_s: float = 60.0) -> str:
     """sacct's states of the jobs once none is still running: a job's result reaches submitit a moment
     before slurmd has reported the job's end to the accounting database."""
@@ -78,7 +63,7 @@ def accounted_states(slurm_ids: set[str], wait_s: float = 60.0) -> str:
 
 
 @pytest.mark.slow
-def test_sigint_to_the_submitting_process_cancels_the_jobs_and_the_same_command_resumes(
+def test_a_demo_sweep_runs_as_slurm_jobs_stops_on_sigint_and_the_same_command_resumes_it(
     slurm, cache_dir, tmp_path, start_train
 ):
     command = [*ON_THE_TEST_CLUSTER, "trainer.max_epochs=2", "trainer.checkpoint_every_steps=1", "name=stopped"]
@@ -89,10 +74,20 @@ def test_sigint_to_the_submitting_process_cancels_the_jobs_and_the_same_command_
     assert process.wait(timeout=400) == EXIT_INTERRUPTED, (tmp_path / "submit.out").read_text()[-3000:]
     statuses = [json.loads(path.read_text())["status"] for path in sweep.glob("*/metrics.json")]
     assert "interrupted" in statuses and "completed" not in statuses
-    slurm_ids = {json.loads(path.read_text())["slurm_job_id"] for path in sweep.glob("*/job.json")}
-    assert "RUNNING" not in accounted_states(slurm_ids)  # cancelled, none left behind
+    assert "RUNNING" not in accounted_states(slurm_ids(sweep))  # cancelled, none left behind
 
     run_train(command, cache_dir, cwd=tmp_path)
-    jobs = list(sweep.glob("*/metrics.json"))
-    assert len(jobs) == 2 and all(json.loads(job.read_text())["status"] == "completed" for job in jobs)
-    assert any("resuming from" in (job.parent / "train.log").read_text() for job in jobs)
+    jobs = sorted(path.parent for path in sweep.glob("*/metrics.json"))
+    assert len(jobs) == 2 and all(
+        json.loads((job / "metrics.json").read_text())["status"] == "completed" for job in jobs
+    )
+    assert any("resuming from" in (job / "train.log").read_text() for job in jobs)
+    ran_as = slurm_ids(sweep)
+    assert None not in ran_as and len(ran_as) == 2  # two SLURM jobs ran them
+    assert accounted_states(ran_as).count("COMPLETED") == 2
+    assert "| 2/2 |" in (sweep / "summary.md").read_text()
+
+
+def slurm_ids(sweep) -> set[str]:
+    """The SLURM job that last ran each job of the sweep (job.json is written by every run)."""
+    return {json.loads(path.read_text())["slurm_job_id"] for path in sweep.glob("*/job.json")}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 
 from tests.conftest import SMALL_DEMO, run_train
@@ -91,16 +92,21 @@ def test_a_failing_job_leaves_the_others_running_and_shows_in_the_table(cache_di
     assert "0/1 (1 failed)" in (sweep / "summary.md").read_text()
 
 
+ON_TWO_DEVICES = ["logger=none", "hydra/launcher=gpu_pool", "hydra.launcher.devices=[0,1]"]
+
+
 def test_the_gpu_pool_runs_one_job_per_device_at_a_time_on_distinct_devices(cache_dir, tmp_path):
     run_train(
-        [*SWEEP, "name=pool", "logger=none", "hydra/launcher=gpu_pool", "hydra.launcher.devices=[0,1]"],
+        ["-m", "experiment=demo", "data.fold=1,2,3", "trainer.max_epochs=1", *SMALL_DEMO, *ON_TWO_DEVICES, "name=pool"],
         cache_dir,
         cwd=tmp_path,
     )
     sweep = tmp_path / "multirun" / "pool"
     records = [json.loads(path.read_text()) for path in sweep.glob("*/job.json")]
-    assert len(records) == 4 and len({r["pid"] for r in records}) == 4  # a process per job
+    assert len(records) == 3 and len({r["pid"] for r in records}) == 3  # a process per job
     assert {r["cuda_visible_devices"] for r in records} == {"0", "1"}
+    share = os.environ.get("OMP_NUM_THREADS", str(max(1, os.cpu_count() // 2)))
+    assert {r["omp_num_threads"] for r in records} == {share}  # two jobs at a time share the cores
     events = sorted(
         [(r["started"], 1, r) for r in records] + [(r["ended"], -1, r) for r in records],
         key=lambda event: (event[0], event[1]),
@@ -115,7 +121,7 @@ def test_the_gpu_pool_runs_one_job_per_device_at_a_time_on_distinct_devices(cach
         most = max(most, len(running))
     assert most == 2  # side by side, never more than the two devices
     assert all(json.loads(p.read_text())["status"] == "completed" for p in sweep.glob("*/metrics.json"))
-    assert read_csv(sweep / "summary.csv")[0]["folds_done"] == "2"
+    assert read_csv(sweep / "summary.csv")[0]["folds_done"] == "3"
 
 
 def test_a_sweep_over_a_path_valued_override_keeps_one_folder_per_job_and_a_full_table(cache_dir, tmp_path):

@@ -5,7 +5,8 @@
 Each job runs in a process of its own with CUDA_VISIBLE_DEVICES set to its GPU, so it sees that GPU alone
 (as cuda:0); when a job ends, the next queued one starts on the GPU it freed. Jobs run exactly as under
 Hydra's basic launcher (same folders, same callbacks), only side by side. Without GPUs the devices are
-just slots, so `devices=[0,1]` runs two jobs at a time on the CPU.
+just slots, so `devices=[0,1]` runs two jobs at a time on the CPU. Each job's threads get an equal share of
+the CPU cores (OMP_NUM_THREADS, unless already set).
 
 Hydra's own submitit_local launcher starts every job at once with the same devices, and the joblib
 launcher cannot give jobs different devices; hence this small plugin.
@@ -73,6 +74,7 @@ class GpuPoolLauncher(Launcher):
         work_dir = Path(str(self.config.hydra.sweep.dir)) / ".launcher"
         work_dir.mkdir(parents=True, exist_ok=True)
         devices = self.devices if self.devices is not None else _all_devices()
+        threads = _cpu_share(len(devices))
         log.info(f"Launching {len(job_overrides)} jobs on devices {devices}, one job per device at a time")
 
         queue = list(enumerate(job_overrides, start=initial_job_idx))
@@ -86,7 +88,7 @@ class GpuPoolLauncher(Launcher):
                     if not queue or stop.requested:
                         break
                     index, overrides = queue.pop(0)
-                    running[device] = self._start(index, list(overrides), device, work_dir)
+                    running[device] = self._start(index, list(overrides), device, work_dir, threads)
                 if stop.requested and not passed_on:
                     log.warning(f"stopping: {len(running)} running jobs save and stop, {len(queue)} do not start")
                     for job in running.values():
@@ -105,7 +107,7 @@ class GpuPoolLauncher(Launcher):
             raise SystemExit(EXIT_INTERRUPTED)
         return [results[index] for index in sorted(results)]
 
-    def _start(self, index: int, overrides: list[str], device: int, work_dir: Path) -> _Running:
+    def _start(self, index: int, overrides: list[str], device: int, work_dir: Path, threads: dict) -> _Running:
         log.info(f"\t#{index} on device {device}: {' '.join(filter_overrides(overrides))}")
         sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(sweep_config):
@@ -118,7 +120,12 @@ class GpuPoolLauncher(Launcher):
             process = subprocess.Popen(
                 [sys.executable, "-m", "hydra_plugins.emotion_launchers.pool_worker", str(job_file), str(result_file)],
                 # The job imports what this process imports (the project too, installed or not).
-                env={**os.environ, "CUDA_VISIBLE_DEVICES": str(device), "PYTHONPATH": os.pathsep.join(sys.path)},
+                env={
+                    **os.environ,
+                    **threads,
+                    "CUDA_VISIBLE_DEVICES": str(device),
+                    "PYTHONPATH": os.pathsep.join(sys.path),
+                },
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 # A session of its own: a Ctrl-C in the terminal reaches this process alone, which passes one
@@ -147,6 +154,15 @@ def _stop(processes: list[subprocess.Popen], grace_seconds: float = 30.0) -> Non
             process.wait(grace_seconds)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def _cpu_share(jobs_at_once: int) -> dict[str, str]:
+    """Each job's share of the CPU cores for its threads (torch's intra-op pool, BLAS), unless the caller
+    set OMP_NUM_THREADS: by default every job would take all of them, and jobs side by side slow each other
+    down several times over."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs_at_once))}
 
 
 def _all_devices() -> list[int]:

@@ -85,6 +85,8 @@ def test_a_demo_sweep_runs_as_slurm_jobs_stops_on_sigint_and_the_same_command_re
     ran_as = slurm_ids(sweep)
     assert None not in ran_as and len(ran_as) == 2  # two SLURM jobs ran them
     assert accounted_states(ran_as).count("COMPLETED") == 2
+    threads = {json.loads(path.read_text())["omp_num_threads"] for path in sweep.glob("*/job.json")}
+    assert threads == {"1"}  # hydra.launcher.cpus_per_task=1
     assert "| 2/2 |" in (sweep / "summary.md").read_text()
 
 

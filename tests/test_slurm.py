@@ -85,11 +85,14 @@ def test_a_demo_sweep_runs_as_slurm_jobs_stops_on_sigint_and_the_same_command_re
     ran_as = slurm_ids(sweep)
     assert None not in ran_as and len(ran_as) == 2  # two SLURM jobs ran them
     assert accounted_states(ran_as).count("COMPLETED") == 2
-    threads = {json.loads(path.read_text())["omp_num_threads"] for path in sweep.glob("*/job.json")}
-    assert threads == {"1"}  # hydra.launcher.cpus_per_task=1
+    assert {job["omp_num_threads"] for job in job_records(sweep)} == {"1"}  # hydra.launcher.cpus_per_task=1
     assert "| 2/2 |" in (sweep / "summary.md").read_text()
 
 
+def job_records(sweep) -> list[dict]:
+    """Each job's job.json: where its last run ran (every run writes it)."""
+    return [json.loads(path.read_text()) for path in sweep.glob("*/job.json")]
+
+
 def slurm_ids(sweep) -> set[str]:
-    """The SLURM job that last ran each job of the sweep (job.json is written by every run)."""
-    return {json.loads(path.read_text())["slurm_job_id"] for path in sweep.glob("*/job.json")}
+    return {job["slurm_job_id"] for job in job_records(sweep)}

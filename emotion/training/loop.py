@@ -32,7 +32,7 @@ from emotion.training.checkpoints import load_checkpoint, load_latest, restore_r
 from emotion.training.metrics import ccc_loss, ccc_scores
 from emotion.training.optim import Optimisation
 from emotion.training.outputs import metrics_record, write_history, write_predictions
-from emotion.training.preflight import BatchCuts, Preflight, first_batch_cap
+from emotion.training.preflight import BatchCuts, Preflight
 from emotion.training.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
     train_loader = make_loader(datasets[0], cfg, device, shuffle=True)
 
     # Memory first, before any long work; it also decides how much audio a batch of whole utterances may hold.
-    cuts = BatchCuts(evaluation=first_batch_cap(cfg), cache_build=first_batch_cap(cfg))
+    cuts = BatchCuts.first(cfg)
     if cfg.trainer.preflight is True or (cfg.trainer.preflight == "auto" and device.type == "cuda"):
         preflight = Preflight(model, cfg, device, autocast(device, precision))
         cuts = preflight.check(datasets, train_loader.batch_sampler.largest_batch(), cached)

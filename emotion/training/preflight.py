@@ -55,6 +55,11 @@ class BatchCuts:
     evaluation: int
     cache_build: int
 
+    @classmethod
+    def first(cls, cfg: DictConfig) -> BatchCuts:
+        """Both at the first cut, as when no preflight runs."""
+        return cls(evaluation=first_batch_cap(cfg), cache_build=first_batch_cap(cfg))
+
 
 def first_batch_cap(cfg: DictConfig) -> int:
     """The first cut of batches over whole utterances, in samples: a training batch's audio."""

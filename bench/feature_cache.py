@@ -3,7 +3,7 @@
 The sweep is the demo's, 4 configurations × 2 folds (two layer sets × two Mamba depths), with a frozen
 encoder the size of WavLM-Base (12 layers, hidden 768, 512-channel convolutions), randomly initialised and
 saved as a local checkpoint, so that jobs load it as they would load WavLM-Base itself. Both sweeps start
-from the same prepared corpus and prosody contours, each in a cache folder of its own; the cached sweep
+from the same prepared corpus and acoustic features, each in a cache folder of its own; the cached sweep
 starts without encoder states, so its time includes building them. The layer set [3,6,9,12] runs first,
 and [6,12] is then served by its entries.
 
@@ -80,7 +80,7 @@ def main() -> None:
         transformers_logging.disable_progress_bar()
         WavLMModel(WavLMConfig(**WAVLM_BASE_SIZED)).save_pretrained(tmp / "encoder")
         job.append(f"encoder.source={tmp / 'encoder'}")
-        print("preparing the corpus and its prosody contours", flush=True)
+        print("preparing the corpus and its acoustic features", flush=True)
         prepared = tmp / "prepared"
         warm_up = ["trainer.max_epochs=1", "model.speech_encoder_layers=[12]", "encoder.feature_cache=false"]
         train([*job, *warm_up, f"hydra.run.dir={tmp / 'warm-up'}"], prepared)

@@ -1,12 +1,13 @@
-"""Padding and loader throughput, bucketed vs random batches, and the prosody cache's second run.
+"""Padding and loader throughput, bucketed vs random batches, and the acoustic feature cache's second run.
 
 Builds a corpus of synthetic speech with IEMOCAP-like durations (log-normal, mean about 4.5 s, tail to
-30 s), then runs one training epoch of the real data loader (crops at data.max_seconds, prosody from the
-cache) with length-bucketed and with random batches, and times the prosody cache cold and warm.
+30 s), then runs one training epoch of the real data loader (crops at data.max_seconds, the default model's
+acoustic features from their cache) with length-bucketed and with random batches, and times the acoustic
+feature cache cold and warm.
 
     python bench/loader.py [--utterances 400] [--batch-size 8] [--workers 2]
 
-The last lines are `padding_bucketed: <x>`, `padding_random: <x>` and `prosody_cache_second_over_first: <x>`.
+The last lines are `padding_bucketed: <x>`, `padding_random: <x>` and `acoustic_cache_second_over_first: <x>`.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ sys.path.insert(0, str(ROOT))
 from emotion.data.corpus import Item, LabelScale  # noqa: E402
 from emotion.data.dataset import UtteranceDataset, collate  # noqa: E402
 from emotion.data.demo import SAMPLE_RATE, draw_labels, expression_of, make_voices, synthesise  # noqa: E402
-from emotion.data.prosody import FrameGrid  # noqa: E402
-from emotion.data.prosody_cache import ProsodyCache  # noqa: E402
 from emotion.data.sampler import LengthBucketSampler  # noqa: E402
+from emotion.features.acoustic import EGEMAPS, FUNCTIONALS  # noqa: E402
+from emotion.features.acoustic_cache import AcousticCache  # noqa: E402
+from emotion.features.grid import FrameGrid  # noqa: E402
 
 GRID = FrameGrid(window=400, hop=320)  # WavLM's
 MAX_SECONDS = 12.0
@@ -82,13 +84,16 @@ def main() -> None:
         items = write_corpus(tmp / "audio", durations)
         paths = [item.path for item in items]
 
+        def acoustic_cache() -> AcousticCache:  # the default model's sets: eGeMAPS descriptors and functionals
+            return AcousticCache(tmp / "cache", SAMPLE_RATE, GRID, [EGEMAPS], FUNCTIONALS)
+
         started = time.perf_counter()
-        ProsodyCache(tmp / "cache", SAMPLE_RATE, GRID).ensure(paths, workers=args.workers)
+        acoustic_cache().ensure(paths, workers=args.workers)
         first = time.perf_counter() - started
         started = time.perf_counter()
-        entries = ProsodyCache(tmp / "cache", SAMPLE_RATE, GRID).ensure(paths, workers=args.workers)
+        entries = acoustic_cache().ensure(paths, workers=args.workers)
         second = time.perf_counter() - started
-        print(f"prosody_cache_first_s: {first:.2f}\nprosody_cache_second_s: {second:.3f}", flush=True)
+        print(f"acoustic_cache_first_s: {first:.2f}\nacoustic_cache_second_s: {second:.3f}", flush=True)
 
         dataset = UtteranceDataset(
             items,
@@ -110,7 +115,7 @@ def main() -> None:
             )
         print(f"padding_bucketed: {padding['bucketed']:.3f}")
         print(f"padding_random: {padding['random']:.3f}")
-        print(f"prosody_cache_second_over_first: {second / first:.4f}")
+        print(f"acoustic_cache_second_over_first: {second / first:.4f}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,10 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 RESUME_MODES = ("auto", "never")
 MAMBA_IMPLS = ("auto", "kernel", "torch")
+MODEL_KINDS = ("mamba_ema", "baseline")
+ACOUSTIC_SETS = ("egemaps", "contours", "both")  # emotion.features.acoustic.FRAME_SETS, without its imports
+REGRESSORS = ("svr", "ridge")
+SVR_KERNELS = ("linear", "rbf")
 
 POSITIVE_INTEGERS = (
     "model.d_prosody_out",
@@ -34,6 +38,8 @@ POSITIVE_INTEGERS = (
     "model.mamba_d_state",
     "model.mamba_d_conv",
     "model.mamba_expand",
+    "model.d_functionals_out",
+    "model.time_mask_width",
     "data.batch_size",
     "data.sample_rate",
     "trainer.max_epochs",
@@ -55,6 +61,8 @@ NON_NEGATIVE_NUMBERS = ("data.min_seconds", "optim.encoder_lr", "optim.weight_de
 RANGES = {
     "model.dropout": (0.0, 1.0, False),
     "model.ema_alpha_init": (0.0, 1.0, False),
+    "model.time_mask_ratio": (0.0, 1.0, False),
+    "model.feature_mask_ratio": (0.0, 1.0, False),
     "optim.warmup_ratio": (0.0, 1.0, False),
     "optim.min_lr_ratio": (0.0, 1.0, True),
     "data.val_fraction": (0.0, 1.0, False),
@@ -62,7 +70,11 @@ RANGES = {
 CHOICES = {
     "trainer.precision": PRECISIONS,
     "trainer.resume": RESUME_MODES,
+    "model.kind": MODEL_KINDS,
     "model.mamba_impl": MAMBA_IMPLS,
+    "model.acoustic": ACOUSTIC_SETS,
+    "model.functionals": (True, False),
+    "data.speaker_norm": (True, False),
     "logger.backend": ("wandb", "none"),
     "trainer.preflight": ("auto", True, False),
     "encoder.freeze": (True, False),
@@ -77,12 +89,15 @@ class ConfigError(CompactHydraException, ValueError):
 
 
 def check_config(cfg: DictConfig) -> None:
+    if _value(cfg, "model.kind") == "baseline":
+        model_problems = _baseline_problems(cfg)
+    else:
+        model_problems = [*_layer_problems(cfg), *_device_problems(cfg)]
     problems = [
         *_unknown_key_problems(cfg),
         *_number_problems(cfg),
         *_choice_problems(cfg),
-        *_layer_problems(cfg),
-        *_device_problems(cfg),
+        *model_problems,
         *data_problems(cfg.data),
     ]
     if problems:
@@ -146,6 +161,11 @@ def _dotted_keys(node: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+def _applies(cfg: DictConfig, key: str) -> bool:
+    """Whether `key` is read by the configured model kind: the baseline reads none of the neural model's."""
+    return not (key.startswith("model.") and _value(cfg, "model.kind") == "baseline" and key != "model.kind")
+
+
 def _number_problems(cfg: DictConfig) -> list[str]:
     problems = []
     for keys, test, wanted in (
@@ -154,8 +174,14 @@ def _number_problems(cfg: DictConfig) -> list[str]:
         (POSITIVE_NUMBERS, lambda v: _is_number(v) and v > 0, "a number above 0"),
         (NON_NEGATIVE_NUMBERS, lambda v: _is_number(v) and v >= 0, "a number, 0 or more"),
     ):
-        problems += [f"{key}={_value(cfg, key)!r}: must be {wanted}" for key in keys if not test(_value(cfg, key))]
+        problems += [
+            f"{key}={_value(cfg, key)!r}: must be {wanted}"
+            for key in keys
+            if _applies(cfg, key) and not test(_value(cfg, key))
+        ]
     for key, (low, high, high_allowed) in RANGES.items():
+        if not _applies(cfg, key):
+            continue
         value = _value(cfg, key)
         if not (_is_number(value) and low <= value and (value <= high if high_allowed else value < high)):
             problems.append(f"{key}={value!r}: must be in [{low}, {high}{']' if high_allowed else ')'}")
@@ -166,8 +192,29 @@ def _choice_problems(cfg: DictConfig) -> list[str]:
     return [
         f"{key}={_value(cfg, key)!r}: must be one of {', '.join(map(str, allowed))}"
         for key, allowed in CHOICES.items()
-        if _value(cfg, key) not in allowed
+        if _applies(cfg, key) and not _is_one_of(_value(cfg, key), allowed)
     ]
+
+
+def _is_one_of(value, allowed: tuple) -> bool:
+    """`value in allowed`, except that 1 is not True: a switch takes true or false."""
+    return any(value == option and isinstance(value, bool) == isinstance(option, bool) for option in allowed)
+
+
+def _baseline_problems(cfg: DictConfig) -> list[str]:
+    regressor = _value(cfg, "model.regressor")
+    if regressor not in REGRESSORS:
+        return [f"model.regressor={regressor!r}: must be one of {', '.join(REGRESSORS)}"]
+    problems = []
+    candidates_key = {"svr": "model.svr_c", "ridge": "model.ridge_alpha"}[regressor]
+    candidates = _value(cfg, candidates_key)
+    if not (isinstance(candidates, list) and candidates and all(_is_number(v) and v > 0 for v in candidates)):
+        problems.append(f"{candidates_key}={candidates!r}: must be a list of numbers above 0, e.g. [0.1, 1, 10]")
+    if regressor == "svr" and not (_is_number(epsilon := _value(cfg, "model.svr_epsilon")) and epsilon >= 0):
+        problems.append(f"model.svr_epsilon={epsilon!r}: must be a number, 0 or more")
+    if regressor == "svr" and (kernel := _value(cfg, "model.svr_kernel")) not in SVR_KERNELS:
+        problems.append(f"model.svr_kernel={kernel!r}: must be one of {', '.join(SVR_KERNELS)}")
+    return problems
 
 
 def _layer_problems(cfg: DictConfig) -> list[str]:

@@ -95,6 +95,7 @@ def _train(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> dict:
     """Train with a tracker run open, and record how it ended in metrics.json and the run."""
     import torch  # from here on: the config is known to be valid
 
+    from emotion.training.baseline import fit_baseline
     from emotion.training.loop import fit, release_memory
     from emotion.training.preflight import memory_advice
 
@@ -103,7 +104,8 @@ def _train(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> dict:
         # Resolved, so the tracker shows values, not `${...}` interpolations.
         config = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
         run = open_run(cfg.logger, config, out_dir, describe_job(cfg, out_dir))
-        metrics = fit(cfg, out_dir, run, stop)
+        train = fit_baseline if cfg.model.kind == "baseline" else fit
+        metrics = train(cfg, out_dir, run, stop)
     except Interrupted as stopped:
         write_json(
             out_dir / "metrics.json",
@@ -165,5 +167,5 @@ def describe_job(cfg: DictConfig, out_dir: Path) -> JobInfo:
         name=redact_secrets(overrides or cfg.data.name),
         group=group,
         job_type=f"fold{cfg.data.fold}" if cfg.data.fold is not None else cfg.data.get("test_set", "test"),
-        tags=[cfg.model.profile, cfg.encoder.name],
+        tags=[cfg.model.profile] if cfg.model.kind == "baseline" else [cfg.model.profile, cfg.encoder.name],
     )

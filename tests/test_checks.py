@@ -41,12 +41,34 @@ from tests.trees import csv_tree
         ),
         ("model.speech_encoder_layers=[]", "model.speech_encoder_layers=[]: must be a list of hidden-state indices"),
         ("trainer.device=tpu", "trainer.device='tpu': must be auto, cpu, cuda or cuda:<index>"),
+        ("model.acoustic=mfcc", "model.acoustic='mfcc': must be one of egemaps, contours, both"),
+        ("model.functionals=yes", "model.functionals='yes': must be one of True, False"),
+        ("model.time_mask_ratio=1", "model.time_mask_ratio=1: must be in [0.0, 1.0)"),
+        ("model.feature_mask_ratio=-0.1", "model.feature_mask_ratio=-0.1: must be in [0.0, 1.0)"),
+        ("model.time_mask_width=0", "model.time_mask_width=0: must be a positive whole number"),
+        ("data.speaker_norm=1", "data.speaker_norm=1: must be one of True, False"),
     ],
 )
 def test_each_check_names_the_key_the_value_and_what_is_valid(override, expected):
     with pytest.raises(ConfigError) as error:
         check_config(compose_config(["experiment=demo", override]))
     assert expected in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.regressor=forest", "model.regressor='forest': must be one of svr, ridge"),
+        ("model.svr_kernel=poly", "model.svr_kernel='poly': must be one of linear, rbf"),
+        ("model.svr_c=[1,0]", "model.svr_c=[1, 0]: must be a list of numbers above 0"),
+        ("model.svr_epsilon=-1", "model.svr_epsilon=-1: must be a number, 0 or more"),
+    ],
+)
+def test_the_baselines_own_keys_are_checked_and_the_neural_models_are_not_asked_of_it(override, expected):
+    check_config(compose_config(["experiment=demo", "model=baseline"]))  # no d_hidden, no layers: fine
+    with pytest.raises(ConfigError) as error:
+        check_config(compose_config(["experiment=demo", "model=baseline", override]))
+    assert expected in str(error.value) and str(error.value).startswith("1 config problem(s)")
 
 
 def test_all_problems_come_in_one_message():
@@ -57,7 +79,13 @@ def test_all_problems_come_in_one_message():
 
 
 def test_the_shipped_configurations_pass():
-    for overrides in ([], ["experiment=demo"], ["model=max", "experiment=demo"], ["model=conservative"]):
+    for overrides in (
+        [],
+        ["experiment=demo"],
+        ["model=max", "experiment=demo"],
+        ["model=conservative"],
+        ["model=baseline"],
+    ):
         check_config(compose_config(overrides))
 
 

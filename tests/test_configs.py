@@ -24,7 +24,7 @@ def test_every_config_file_composes_and_resolves(group, option, cache_dir):
 
 def test_each_group_has_the_options_the_design_names():
     names = {group: {path.stem for path in (CONF / group).glob("*.yaml")} for group in GROUPS}
-    assert {"standard", "max", "conservative", "aggressive"} <= names["model"]
+    assert {"standard", "max", "conservative", "aggressive", "baseline"} <= names["model"]
     assert {"wavlm_large", "wavlm_base_plus", "tiny"} <= names["encoder"]
     assert {"adamw"} <= names["optim"]
     assert {"demo"} <= names["data"]
@@ -54,6 +54,20 @@ def test_profiles_carry_the_seed_values(profile):
     assert cfg.model.mamba_n_layers == 2
     assert cfg.model.mamba_d_state == 16
     assert list(cfg.model.speech_encoder_layers) == [6, 12, 18, 24]
+
+
+def test_the_profiles_feed_egemaps_and_its_functionals_and_the_baseline_has_only_its_own_keys():
+    for profile in SEED_PROFILES:
+        model = compose_config([f"model={profile}"]).model
+        assert (model.kind, model.acoustic, model.functionals) == ("mamba_ema", "egemaps", True)
+    baseline = compose_config(["model=baseline"]).model
+    assert (baseline.kind, baseline.profile, baseline.regressor, baseline.svr_kernel) == (
+        "baseline",
+        "baseline",
+        "svr",
+        "linear",
+    )
+    assert "d_hidden" not in baseline and "speech_encoder_layers" not in baseline
 
 
 def test_command_line_wins_over_the_profile():

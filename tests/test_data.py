@@ -11,8 +11,9 @@ from scipy.signal import butter, sosfiltfilt
 from emotion.data.audio import load_audio
 from emotion.data.corpus import Item, LabelScale
 from emotion.data.dataset import UtteranceDataset, collate
-from emotion.data.prosody import PROSODY_FEATURES, FrameGrid, prosody_contours
-from emotion.data.prosody_cache import ProsodyCache
+from emotion.features.acoustic import CONTOURS, EGEMAPS_FUNCTIONALS, FUNCTIONALS, PROSODY_FEATURES, prosody_contours
+from emotion.features.acoustic_cache import AcousticCache
+from emotion.features.grid import FrameGrid
 from tests.trees import speech
 
 GRID = FrameGrid(window=400, hop=320)
@@ -85,33 +86,36 @@ def test_label_scale_round_trips():
     np.testing.assert_allclose(scale.denormalise(scale.normalise([1.7, 4.2])), [1.7, 4.2], rtol=1e-6)
 
 
-def write_tones(tmp_path, seconds_list):
+def write_tones(tmp_path, seconds_list, functionals=None):
     items = []
     for i, seconds in enumerate(seconds_list):
         path = tmp_path / f"{i}.wav"
         sf.write(path, tone(150 + 50 * i, seconds), SR)
         items.append(Item(id=str(i), path=path, speaker="x", labels=(1.0, 3.0, 5.0), fold=1))
-    entries = ProsodyCache(tmp_path / "cache", SR, GRID).ensure([item.path for item in items], workers=1)
+    cache = AcousticCache(tmp_path / "cache", SR, GRID, [CONTOURS], functionals)
+    entries = cache.ensure([item.path for item in items], workers=1)
     return items, [entries[item.path] for item in items]
 
 
-def test_batches_pad_audio_and_contours_and_keep_lengths(tmp_path):
-    items, prosody = write_tones(tmp_path, (1.0, 1.5))
-    dataset = UtteranceDataset(items, [1.0, 1.5], prosody, LabelScale(1, 5), GRID, SR, chunk_seconds=60.0)
+def test_batches_pad_audio_and_contours_keep_lengths_and_carry_each_utterances_functionals(tmp_path):
+    items, acoustic = write_tones(tmp_path, (1.0, 1.5), functionals=FUNCTIONALS)
+    dataset = UtteranceDataset(items, [1.0, 1.5], acoustic, LabelScale(1, 5), GRID, SR, chunk_seconds=60.0)
     batch = collate([dataset[0], dataset[1]])
     assert batch.speech.shape == (2, 24000)
     assert batch.speech_lengths.tolist() == [16000, 24000]
     assert batch.prosody.shape == (2, GRID.count(24000), len(PROSODY_FEATURES))
     assert not batch.speech[0, 16000:].any() and not batch.prosody[0, GRID.count(16000) :].any()
     torch.testing.assert_close(batch.labels, torch.tensor([[0.0, 0.5, 1.0]] * 2))
+    assert batch.functionals.shape == (2, EGEMAPS_FUNCTIONALS)
+    torch.testing.assert_close(batch.functionals[1], torch.from_numpy(acoustic[1].read_functionals()))
 
 
 def test_training_crops_start_on_the_frame_grid_and_carry_the_matching_contours(tmp_path):
     noise = np.random.default_rng(0).uniform(-0.5, 0.5, 3 * SR).astype(np.float32)  # every sample pair unique
     sf.write(tmp_path / "noise.wav", noise, SR, subtype="FLOAT")
     items = [Item(id="noise", path=tmp_path / "noise.wav", speaker="x", labels=(1.0, 3.0, 5.0), fold=1)]
-    prosody = list(ProsodyCache(tmp_path / "cache", SR, GRID).ensure([items[0].path], workers=1).values())
-    full = np.load(prosody[0])
+    prosody = list(AcousticCache(tmp_path / "cache", SR, GRID, [CONTOURS]).ensure([items[0].path], 1).values())
+    full = prosody[0].read_frames()
 
     def crop(epoch):
         dataset = UtteranceDataset(

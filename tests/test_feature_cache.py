@@ -16,8 +16,9 @@ import torch
 from emotion.data.audio import load_audio
 from emotion.data.corpus import Item, LabelScale
 from emotion.data.dataset import UtteranceDataset, collate
-from emotion.data.feature_cache import FeatureCacheError, Piece, ensure_features
-from emotion.data.prosody_cache import ProsodyCache
+from emotion.features.acoustic import CONTOURS
+from emotion.features.acoustic_cache import AcousticCache
+from emotion.features.encoder_cache import FeatureCacheError, Piece, ensure_features
 from emotion.files import locked
 from emotion.models.encoder import SpeechEncoder, load_wavlm
 from tests.conftest import compose_config, csv_job, run_train
@@ -78,7 +79,7 @@ def test_a_later_job_computes_nothing_and_a_superset_of_layers_serves_a_subset(t
     def fail(*_):
         raise AssertionError("recomputed cached states")
 
-    monkeypatch.setattr("emotion.data.feature_cache._compute", fail)
+    monkeypatch.setattr("emotion.features.encoder_cache._compute", fail)
     subset = ensure(frozen_encoder((12, 6)), pieces, tmp_path / "cache")
     assert subset.dir == first.dir
     piece = next(iter(pieces))
@@ -121,12 +122,12 @@ def test_cached_training_crops_are_taken_in_frame_space_with_matching_contours(t
     sf.write(path, np.concatenate([speech(seed)[0] for seed in range(3)]), SR)
     encoder = frozen_encoder()
     store = ensure(encoder, {Piece(path): sf.info(path).frames}, tmp_path / "cache")
-    prosody = ProsodyCache(tmp_path / "cache", SR, encoder.grid).ensure([path], workers=1)[path]
+    prosody = AcousticCache(tmp_path / "cache", SR, encoder.grid, [CONTOURS]).ensure([path], workers=1)[path]
     item = Item(id="long", path=path, speaker="x", labels=(1.0, 3.0, 5.0), fold=1)
     dataset = UtteranceDataset(
         [item], [sf.info(path).duration], [prosody], LabelScale(1, 5), encoder.grid, SR, 60.0, 1.0, features=store
     )
-    whole, contours, crop_frames = store.read(Piece(path)), np.load(prosody), encoder.grid.count(SR)
+    whole, contours, crop_frames = store.read(Piece(path)), prosody.read_frames(), encoder.grid.count(SR)
     firsts = set()
     for epoch in range(5):
         dataset.set_epoch(epoch)
@@ -144,7 +145,7 @@ def test_a_frozen_encoders_training_crop_is_the_same_with_and_without_the_cache(
     sf.write(path, np.concatenate([speech(seed)[0] for seed in range(3)]), SR)
     encoder = frozen_encoder()
     store = ensure(encoder, {Piece(path): sf.info(path).frames}, tmp_path / "cache")
-    prosody = ProsodyCache(tmp_path / "cache", SR, encoder.grid).ensure([path], workers=1)[path]
+    prosody = AcousticCache(tmp_path / "cache", SR, encoder.grid, [CONTOURS]).ensure([path], workers=1)[path]
     item = Item(id="long", path=path, speaker="x", labels=(1.0, 3.0, 5.0), fold=1)
 
     def dataset(**how):

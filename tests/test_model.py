@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 from transformers import WavLMModel
 
-from emotion.data.prosody import PROSODY_FEATURES
+from emotion.features.acoustic import EGEMAPS_FUNCTIONALS, frame_feature_count
+from emotion.features.normalisation import AcousticStatistics, Moments
+from emotion.models.augment import mask_frames, time_spans
 from emotion.models.ema import EMAState
 from emotion.models.encoder import EncoderNotFoundError, SpeechEncoder, frame_grid, load_wavlm
 from emotion.models.heads import AttentivePooling
@@ -114,21 +117,46 @@ def demo_model(overrides=()) -> MambaEMA:
     return build_model(cfg.model, cfg.encoder, DIMENSIONS)
 
 
-def test_an_utterance_gets_the_same_prediction_alone_and_in_a_padded_batch():
-    model = demo_model().eval()
+def random_statistics(model: MambaEMA, seed: int = 0) -> AcousticStatistics:
+    """Statistics far from the identity, so that standardisation is part of what is tested."""
+    rng = np.random.default_rng(seed)
+
+    def moments(n):
+        return Moments(rng.normal(0, 5, n).astype(np.float32), rng.uniform(0.5, 20, n).astype(np.float32))
+
+    return AcousticStatistics(moments(len(model.prosody_norm.mean)), moments(EGEMAPS_FUNCTIONALS))
+
+
+@pytest.mark.parametrize("acoustic", ["egemaps", "contours", "both"])
+def test_an_utterance_gets_the_same_prediction_alone_and_in_a_padded_batch(acoustic):
+    model = demo_model([f"model.acoustic={acoustic}"]).eval()
+    model.set_acoustic_statistics(random_statistics(model))
     grid = model.encoder.grid
     short, long = torch.randn(16000), torch.randn(24000)
-    n_features = len(PROSODY_FEATURES)
-    short_contours = torch.randn(grid.count(16000), n_features)
-    long_contours = torch.randn(grid.count(24000), n_features)
+    n_features = frame_feature_count(acoustic)
+    short_frames = 10 * torch.randn(grid.count(16000), n_features)
+    long_frames = 10 * torch.randn(grid.count(24000), n_features)
+    functionals = 10 * torch.randn(2, EGEMAPS_FUNCTIONALS)
     waves = torch.stack([torch.cat([short, torch.zeros(8000)]), long])
-    pad_frames = torch.zeros(len(long_contours) - len(short_contours), n_features)
-    prosody = torch.stack([torch.cat([short_contours, pad_frames]), long_contours])
+    pad_frames = torch.zeros(len(long_frames) - len(short_frames), n_features)
+    prosody = torch.stack([torch.cat([short_frames, pad_frames]), long_frames])
     with torch.no_grad():
-        together = model(waves, torch.tensor([16000, 24000]), prosody)
-        alone = model(short[None], torch.tensor([16000]), short_contours[None])
+        together = model(waves, torch.tensor([16000, 24000]), prosody, functionals=functionals)
+        alone = model(short[None], torch.tensor([16000]), short_frames[None], functionals=functionals[:1])
     assert together.shape == (2, 3)
     torch.testing.assert_close(together[0], alone[0], rtol=1e-4, atol=1e-4)
+
+
+def test_acoustic_inputs_are_standardised_with_the_statistics_the_model_keeps():
+    model = demo_model().eval()
+    stats = random_statistics(model)
+    model.set_acoustic_statistics(stats)
+    frames = torch.randn(1, 5, len(stats.frames.mean))
+    expected = (frames - torch.from_numpy(stats.frames.mean)) / torch.from_numpy(stats.frames.std)
+    torch.testing.assert_close(model.prosody_norm(frames), expected)
+    assert torch.equal(model.state_dict()["functionals_norm.std"], torch.from_numpy(stats.functionals.std))
+    nan = torch.full((1, EGEMAPS_FUNCTIONALS), float("nan"))
+    assert torch.equal(model.functionals_norm(nan), torch.zeros(1, EGEMAPS_FUNCTIONALS))  # not computable: the mean
 
 
 def test_evaluation_keeps_predictions_within_the_label_scale():
@@ -138,10 +166,11 @@ def test_evaluation_keeps_predictions_within_the_label_scale():
             head[-1].bias.fill_(3.0)  # far above the top of the scale
         model.heads["valence"][-1].bias.fill_(-3.0)  # and far below its bottom
     waves, lengths = torch.randn(2, 16000), torch.tensor([16000, 12000])
-    prosody = torch.randn(2, model.encoder.grid.count(16000), len(PROSODY_FEATURES))
+    prosody = torch.randn(2, model.encoder.grid.count(16000), len(model.prosody_norm.mean))
+    functionals = torch.randn(2, EGEMAPS_FUNCTIONALS)
     with torch.no_grad():
-        raw = model.train()(waves, lengths, prosody)
-        bounded = model.eval()(waves, lengths, prosody)
+        raw = model.train()(waves, lengths, prosody, functionals=functionals)
+        bounded = model.eval()(waves, lengths, prosody, functionals=functionals)
     assert raw[:, 0].min() > 1.0 and raw[:, 1].max() < 0.0  # training sees the heads' own output
     assert torch.equal(bounded[:, [0, 2]], torch.ones(2, 2)) and torch.equal(bounded[:, 1], torch.zeros(2))
 
@@ -200,7 +229,47 @@ def test_gradient_checkpointing_recomputes_the_same_gradients():
         model = demo_model(["encoder.freeze=false", f"model.grad_checkpointing={checkpointing}"]).train()
         assert model.encoder.wavlm.is_gradient_checkpointing == checkpointing
         torch.manual_seed(1)
-        waves, prosody = torch.randn(2, 16000), torch.randn(2, 49, len(PROSODY_FEATURES))
-        model(waves, torch.tensor([16000, 12000]), prosody).sum().backward()
+        waves, prosody = torch.randn(2, 16000), torch.randn(2, 49, len(model.prosody_norm.mean))
+        model(
+            waves, torch.tensor([16000, 12000]), prosody, functionals=torch.randn(2, EGEMAPS_FUNCTIONALS)
+        ).sum().backward()
         grads.append(model.encoder.wavlm.encoder.layers[3].attention.q_proj.weight.grad)
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_time_masks_hide_about_their_share_of_valid_frames_in_spans_of_their_width():
+    torch.manual_seed(0)
+    mask = torch.ones(64, 500, dtype=torch.bool)
+    mask[:, 400:] = False  # padding is never hidden
+    hidden = time_spans(mask, ratio=0.2, width=5)
+    assert not hidden[:, 400:].any()
+    share = hidden[:, :400].float().mean().item()
+    assert 0.15 < share < 0.2  # overlapping spans hide a little less than the ratio
+    runs = torch.diff(hidden[:, :400].int(), dim=1)
+    starts, ends = (runs == 1).sum().item(), (runs == -1).sum().item()
+    assert hidden[:, :400].sum().item() / max(starts, ends) >= 5  # spans, not scattered frames
+
+
+def test_masking_zeroes_the_same_time_spans_in_every_stream_and_whole_channels_of_each():
+    torch.manual_seed(0)
+    mask = torch.ones(8, 200, dtype=torch.bool)
+    encoder_states, acoustic = torch.randn(8, 200, 64) + 5, torch.randn(8, 200, 25) + 5  # no zeros of their own
+    masked_states, masked_acoustic = mask_frames([encoder_states, acoustic], mask, 0.2, 5, 0.0)
+    zero_frames = (masked_states == 0).all(-1)
+    assert zero_frames.any() and torch.equal(zero_frames, (masked_acoustic == 0).all(-1))
+    (only_channels,) = mask_frames([encoder_states], mask, 0.0, 5, 0.3)
+    zero_channels = (only_channels == 0).all(dim=1)  # (B, channels) zero on every frame
+    assert torch.equal(zero_channels, (only_channels == 0).any(dim=1))  # a channel is hidden wholly or not at all
+    assert 0.2 < zero_channels.float().mean() < 0.4
+
+
+def test_masking_and_dropout_act_in_training_only():
+    model = demo_model(["model.time_mask_ratio=0.5", "model.feature_mask_ratio=0.5"])
+    waves, lengths = torch.randn(2, 16000), torch.tensor([16000, 16000])
+    prosody = torch.randn(2, model.encoder.grid.count(16000), len(model.prosody_norm.mean))
+    functionals = torch.randn(2, EGEMAPS_FUNCTIONALS)
+    with torch.no_grad():
+        evaluated = [model.eval()(waves, lengths, prosody, functionals=functionals) for _ in range(2)]
+        trained = [model.train()(waves, lengths, prosody, functionals=functionals) for _ in range(2)]
+    assert torch.equal(evaluated[0], evaluated[1])
+    assert not torch.allclose(trained[0], trained[1])

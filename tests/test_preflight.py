@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from emotion.data.corpora import load_corpus
-from emotion.data.prosody_cache import ProsodyCache
 from emotion.data.sampler import capped_batches
 from emotion.data.scan import usable_corpus
+from emotion.features.acoustic_cache import AcousticCache
 from emotion.models.model import build_model
 from emotion.training.loop import autocast, make_datasets
 from emotion.training.preflight import BatchCuts, Preflight, PreflightError, WorstBatch, first_batch_cap
@@ -23,9 +23,10 @@ def demo_job(tmp_path, overrides=()):
     corpus, durations = usable_corpus(load_corpus(cfg.data), cfg.data, tmp_path)
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.encoder, corpus.dimensions)
-    prosody = ProsodyCache(cfg.paths.cache_dir, 16000, model.encoder.grid).entries([i.path for i in corpus.splits.all])
+    acoustic = AcousticCache.for_model(cfg.paths.cache_dir, 16000, model.encoder.grid, cfg.model)
+    entries = acoustic.entries([i.path for i in corpus.splits.all])
     datasets = make_datasets(
-        corpus, durations, prosody, model.encoder.grid, cfg, crop_after_encoding=cfg.encoder.freeze
+        corpus, durations, entries, model.encoder.grid, cfg, crop_after_encoding=cfg.encoder.freeze
     )
     return cfg, model, datasets
 
@@ -117,7 +118,7 @@ def test_an_utterance_that_does_not_fit_alone_stops_the_job_with_the_chunk_advic
     assert "a shorter data.eval_chunk_seconds (now 60.0" in message
 
 
-def test_the_preflight_runs_before_prosody_and_the_feature_cache_are_computed(tmp_path):
+def test_the_preflight_runs_before_acoustic_features_and_the_feature_cache_are_computed(tmp_path):
     fresh_cache = tmp_path / "cache"  # nothing computed yet
     out = tmp_path / "job"
     result = run_train(
@@ -130,7 +131,7 @@ def test_the_preflight_runs_before_prosody_and_the_feature_cache_are_computed(tm
         for text in (
             "preflight: training step",
             "preflight: feature cache build",
-            "computing prosody contours",
+            "computing acoustic features",
             "feature cache: computing",
         )
     ]

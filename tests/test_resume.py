@@ -52,7 +52,7 @@ def assert_same_results(job, reference):
     history, reference_history = read_history(job), read_history(reference)
     assert [row["epoch"] for row in history] == ["1", "2", "3"]  # each epoch once
     for row, ref in zip(history, reference_history, strict=True):
-        for key in ("train_loss", "val_ccc_mean", "lr", "padding"):
+        for key in ("train_loss", "train_ccc_mean", "val_ccc_mean", "lr", "padding"):
             assert float(row[key]) == pytest.approx(float(ref[key]), abs=1e-6), (row["epoch"], key)
 
 

@@ -16,9 +16,11 @@ from torch.utils.data import DataLoader
 from emotion.data.corpora import load_corpus
 from emotion.data.corpus import DIMENSIONS, Item, LabelScale
 from emotion.data.dataset import Batch, UtteranceDataset, collate
-from emotion.data.prosody import PROSODY_FEATURES, FrameGrid
-from emotion.data.prosody_cache import ProsodyCache
 from emotion.data.sampler import LengthBucketSampler
+from emotion.features.acoustic import CONTOURS, PROSODY_FEATURES
+from emotion.features.acoustic_cache import AcousticCache
+from emotion.features.grid import FrameGrid
+from emotion.features.normalisation import statistics
 from emotion.logger import NoRun
 from emotion.models.model import build_model
 from emotion.training import loop
@@ -54,7 +56,9 @@ def test_a_short_training_run_lowers_the_loss(cache_dir):
     )
     items = corpus.splits.train[:16]
     grid = model.encoder.grid
-    prosody = ProsodyCache(cache_dir, 16000, grid).ensure([item.path for item in items], workers=1)
+    acoustic = AcousticCache.for_model(cache_dir, 16000, grid, cfg.model)
+    prosody = acoustic.ensure([item.path for item in items], workers=1)
+    model.set_acoustic_statistics(statistics(items, prosody))  # eGeMAPS in hertz and decibels would saturate
     durations = [sf.info(item.path).duration for item in items]
     dataset = UtteranceDataset(
         items, durations, [prosody[item.path] for item in items], corpus.scale, grid, 16000, chunk_seconds=60.0
@@ -62,16 +66,19 @@ def test_a_short_training_run_lowers_the_loss(cache_dir):
     batches = [collate([dataset[i] for i in range(start, start + 8)]) for start in (0, 8)]
     optimizer = build_optimizer(model, cfg.optim)
 
+    def predictions(batch):
+        return model(batch.speech, batch.speech_lengths, batch.prosody, functionals=batch.functionals)
+
     def loss_on_batches():
         model.eval()
         with torch.no_grad():
-            return sum(ccc_loss(model(b.speech, b.speech_lengths, b.prosody), b.labels).item() for b in batches) / 2
+            return sum(ccc_loss(predictions(b), b.labels).item() for b in batches) / 2
 
     before = loss_on_batches()
     model.train()
     for _ in range(20):
         for batch in batches:
-            loss = ccc_loss(model(batch.speech, batch.speech_lengths, batch.prosody), batch.labels)
+            loss = ccc_loss(predictions(batch), batch.labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -115,7 +122,7 @@ class MeanProsodyModel(torch.nn.Module):
         super().__init__()
         self.linear = torch.nn.Linear(len(PROSODY_FEATURES), len(DIMENSIONS))
 
-    def forward(self, speech, speech_lengths, prosody, crop=None):
+    def forward(self, speech, speech_lengths, prosody, crop=None, functionals=None):
         return self.linear(prosody.mean(dim=1))
 
 
@@ -280,8 +287,18 @@ def test_the_max_profile_on_fold_2_writes_the_contract_outputs(cache_dir, tmp_pa
     assert all(1.0 <= float(row[f"{dim}_pred"]) <= 5.0 for row in predictions for dim in DIMENSIONS)
     history = read_csv(out / "history.csv")
     assert len(history) == 1 and history[0]["bad_steps"] == "0" and 0 <= float(history[0]["padding"]) < 0.5
+    assert -1.0 <= float(history[0]["train_ccc_mean"]) <= 1.0
+    # The checkpoints carry the training split's statistics of the acoustic features.
+    cfg = compose_config(MAX_ON_FOLD_2)
+    corpus = load_corpus(cfg.data)
+    files = AcousticCache.for_model(cache_dir, 16000, FrameGrid(400, 320), cfg.model).entries(
+        [item.path for item in corpus.splits.all]
+    )
+    expected = statistics(corpus.splits.train, files)
     for name in ("best.pt", "last.pt"):
-        assert "model" in load_checkpoint(out / "checkpoints" / name)
+        state = load_checkpoint(out / "checkpoints" / name)["model"]
+        torch.testing.assert_close(state["prosody_norm.mean"], torch.from_numpy(expected.frames.mean))
+        torch.testing.assert_close(state["functionals_norm.std"], torch.from_numpy(expected.functionals.std))
     assert (out / ".hydra" / "config.yaml").is_file()
 
 
@@ -335,7 +352,7 @@ class ChunkMeanModel(torch.nn.Module):
 
     heads = ("arousal", "valence", "dominance")
 
-    def forward(self, speech, speech_lengths, prosody, crop=None):
+    def forward(self, speech, speech_lengths, prosody, crop=None, functionals=None):
         return (speech.sum(dim=1) / speech_lengths).unsqueeze(1).repeat(1, len(self.heads))
 
 
@@ -349,7 +366,7 @@ def test_a_chunked_item_gets_the_length_weighted_mean_of_its_chunks(tmp_path):
         for name in ("long", "short")
     ]
     grid = FrameGrid(400, 320)
-    prosody = ProsodyCache(tmp_path / "cache", 16000, grid).ensure([item.path for item in items], workers=1)
+    prosody = AcousticCache(tmp_path / "cache", 16000, grid, [CONTOURS]).ensure([item.path for item in items], 1)
     dataset = UtteranceDataset(
         items, [2.5, 0.5], [prosody[item.path] for item in items], LabelScale(1, 5), grid, 16000, chunk_seconds=1.0
     )

@@ -1,1 +1,1 @@
-"""Corpora, audio decoding, prosody contours and batches."""
+"""Corpora and their items, audio decoding, and batches."""

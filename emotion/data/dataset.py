@@ -1,11 +1,10 @@
-"""From items to padded batches: audio (or a frozen encoder's cached states), prosody contours on the encoder's
-frame grid, normalised labels."""
+"""From items to padded batches: audio (or a frozen encoder's cached states), acoustic features on the encoder's
+frame grid and of the whole utterance, normalised labels."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,21 +12,23 @@ from torch.utils.data import Dataset
 
 from emotion.data.audio import load_audio
 from emotion.data.corpus import Item, LabelScale
-from emotion.data.feature_cache import FeatureStore, Piece
-from emotion.data.prosody import FrameGrid
-from emotion.data.prosody_cache import load_contours
+from emotion.features.acoustic_cache import AcousticFiles
+from emotion.features.encoder_cache import FeatureStore, Piece
+from emotion.features.grid import FrameGrid
+from emotion.features.normalisation import SpeakerNorm
 
 
 @dataclass
 class Batch:
     speech: torch.Tensor  # zero-padded waves (B, samples), or cached encoder states (B, frames, layers, hidden)
     speech_lengths: torch.Tensor  # (B,) samples, or frames
-    prosody: torch.Tensor  # (B, frames, features), zero-padded
+    prosody: torch.Tensor  # (B, frames, features): the acoustic frames of the prosody branch, zero-padded
     labels: torch.Tensor  # (B, dimensions), normalised to [0, 1]
     indices: torch.Tensor  # (B,) the item each row comes from (several rows when a long item is chunked)
     # (B, 2) first frame and frame count of each row's training crop, taken from the states of the whole
     # wave once a frozen encoder has run on it; None: the speech is what the model sees.
     crop: torch.Tensor | None = None
+    functionals: torch.Tensor | None = None  # (B, features) of each row's whole utterance, when the model uses them
 
     def to(self, device: torch.device) -> Batch:
         return self._map(lambda tensor: tensor.to(device, non_blocking=True))
@@ -54,8 +55,9 @@ class Segment:
 
 
 class UtteranceDataset(Dataset):
-    """Segments of items with their prosody contours: waves decoded on demand, or, given `features`, a frozen
-    encoder's states read from the feature cache.
+    """Segments of items with their acoustic features: waves decoded on demand, or, given `features`, a frozen
+    encoder's states read from the feature cache. Acoustic features come from their cache (`acoustic`, one
+    per item), standardised per speaker first with `speaker_norm`.
 
     Items longer than `chunk_seconds` are split into equal chunks: evaluation averages their predictions,
     training crops each. Training (`crop_seconds` set) crops a segment at a random offset that depends only
@@ -73,7 +75,7 @@ class UtteranceDataset(Dataset):
         self,
         items: list[Item],
         durations: list[float],
-        prosody_files: list[Path],
+        acoustic: list[AcousticFiles],
         scale: LabelScale,
         grid: FrameGrid,
         sample_rate: int,
@@ -82,9 +84,11 @@ class UtteranceDataset(Dataset):
         seed: int = 0,
         features: FeatureStore | None = None,
         crop_after_encoding: bool = False,
+        speaker_norm: SpeakerNorm | None = None,
     ):
         self.items = items
-        self.prosody_files = prosody_files
+        self.acoustic = acoustic
+        self.speaker_norm = speaker_norm
         self.scale = scale
         self.grid = grid
         self.sample_rate = sample_rate
@@ -124,9 +128,22 @@ class UtteranceDataset(Dataset):
         else:
             example["speech"], shift = self._cropped_wave(index)
             n_frames = self.grid.count(len(example["speech"]))
-        contours = load_contours(self.prosody_files[segment.item])
-        example["prosody"] = contours[first_frame + shift : first_frame + shift + n_frames]
+        frames, functionals = self._acoustic_features(segment.item)
+        example["prosody"] = frames[first_frame + shift : first_frame + shift + n_frames]
+        if functionals is not None:
+            example["functionals"] = functionals
         return example
+
+    def _acoustic_features(self, item: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The item's acoustic frames and functionals (None when not used), standardised with its speaker's
+        own statistics under speaker_norm."""
+        files, speaker = self.acoustic[item], self.items[item].speaker
+        frames, functionals = files.read_frames(), files.read_functionals()
+        if self.speaker_norm:
+            frames = self.speaker_norm.frames(speaker, frames)
+            if functionals is not None:
+                functionals = self.speaker_norm.functionals(speaker, functionals)
+        return frames, functionals
 
     def _segment_wave(self, index: int) -> np.ndarray:
         segment = self.segments[index]
@@ -187,4 +204,9 @@ def collate(examples: list[dict]) -> Batch:
         labels=torch.from_numpy(np.stack([example["labels"] for example in examples])),
         indices=torch.tensor([example["index"] for example in examples]),
         crop=torch.tensor([example["crop"] for example in examples]) if "crop" in examples[0] else None,
+        functionals=(
+            torch.from_numpy(np.stack([example["functionals"] for example in examples]))
+            if "functionals" in examples[0]
+            else None
+        ),
     )

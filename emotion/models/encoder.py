@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import WavLMConfig, WavLMModel
 
-from emotion.data.prosody import FrameGrid
+from emotion.features.grid import FrameGrid
 
 log = logging.getLogger(__name__)
 

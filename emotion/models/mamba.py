@@ -210,15 +210,16 @@ class Mamba(nn.Module):
 
 
 class ResidualMamba(nn.Module):
-    """Pre-norm residual: x + Mamba(RMSNorm(x))."""
+    """Pre-norm residual: x + Dropout(Mamba(RMSNorm(x)))."""
 
-    def __init__(self, d_model: int, **mamba_kwargs):
+    def __init__(self, d_model: int, dropout: float = 0.0, **mamba_kwargs):
         super().__init__()
         self.norm = nn.RMSNorm(d_model, eps=1e-5)  # mamba-ssm's epsilon
         self.mixer = Mamba(d_model, **mamba_kwargs)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.mixer(self.norm(x))
+        return x + self.dropout(self.mixer(self.norm(x)))
 
 
 # Largest kernel-vs-PyTorch difference accepted, relative to the largest magnitude of the PyTorch path's value.

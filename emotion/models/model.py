@@ -1,4 +1,5 @@
-"""Mamba-EMA: WavLM layers + prosody → Mamba blocks over frames → EMA state + attentive pooling → A/V/D."""
+"""Mamba-EMA: WavLM layers + acoustic frames → Mamba blocks over frames → EMA state + attentive pooling,
+joined with the utterance's acoustic functionals → A/V/D."""
 
 from __future__ import annotations
 
@@ -6,19 +7,23 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from emotion.data.prosody import PROSODY_FEATURES
+from emotion.features.acoustic import EGEMAPS_FUNCTIONALS, frame_feature_count
+from emotion.models.acoustic import ProsodyEncoder, Standardise, functionals_encoder
+from emotion.models.augment import mask_frames
 from emotion.models.ema import EMAState
 from emotion.models.encoder import SpeechEncoder, load_wavlm
 from emotion.models.heads import AttentivePooling, regression_head
 from emotion.models.mamba import ResidualMamba
-from emotion.models.prosody import ProsodyEncoder
 
 
 class MambaEMA(nn.Module):
     def __init__(self, encoder: SpeechEncoder, dimensions: tuple[str, ...], cfg: DictConfig):
         super().__init__()
         self.encoder = encoder
-        self.prosody = ProsodyEncoder(len(PROSODY_FEATURES), cfg.d_prosody_out)
+        n_acoustic = frame_feature_count(cfg.acoustic)
+        self.prosody_norm = Standardise(n_acoustic)
+        self.prosody = ProsodyEncoder(n_acoustic, cfg.d_prosody_out)
+        self.masking = (cfg.time_mask_ratio, cfg.time_mask_width, cfg.feature_mask_ratio)
         self.fuse = nn.Sequential(
             nn.Linear(encoder.hidden_size + cfg.d_prosody_out, cfg.d_hidden), nn.Dropout(cfg.dropout)
         )
@@ -29,15 +34,22 @@ class MambaEMA(nn.Module):
                 d_conv=cfg.mamba_d_conv,
                 expand=cfg.mamba_expand,
                 impl=cfg.mamba_impl,
+                dropout=cfg.dropout,
             )
             for _ in range(cfg.mamba_n_layers)
         )
         self.norm = nn.RMSNorm(cfg.d_hidden)
         self.ema = EMAState(cfg.d_hidden, cfg.d_state, cfg.ema_alpha_init, cfg.ema_learn_alpha)
         self.pool = AttentivePooling(cfg.d_hidden)
-        self.heads = nn.ModuleDict(
-            {dim: regression_head(cfg.d_hidden + cfg.d_state, cfg.d_hidden, cfg.dropout) for dim in dimensions}
-        )
+        d_summary = cfg.d_hidden + cfg.d_state
+        if cfg.functionals:
+            self.functionals_norm = Standardise(EGEMAPS_FUNCTIONALS)
+            self.functionals = functionals_encoder(EGEMAPS_FUNCTIONALS, cfg.d_functionals_out, cfg.dropout)
+            d_summary += cfg.d_functionals_out
+        else:
+            self.functionals = None
+        self.summary_dropout = nn.Dropout(cfg.dropout)
+        self.heads = nn.ModuleDict({dim: regression_head(d_summary, cfg.d_hidden, cfg.dropout) for dim in dimensions})
 
     def forward(
         self,
@@ -45,24 +57,40 @@ class MambaEMA(nn.Module):
         speech_lengths: torch.Tensor,
         prosody: torch.Tensor,
         crop: torch.Tensor | None = None,
+        functionals: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Padded speech (waves or cached encoder states, see SpeechEncoder.forward; `crop` for a frozen
-        encoder's training crops) and contours (B, T, features) → predictions (B, dimensions) on the label
-        scale mapped to [0, 1], within it in evaluation."""
+        encoder's training crops), acoustic frames (B, T, features) and, when the model uses them, the
+        utterances' functionals (B, 88) → predictions (B, dimensions) on the label scale mapped to [0, 1],
+        within it in evaluation."""
         frames, mask = self.encoder(speech, speech_lengths, crop)
         if prosody.shape[1] != frames.shape[1]:
-            raise ValueError(f"{prosody.shape[1]} prosody frames for {frames.shape[1]} encoder frames")
+            raise ValueError(f"{prosody.shape[1]} acoustic frames for {frames.shape[1]} encoder frames")
+        prosody = self.prosody_norm(prosody)
+        if self.training:
+            frames, prosody = mask_frames([frames, prosody], mask, *self.masking)
         # The residual stream stays in float32 under autocast, as in mamba-ssm (residual_in_fp32).
         x = self.fuse(torch.cat([frames, self.prosody(prosody, mask).to(frames.dtype)], dim=-1)).float()
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)
-        summary = torch.cat([self.pool(x, mask), self.ema(x, mask).to(x.dtype)], dim=-1)
+        summary = [self.pool(x, mask), self.ema(x, mask).to(x.dtype)]
+        if self.functionals is not None:
+            if functionals is None:
+                raise ValueError("this model joins the utterances' functionals (model.functionals=true): pass them")
+            summary.append(self.functionals(self.functionals_norm(functionals)).to(x.dtype))
+        summary = self.summary_dropout(torch.cat(summary, dim=-1))
         predictions = torch.cat([head(summary) for head in self.heads.values()], dim=-1)
         # A prediction beyond the rating scale is never right, so evaluation clips to it. Training sees the
         # heads' raw output: with sigmoid heads (the seed's) the demo's valence varied far more across seeds
         # (test CCC-V std 0.17 against 0.05 over 3 seeds) for the same mean.
         return predictions if self.training else predictions.clamp(0.0, 1.0)
+
+    def set_acoustic_statistics(self, stats) -> None:
+        """Standardise the acoustic inputs with the training split's statistics (AcousticStatistics)."""
+        self.prosody_norm.set(stats.frames.mean, stats.frames.std)
+        if self.functionals is not None:
+            self.functionals_norm.set(stats.functionals.mean, stats.functionals.std)
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         """The state dict, less the encoder's weights when they are frozen and reloadable from their source."""

@@ -20,16 +20,17 @@ from tqdm import tqdm
 from emotion.checks import PRECISIONS, RESUME_MODES
 from emotion.data.corpora import Corpus, load_corpus
 from emotion.data.dataset import UtteranceDataset, collate
-from emotion.data.feature_cache import ensure_features
-from emotion.data.prosody import FrameGrid
-from emotion.data.prosody_cache import ProsodyCache
 from emotion.data.sampler import LengthBucketSampler
 from emotion.data.scan import usable_corpus
+from emotion.features.acoustic_cache import AcousticCache, AcousticFiles
+from emotion.features.encoder_cache import ensure_features
+from emotion.features.grid import FrameGrid
+from emotion.features.normalisation import speaker_norm, statistics
 from emotion.logger import Run
 from emotion.models.model import MambaEMA, build_model, count_parameters
 from emotion.signals import GracefulStop, ignore_stop_signals
 from emotion.training.checkpoints import load_checkpoint, load_latest, restore_rng, rng_state, save_checkpoint
-from emotion.training.metrics import ccc_loss, ccc_scores
+from emotion.training.metrics import ccc_loss, ccc_scores, format_scores
 from emotion.training.optim import Optimisation
 from emotion.training.outputs import metrics_record, write_history, write_predictions
 from emotion.training.preflight import BatchCuts, Preflight
@@ -54,10 +55,10 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
     corpus, durations = usable_corpus(load_corpus(cfg.data), cfg.data, out_dir)
     model = build_model(cfg.model, cfg.encoder, corpus.dimensions).to(device)
     grid = model.encoder.grid
-    prosody_cache = ProsodyCache(cfg.paths.cache_dir, cfg.data.sample_rate, grid)
-    prosody = prosody_cache.entries([item.path for item in corpus.splits.all])
+    acoustic_cache = AcousticCache.for_model(cfg.paths.cache_dir, cfg.data.sample_rate, grid, cfg.model)
+    acoustic = acoustic_cache.entries([item.path for item in corpus.splits.all])
     cached = cfg.encoder.freeze and cfg.encoder.feature_cache
-    datasets = make_datasets(corpus, durations, prosody, grid, cfg, crop_after_encoding=cfg.encoder.freeze)
+    datasets = make_datasets(corpus, durations, acoustic, grid, cfg, crop_after_encoding=cfg.encoder.freeze)
     train_loader = make_loader(datasets[0], cfg, device, shuffle=True)
 
     # Memory first, before any long work; it also decides how much audio a batch of whole utterances may hold.
@@ -65,7 +66,8 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
     if cfg.trainer.preflight is True or (cfg.trainer.preflight == "auto" and device.type == "cuda"):
         preflight = Preflight(model, cfg, device, autocast(device, precision))
         cuts = preflight.check(datasets, train_loader.batch_sampler.largest_batch(), cached)
-    prosody_cache.compute(prosody, cfg.data.prosody_workers or os.cpu_count(), stop)
+    acoustic_cache.compute(acoustic, cfg.data.acoustic_workers or os.cpu_count(), stop)
+    standardise_acoustics(model, datasets, corpus, acoustic, cfg.data.speaker_norm)
     if cached:
         use_feature_cache(model, datasets, cfg, device, precision, stop, cuts.cache_build)
     val_loader, test_loader = (make_loader(dataset, cfg, device, False, cuts.evaluation) for dataset in datasets[1:])
@@ -127,6 +129,7 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
         row = {
             "epoch": epoch,
             "train_loss": progress.mean_loss,
+            "train_ccc_mean": progress.ccc_mean(corpus.dimensions),
             **{f"val_{k}": v for k, v in val.items()},
             "lr": optimisation.lr,
             "padding": progress.padding,
@@ -135,7 +138,7 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
         }
         run.log(row, step=epoch)
         log.info(
-            "epoch %d: loss %.4f, val CCC %s, %.1f s", epoch, row["train_loss"], _format_scores(val), row["seconds"]
+            "epoch %d: loss %.4f, val CCC %s, %.1f s", epoch, row["train_loss"], format_scores(val), row["seconds"]
         )
 
         if stopper.update(val["ccc_mean"], epoch):
@@ -151,7 +154,7 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
     model.load_checkpoint_state(best["model"])
     test_pred, test_true = predict(model, test_loader, device, precision)
     test = ccc_scores(test_pred, test_true, corpus.dimensions)
-    log.info("test (best epoch %d): CCC %s", best["epoch"], _format_scores(test))
+    log.info("test (best epoch %d): CCC %s", best["epoch"], format_scores(test))
     write_predictions(
         out_dir / "predictions.csv",
         [item.id for item in test_loader.dataset.items],
@@ -203,13 +206,14 @@ def train_one_epoch(
     for batch in bar:
         batch = batch.to(device)
         with autocast(device, precision):
-            pred = model(batch.speech, batch.speech_lengths, batch.prosody, batch.crop)
+            pred = model(batch.speech, batch.speech_lengths, batch.prosody, batch.crop, batch.functionals)
         loss = ccc_loss(pred, batch.labels)
         # One non-finite micro-batch spoils its accumulation group: the group's step is skipped.
         group_is_finite = group_is_finite and bool(torch.isfinite(loss))
         if group_is_finite:
             group_start = progress.batches_done - progress.batches_done % accumulation
             optimisation.backward(loss, group_size=min(accumulation, total - group_start))
+            progress.record_predictions(pred, batch.labels)
         progress.record(loss.item() if group_is_finite else None, batch.speech_lengths.cpu(), batch.speech.shape[1])
         if progress.batches_done % accumulation == 0 or progress.batches_done == total:
             taken = group_is_finite and optimisation.step(model.parameters())
@@ -251,7 +255,7 @@ def predict(model: MambaEMA, loader: DataLoader, device, precision: str) -> tupl
     for batch in loader:
         batch = batch.to(device)
         with autocast(device, precision):
-            out = model(batch.speech, batch.speech_lengths, batch.prosody)
+            out = model(batch.speech, batch.speech_lengths, batch.prosody, functionals=batch.functionals)
         rows = batch.indices.cpu().numpy()
         lengths = batch.speech_lengths.cpu().numpy()[:, None].astype(float)
         np.add.at(pred_sum, rows, out.float().cpu().numpy() * lengths)
@@ -282,7 +286,7 @@ def resume(checkpoints: Path, mode: str, device, model, optimisation, stopper, p
 def make_datasets(
     corpus: Corpus,
     durations: dict[str, float],
-    prosody: dict,
+    acoustic: dict[Path, AcousticFiles],
     grid: FrameGrid,
     cfg: DictConfig,
     crop_after_encoding: bool = False,
@@ -294,7 +298,7 @@ def make_datasets(
         return UtteranceDataset(
             items,
             [durations[item.id] for item in items],
-            [prosody[item.path] for item in items],
+            [acoustic[item.path] for item in items],
             corpus.scale,
             grid,
             cfg.data.sample_rate,
@@ -306,6 +310,17 @@ def make_datasets(
 
     splits = corpus.splits
     return dataset(splits.train, True), dataset(splits.val, False), dataset(splits.test, False)
+
+
+def standardise_acoustics(
+    model: MambaEMA, datasets, corpus: Corpus, acoustic: dict[Path, AcousticFiles], per_speaker: bool
+) -> None:
+    """The model standardises its acoustic inputs with statistics of the training split, after each speaker's
+    own standardisation with `per_speaker` (data.speaker_norm), which the datasets then apply."""
+    speakers = speaker_norm(corpus.splits.all, acoustic) if per_speaker else None
+    for dataset in datasets:
+        dataset.speaker_norm = speakers
+    model.set_acoustic_statistics(statistics(corpus.splits.train, acoustic, speakers))
 
 
 def use_feature_cache(
@@ -449,12 +464,6 @@ def peak_memory(device: torch.device) -> dict:
         return {"peak_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9, "mem_kind": "cuda_max_allocated"}
     # ru_maxrss is in kilobytes on Linux: the whole process's peak, which includes the Python runtime.
     return {"peak_mem_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, "mem_kind": "cpu_peak_rss"}
-
-
-def _format_scores(scores: dict) -> str:
-    return " ".join(
-        f"{key.removeprefix('ccc_').upper()} {value:.3f}" for key, value in scores.items() if value is not None
-    )
 
 
 def _format_params(params: dict) -> str:

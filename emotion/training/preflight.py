@@ -19,7 +19,6 @@ import torch
 from omegaconf import DictConfig
 
 from emotion.data.dataset import Batch, UtteranceDataset
-from emotion.data.prosody import PROSODY_FEATURES
 from emotion.data.sampler import capped_batches
 from emotion.models.model import MambaEMA
 from emotion.training.metrics import ccc_loss
@@ -99,13 +98,17 @@ def synthetic_batch(worst: WorstBatch, model: MambaEMA) -> Batch:
         speech, lengths = torch.randn(rows, worst.samples, generator=generator), torch.full((rows,), worst.samples)
         if worst.crop_samples is not None:
             crop = torch.tensor([[0, n_frames]] * rows)
+    functionals = None
+    if model.functionals is not None:
+        functionals = torch.randn(rows, len(model.functionals_norm.mean), generator=generator)
     return Batch(
         speech=speech,
         speech_lengths=lengths,
-        prosody=torch.randn(rows, n_frames, len(PROSODY_FEATURES), generator=generator),
+        prosody=torch.randn(rows, n_frames, len(model.prosody_norm.mean), generator=generator),
         labels=torch.rand(rows, len(model.heads), generator=generator),
         indices=torch.arange(rows),
         crop=crop,
+        functionals=functionals,
     )
 
 
@@ -202,7 +205,7 @@ class Preflight:
         training = worst.phase == "training step"
         self.model.train(training)
         with torch.set_grad_enabled(training), self.autocast:
-            pred = self.model(batch.speech, batch.speech_lengths, batch.prosody, batch.crop)
+            pred = self.model(batch.speech, batch.speech_lengths, batch.prosody, batch.crop, batch.functionals)
         if training:
             ccc_loss(pred, batch.labels).backward()
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+
+from emotion.training.metrics import ccc_scores
 
 
 @dataclass
@@ -22,6 +26,10 @@ class Progress:
     bad_in_a_row: int = 0  # across epochs: too many stop the job
     finished: bool = False  # training is over (early stop or last epoch); the test may remain
     history: list[dict] = field(default_factory=list)
+    # The epoch's training predictions and labels so far (one row per utterance, normalised scale), for the
+    # CCC over the epoch that shows how far training runs ahead of validation.
+    predictions: list[list[float]] = field(default_factory=list)
+    labels: list[list[float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.start_clock()
@@ -41,6 +49,10 @@ class Progress:
             self.loss_sum += loss * len(lengths)
             self.utterances += len(lengths)
 
+    def record_predictions(self, pred: torch.Tensor, labels: torch.Tensor) -> None:
+        self.predictions += pred.detach().float().cpu().tolist()
+        self.labels += labels.detach().float().cpu().tolist()
+
     def record_step(self, taken: bool) -> None:
         self.bad_in_a_row = 0 if taken else self.bad_in_a_row + 1
         self.bad_steps += not taken
@@ -48,6 +60,12 @@ class Progress:
     @property
     def mean_loss(self) -> float:
         return self.loss_sum / max(1, self.utterances)
+
+    def ccc_mean(self, dimensions: tuple[str, ...]) -> float:
+        """The CCC mean over the epoch's training predictions so far (crops, dropout and masking included)."""
+        if not self.predictions:
+            return math.nan
+        return ccc_scores(np.array(self.predictions), np.array(self.labels), dimensions)["ccc_mean"]
 
     @property
     def padding(self) -> float:

@@ -1,0 +1,166 @@
+"""Acoustic features computed once per audio file and kept on disk for every later epoch, run and sweep job.
+
+An entry is one array per file and feature set, keyed by the file's content (emotion.data.content) and by
+the set's settings, so a moved or renamed file is still found and a changed extractor never serves stale
+features:
+
+    <cache_dir>/acoustic/<set>-<settings hash>/<aa>/<audio hash>.npy
+
+Entries are written to a temporary name and renamed, so concurrent jobs never read half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emotion.data.audio import load_audio
+from emotion.data.content import content_hashes
+from emotion.features.acoustic import FUNCTIONALS, Extractor, frame_extractors
+from emotion.features.grid import FrameGrid
+from emotion.files import write_atomically
+from emotion.signals import GracefulStop, ignore_stop_signals
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AcousticFiles:
+    """Where one audio file's features are cached: its frame-level sets, in the order they are concatenated,
+    and its functionals (None when the model does not use them)."""
+
+    frames: tuple[Path, ...]
+    functionals: Path | None = None
+
+    def read_frames(self) -> np.ndarray:
+        """(frames, features) float32: the frame-level sets side by side."""
+        arrays = [np.load(entry) for entry in self.frames]
+        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=1)
+
+    def read_functionals(self) -> np.ndarray | None:
+        return None if self.functionals is None else np.load(self.functionals)
+
+    @property
+    def all(self) -> tuple[Path, ...]:
+        """Every entry, in the order of AcousticCache.extractors."""
+        return (*self.frames, *([self.functionals] if self.functionals else []))
+
+
+class AcousticCache:
+    """The frame-level sets `frame_sets` (on `grid`; None when there are none) and, with `functionals`, the
+    utterance-level set."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        sample_rate: int,
+        grid: FrameGrid | None,
+        frame_sets: Sequence[Extractor],
+        functionals: Extractor | None = None,
+    ):
+        self.root = Path(root)
+        self.sample_rate = sample_rate
+        self.grid = grid
+        self.frame_sets = tuple(frame_sets)
+        self.functionals = functionals
+        self.dirs = {extractor.name: self._dir(extractor) for extractor in self.extractors}
+
+    @classmethod
+    def for_model(cls, root: str | Path, sample_rate: int, grid: FrameGrid, model_cfg) -> AcousticCache:
+        """The sets the model config asks for: `model.acoustic` and `model.functionals`."""
+        functionals = FUNCTIONALS if model_cfg.functionals else None
+        return cls(root, sample_rate, grid, frame_extractors(model_cfg.acoustic), functionals)
+
+    @property
+    def extractors(self) -> tuple[Extractor, ...]:
+        return (*self.frame_sets, *([self.functionals] if self.functionals else []))
+
+    def _dir(self, extractor: Extractor) -> Path:
+        settings = json.dumps(extractor.settings(self.sample_rate, self.grid), sort_keys=True)
+        digest = hashlib.blake2b(settings.encode(), digest_size=8).hexdigest()
+        return self.root / "acoustic" / f"{extractor.name}-{digest}"
+
+    def ensure(self, paths: list[Path], workers: int, stop: GracefulStop | None = None) -> dict[Path, AcousticFiles]:
+        """The cache files of each audio file, computing the missing ones in `workers` processes."""
+        entries = self.entries(paths)
+        self.compute(entries, workers, stop)
+        return entries
+
+    def entries(self, paths: list[Path]) -> dict[Path, AcousticFiles]:
+        """The cache files of each audio file, whether computed yet or not."""
+        hashes = content_hashes(sorted(set(paths)), self.root)
+
+        def entry(extractor: Extractor, digest: str) -> Path:
+            return self.dirs[extractor.name] / digest[:2] / f"{digest}.npy"
+
+        return {
+            path: AcousticFiles(
+                frames=tuple(entry(extractor, digest) for extractor in self.frame_sets),
+                functionals=entry(self.functionals, digest) if self.functionals else None,
+            )
+            for path, digest in hashes.items()
+        }
+
+    def compute(self, entries: dict[Path, AcousticFiles], workers: int, stop: GracefulStop | None = None) -> None:
+        """Compute the missing `entries` in `workers` processes, each file decoded once for all its sets. A
+        requested `stop` ends the work between files (what is computed stays) by raising Interrupted."""
+        stop = stop or GracefulStop()
+        jobs = []
+        for path, files in entries.items():
+            pairs = zip(self.extractors, files.all, strict=True)
+            missing = [(extractor, entry) for extractor, entry in pairs if not entry.is_file()]
+            if missing:
+                jobs.append((path, missing, self.sample_rate, self.grid))
+        if not jobs:
+            return
+        names = sorted({extractor.name for _, missing, _, _ in jobs for extractor, _ in missing})
+        log.info(
+            "computing acoustic features (%s) of %d files in %d processes, cached in %s",
+            ", ".join(names),
+            len(jobs),
+            workers,
+            self.root / "acoustic",
+        )
+        if workers > 1:
+            # Spawned, not forked: the parent already runs torch's thread pools, which fork can deadlock.
+            with ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=ignore_stop_signals
+            ) as pool:
+                for _ in pool.map(_compute_entries, jobs, chunksize=8):
+                    if stop.requested:
+                        pool.shutdown(cancel_futures=True)
+                        stop.check("the acoustic features computed so far are cached")
+        else:
+            for job in jobs:
+                stop.check("the acoustic features computed so far are cached")
+                _compute_entries(job)
+        self.log_sizes()
+
+    def log_sizes(self) -> None:
+        sizes = {
+            name: sum(entry.stat().st_size for entry in folder.rglob("*.npy")) for name, folder in self.dirs.items()
+        }
+        log.info(
+            "acoustic feature cache: %s in %s",
+            ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in sizes.items()),
+            self.root / "acoustic",
+        )
+
+
+def _compute_entries(job: tuple[Path, list[tuple[Extractor, Path]], int, FrameGrid]) -> None:
+    path, missing, sample_rate, grid = job
+    wave = load_audio(path, sample_rate)
+    for extractor, entry in missing:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.save(buffer, extractor(wave, sample_rate, grid))
+        write_atomically(entry, buffer.getvalue())

@@ -1,0 +1,150 @@
+"""The classic reference of every table: eGeMAPS functionals and a scikit-learn regressor per dimension.
+
+Same corpus, folds, splits and label scale as the neural model, and the same output files. Each dimension
+gets its own regressor; its hyper-parameter (SVR's C, ridge's alpha) is the candidate with the best CCC on
+the validation split, and the test split is predicted once, by that one. The features are imputed (a
+functional openSMILE could not compute) and standardised with the training split's statistics inside the
+pipeline; the labels are standardised too, so that SVR's epsilon is in standard deviations.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVR, LinearSVR
+
+from emotion.data.corpora import load_corpus
+from emotion.data.corpus import Item
+from emotion.data.scan import usable_corpus
+from emotion.features.acoustic import FUNCTIONALS
+from emotion.features.acoustic_cache import AcousticCache, AcousticFiles
+from emotion.features.normalisation import SpeakerNorm, speaker_norm
+from emotion.logger import Run
+from emotion.signals import GracefulStop
+from emotion.training.loop import peak_memory
+from emotion.training.metrics import ccc_scores, format_scores
+from emotion.training.outputs import metrics_record, write_history, write_predictions
+
+log = logging.getLogger(__name__)
+
+HYPERPARAMETER = {"svr": "C", "ridge": "alpha"}  # what validation chooses, as scikit-learn names it
+
+
+def make_regressor(cfg: DictConfig, value: float) -> Pipeline:
+    """The pipeline of one dimension for `model.regressor`, with its hyper-parameter at `value`."""
+    if cfg.regressor == "ridge":
+        regressor = Ridge(alpha=value)
+    elif cfg.svr_kernel == "linear":  # liblinear: seconds where libsvm's linear kernel takes minutes on a corpus
+        regressor = LinearSVR(C=value, epsilon=cfg.svr_epsilon, dual="auto", max_iter=100_000, random_state=0)
+    else:
+        regressor = SVR(kernel=cfg.svr_kernel, C=value, epsilon=cfg.svr_epsilon)
+    standardised_target = TransformedTargetRegressor(regressor=regressor, transformer=StandardScaler())
+    return make_pipeline(SimpleImputer(strategy="mean"), StandardScaler(), standardised_target)
+
+
+def candidates(cfg: DictConfig) -> list[float]:
+    return [float(value) for value in (cfg.svr_c if cfg.regressor == "svr" else cfg.ridge_alpha)]
+
+
+def fit_baseline(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = None) -> dict:
+    """Fit, select on validation, test; returns the metrics.json record. predictions.csv holds the test
+    split; history.csv one row per candidate with its validation CCC per dimension."""
+    corpus, _ = usable_corpus(load_corpus(cfg.data), cfg.data, out_dir)
+    cache = AcousticCache(cfg.paths.cache_dir, cfg.data.sample_rate, None, frame_sets=(), functionals=FUNCTIONALS)
+    files = cache.ensure([item.path for item in corpus.splits.all], cfg.data.acoustic_workers or os.cpu_count(), stop)
+    speakers = speaker_norm(corpus.splits.all, files) if cfg.data.speaker_norm else None
+    splits = {name: getattr(corpus.splits, name) for name in ("train", "val", "test")}
+    features = {name: functionals_matrix(items, files, speakers) for name, items in splits.items()}
+    labels = {name: corpus.scale.normalise([item.labels for item in items]) for name, items in splits.items()}
+    log.info(
+        "%s fold %s: %d train, %d validation, %d test utterances; eGeMAPS functionals + %s, %s from %s",
+        corpus.name,
+        cfg.data.fold,
+        *(len(items) for items in splits.values()),
+        cfg.model.regressor,
+        HYPERPARAMETER[cfg.model.regressor],
+        candidates(cfg.model),
+    )
+
+    started = time.perf_counter()
+    name, values = HYPERPARAMETER[cfg.model.regressor], candidates(cfg.model)
+    search = [{name: value} for value in values]  # history.csv: each candidate's validation CCC per dimension
+    chosen: list[Pipeline] = []
+    for d, dimension in enumerate(corpus.dimensions):
+        fitted = [make_regressor(cfg.model, value).fit(features["train"], labels["train"][:, d]) for value in values]
+        # Scored as reported: within the label scale.
+        val_ccc = [
+            ccc_scores(bounded(p.predict(features["val"]))[:, None], labels["val"][:, [d]], (dimension,))["ccc_mean"]
+            for p in fitted
+        ]
+        for row, score in zip(search, val_ccc, strict=True):
+            row[f"val_ccc_{dimension[0]}"] = score
+        best = int(np.nanargmax(val_ccc))
+        log.info("%s: %s=%g chosen (validation CCC %.3f)", dimension, name, values[best], val_ccc[best])
+        chosen.append(fitted[best])
+    seconds = time.perf_counter() - started
+
+    def predict(name: str) -> np.ndarray:
+        return bounded(np.stack([pipeline.predict(features[name]) for pipeline in chosen], axis=1))
+
+    val = ccc_scores(predict("val"), labels["val"], corpus.dimensions)
+    test_pred = predict("test")
+    test = ccc_scores(test_pred, labels["test"], corpus.dimensions)
+    log.info("validation: CCC %s; test: CCC %s", format_scores(val), format_scores(test))
+    for step, row in enumerate(search, start=1):
+        run.log(row, step=step)
+    write_history(out_dir / "history.csv", search)
+    write_predictions(
+        out_dir / "predictions.csv",
+        [item.id for item in splits["test"]],
+        corpus.scale.denormalise(labels["test"]),
+        corpus.scale.denormalise(test_pred),
+        corpus.dimensions,
+    )
+    n_values = sum(fitted_size(pipeline) for pipeline in chosen)
+    return metrics_record(
+        "completed",
+        cfg.data.fold,
+        cfg.model.profile,
+        test=test,
+        val_best=val,
+        best_epoch=1,
+        epochs=1,
+        sec_per_epoch=seconds,
+        **peak_memory(torch.device("cpu")),
+        params={"total": n_values, "trainable": n_values},
+        device="cpu",
+    )
+
+
+def bounded(predictions: np.ndarray) -> np.ndarray:
+    """Within the label scale ([0, 1] here), as the neural model's predictions in evaluation."""
+    return np.clip(predictions, 0.0, 1.0)
+
+
+def functionals_matrix(items: list[Item], files: dict[Path, AcousticFiles], speakers: SpeakerNorm | None) -> np.ndarray:
+    """(items, 88): each item's functionals, standardised by its speaker's own statistics under speaker_norm."""
+    rows = []
+    for item in items:
+        values = files[item.path].read_functionals()
+        rows.append(values if speakers is None else speakers.functionals(item.speaker, values))
+    return np.stack(rows)
+
+
+def fitted_size(pipeline: Pipeline) -> int:
+    """The numbers a fitted regressor keeps: support vectors and their weights, or coefficients."""
+    regressor = pipeline[-1].regressor_
+    if isinstance(regressor, SVR):
+        return regressor.support_vectors_.size + regressor.dual_coef_.size + regressor.intercept_.size
+    return regressor.coef_.size + np.size(regressor.intercept_)

@@ -1,7 +1,7 @@
 """SIGTERM and SIGINT stop work at the next safe point, after writing what resumes it, instead of killing it.
 
 The first signal raises a flag for the whole process: training stops after its current step (writing
-last.pt), the other long phases (prosody, the feature cache) stop between pieces of work, and a sweep
+last.pt), the other long phases (acoustic features, the feature cache) stop between pieces of work, and a sweep
 starts no further job. A second signal stops at once (Ctrl-C twice).
 
 Worker processes (data loaders, extraction pools) ignore both signals. A signal sent to the whole process

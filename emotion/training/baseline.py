@@ -78,30 +78,13 @@ def fit_baseline(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | 
     )
 
     started = time.perf_counter()
-    name, values = HYPERPARAMETER[cfg.model.regressor], candidates(cfg.model)
-    search = [{name: value} for value in values]  # history.csv: each candidate's validation CCC per dimension
-    chosen: list[Pipeline] = []
-    for d, dimension in enumerate(corpus.dimensions):
-        fitted = [make_regressor(cfg.model, value).fit(features["train"], labels["train"][:, d]) for value in values]
-        # Scored as reported: within the label scale.
-        val_ccc = [
-            ccc_scores(bounded(p.predict(features["val"]))[:, None], labels["val"][:, [d]], (dimension,))["ccc_mean"]
-            for p in fitted
-        ]
-        for row, score in zip(search, val_ccc, strict=True):
-            row[f"val_ccc_{dimension[0]}"] = score
-        best = int(np.nanargmax(val_ccc))
-        log.info("%s: %s=%g chosen (validation CCC %.3f)", dimension, name, values[best], val_ccc[best])
-        chosen.append(fitted[best])
+    chosen, search = choose_on_validation(cfg.model, features, labels, corpus.dimensions)
     seconds = time.perf_counter() - started
-
-    def predict(name: str) -> np.ndarray:
-        return bounded(np.stack([pipeline.predict(features[name]) for pipeline in chosen], axis=1))
-
-    val = ccc_scores(predict("val"), labels["val"], corpus.dimensions)
-    test_pred = predict("test")
+    val = ccc_scores(predict(chosen, features["val"]), labels["val"], corpus.dimensions)
+    test_pred = predict(chosen, features["test"])
     test = ccc_scores(test_pred, labels["test"], corpus.dimensions)
     log.info("validation: CCC %s; test: CCC %s", format_scores(val), format_scores(test))
+
     for step, row in enumerate(search, start=1):
         run.log(row, step=step)
     write_history(out_dir / "history.csv", search)
@@ -128,9 +111,32 @@ def fit_baseline(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | 
     )
 
 
-def bounded(predictions: np.ndarray) -> np.ndarray:
-    """Within the label scale ([0, 1] here), as the neural model's predictions in evaluation."""
-    return np.clip(predictions, 0.0, 1.0)
+def choose_on_validation(
+    cfg: DictConfig, features: dict[str, np.ndarray], labels: dict[str, np.ndarray], dimensions: tuple[str, ...]
+) -> tuple[list[Pipeline], list[dict]]:
+    """Per dimension, the pipeline fitted on the training split whose candidate scores the best validation
+    CCC; and a row per candidate with its validation CCC per dimension."""
+    hyperparameter, values = HYPERPARAMETER[cfg.regressor], candidates(cfg)
+    search = [{hyperparameter: value} for value in values]
+    chosen = []
+    for d, dimension in enumerate(dimensions):
+        column = f"val_ccc_{dimension[0]}"
+        fitted = [make_regressor(cfg, value).fit(features["train"], labels["train"][:, d]) for value in values]
+        for row, pipeline in zip(search, fitted, strict=True):
+            pred = predict([pipeline], features["val"])  # scored as reported: within the label scale
+            row[column] = ccc_scores(pred, labels["val"][:, [d]], (dimension,))["ccc_mean"]
+        best = int(np.nanargmax([row[column] for row in search]))
+        log.info(
+            "%s: %s=%g chosen (validation CCC %.3f)", dimension, hyperparameter, values[best], search[best][column]
+        )
+        chosen.append(fitted[best])
+    return chosen, search
+
+
+def predict(pipelines: list[Pipeline], features: np.ndarray) -> np.ndarray:
+    """(items, dimensions): one pipeline per dimension, within the label scale ([0, 1] here) as the neural
+    model's predictions are in evaluation."""
+    return np.clip(np.stack([pipeline.predict(features) for pipeline in pipelines], axis=1), 0.0, 1.0)
 
 
 def functionals_matrix(items: list[Item], files: dict[Path, AcousticFiles], speakers: SpeakerNorm | None) -> np.ndarray:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig
 
 from emotion.data.audio import load_audio
 from emotion.data.content import content_hashes
@@ -75,7 +76,7 @@ class AcousticCache:
         self.dirs = {extractor.name: self._dir(extractor) for extractor in self.extractors}
 
     @classmethod
-    def for_model(cls, root: str | Path, sample_rate: int, grid: FrameGrid, model_cfg) -> AcousticCache:
+    def for_model(cls, root: str | Path, sample_rate: int, grid: FrameGrid, model_cfg: DictConfig) -> AcousticCache:
         """The sets the model config asks for: `model.acoustic` and `model.functionals`."""
         functionals = FUNCTIONALS if model_cfg.functionals else None
         return cls(root, sample_rate, grid, frame_extractors(model_cfg.acoustic), functionals)

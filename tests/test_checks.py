@@ -71,6 +71,13 @@ def test_the_baselines_own_keys_are_checked_and_the_neural_models_are_not_asked_
     assert expected in str(error.value) and str(error.value).startswith("1 config problem(s)")
 
 
+def test_the_acoustic_choices_checked_are_the_models_own():
+    from emotion.checks import ACOUSTIC_SETS
+    from emotion.features.acoustic import FRAME_SETS
+
+    assert tuple(FRAME_SETS) == ACOUSTIC_SETS
+
+
 def test_all_problems_come_in_one_message():
     cfg = compose_config(["experiment=demo", "model.d_hidden=0", "optim.lr=-1", "data.fold=9", "trainer.precision=x"])
     with pytest.raises(ConfigError, match=r"^4 config problem\(s\); nothing was run") as error:

@@ -96,6 +96,13 @@ def speaker_norm(items: list[Item], files: dict[Path, AcousticFiles]) -> Speaker
     return SpeakerNorm({speaker: statistics(own, files) for speaker, own in by_speaker.items()})
 
 
+def functionals_matrix(
+    items: list[Item], files: dict[Path, AcousticFiles], speakers: SpeakerNorm | None = None
+) -> np.ndarray:
+    """(items, features): each item's functionals, standardised by its speaker's own statistics if asked."""
+    return np.concatenate(list(_features(items, files, speakers, "functionals")))
+
+
 def _features(items: list[Item], files: dict[Path, AcousticFiles], speakers: SpeakerNorm | None, kind: str):
     """Each item's frames (frames, features) or functionals (1, features), standardised per speaker if asked."""
     for item in items:

@@ -25,11 +25,10 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR, LinearSVR
 
 from emotion.data.corpora import load_corpus
-from emotion.data.corpus import Item
 from emotion.data.scan import usable_corpus
 from emotion.features.acoustic import FUNCTIONALS
-from emotion.features.acoustic_cache import AcousticCache, AcousticFiles
-from emotion.features.normalisation import SpeakerNorm, speaker_norm
+from emotion.features.acoustic_cache import AcousticCache
+from emotion.features.normalisation import functionals_matrix, speaker_norm
 from emotion.logger import Run
 from emotion.signals import GracefulStop
 from emotion.training.loop import peak_memory
@@ -137,15 +136,6 @@ def predict(pipelines: list[Pipeline], features: np.ndarray) -> np.ndarray:
     """(items, dimensions): one pipeline per dimension, within the label scale ([0, 1] here) as the neural
     model's predictions are in evaluation."""
     return np.clip(np.stack([pipeline.predict(features) for pipeline in pipelines], axis=1), 0.0, 1.0)
-
-
-def functionals_matrix(items: list[Item], files: dict[Path, AcousticFiles], speakers: SpeakerNorm | None) -> np.ndarray:
-    """(items, 88): each item's functionals, standardised by its speaker's own statistics under speaker_norm."""
-    rows = []
-    for item in items:
-        values = files[item.path].read_functionals()
-        rows.append(values if speakers is None else speakers.functionals(item.speaker, values))
-    return np.stack(rows)
 
 
 def fitted_size(pipeline: Pipeline) -> int:

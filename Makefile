@@ -19,8 +19,8 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check emotion tests bench hydra_plugins train.py
-	$(BIN)/ruff format --check emotion tests bench hydra_plugins train.py
+	$(BIN)/ruff check emotion tests bench hydra_plugins train.py predict.py evaluate.py
+	$(BIN)/ruff format --check emotion tests bench hydra_plugins train.py predict.py evaluate.py
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

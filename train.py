@@ -3,6 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
+from emotion.cli import quote_paths
 from emotion.sweeps.folders import register_resolver
 
 register_resolver()
@@ -17,4 +18,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    quote_paths()
     main()

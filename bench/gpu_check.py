@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 from emotion.data.corpus import DIMENSIONS  # noqa: E402
 from emotion.models.mamba import PARITY_TOLERANCE, kernel_available, kernel_parity  # noqa: E402
 from emotion.models.model import build_model, count_parameters  # noqa: E402
-from emotion.training.loop import resolve_precision, train_one_epoch  # noqa: E402
+from emotion.training.devices import resolve_precision  # noqa: E402
+from emotion.training.loop import train_one_epoch  # noqa: E402
 from emotion.training.optim import Optimisation  # noqa: E402
 from emotion.training.preflight import WorstBatch, synthetic_batch  # noqa: E402
 

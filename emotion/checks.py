@@ -92,7 +92,7 @@ def check_config(cfg: DictConfig) -> None:
     if _value(cfg, "model.kind") == "baseline":
         model_problems = _baseline_problems(cfg)
     else:
-        model_problems = [*_layer_problems(cfg), *_device_problems(cfg)]
+        model_problems = [*_layer_problems(cfg), *_device_problems(cfg), *_init_from_problems(cfg)]
     problems = [
         *_unknown_key_problems(cfg),
         *_number_problems(cfg),
@@ -215,6 +215,21 @@ def _baseline_problems(cfg: DictConfig) -> list[str]:
     if regressor == "svr" and (kernel := _value(cfg, "model.svr_kernel")) not in SVR_KERNELS:
         problems.append(f"model.svr_kernel={kernel!r}: must be one of {', '.join(SVR_KERNELS)}")
     return problems
+
+
+def _init_from_problems(cfg: DictConfig) -> list[str]:
+    """That model.init_from names a checkpoint or a job folder with one; what it holds is read in training's
+    first seconds."""
+    path = _value(cfg, "model.init_from")
+    if path is None:
+        return []
+    path = Path(str(path)).expanduser()
+    if path.is_file() or (path / "checkpoints" / "best.pt").is_file():
+        return []
+    return [
+        f"model.init_from={str(path)!r}: no such checkpoint; give a checkpoint file (<job>/checkpoints/best.pt) "
+        "or a job folder holding one"
+    ]
 
 
 def _layer_problems(cfg: DictConfig) -> list[str]:

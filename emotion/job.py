@@ -95,6 +95,7 @@ def _train(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> dict:
     """Train with a tracker run open, and record how it ended in metrics.json and the run."""
     import torch  # from here on: the config is known to be valid
 
+    from emotion.trained import CheckpointError
     from emotion.training.baseline import fit_baseline
     from emotion.training.loop import fit, release_memory
     from emotion.training.preflight import memory_advice
@@ -115,6 +116,13 @@ def _train(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> dict:
         again = "the same command again" if cfg.trainer.resume == "auto" else "it again with trainer.resume=auto"
         log.warning("%s; run %s to resume (exit code %d)", stopped, again, stopped.exit_code)
         raise SystemExit(stopped.exit_code) from None
+    except CheckpointError as err:  # model.init_from names a checkpoint that does not fit: say so, no traceback
+        _record_failure(cfg, out_dir, str(err))
+        run.finish(exit_code=EXIT_CONFIG_ERROR)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        print(err, file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG_ERROR) from None
     except torch.cuda.OutOfMemoryError as err:
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
         peak_gb = torch.cuda.max_memory_allocated() / 1e9

@@ -1,4 +1,5 @@
-"""The comparison table of a sweep: one row per configuration, CCC mean ± std over its folds.
+"""The comparison table of a sweep: one row per configuration, CCC mean ± std over its folds. An
+evaluate.py sweep's runs (status `evaluated`) make rows too: one per checkpoint and corpus.
 
     python -m emotion.report multirun/<sweep name>
 
@@ -42,8 +43,8 @@ class Row:
     overrides: dict[str, str]
     jobs: list[Job] = field(default_factory=list)
 
-    def finished(self, status: str) -> list[Job]:
-        return [job for job in self.jobs if job.metrics and job.metrics["status"] == status]
+    def finished(self, *statuses: str) -> list[Job]:
+        return [job for job in self.jobs if job.metrics and job.metrics["status"] in statuses]
 
 
 def collect_jobs(sweep_dir: Path) -> list[Job]:
@@ -52,20 +53,31 @@ def collect_jobs(sweep_dir: Path) -> list[Job]:
     # At any depth: sweeps made before values' `/` stopped nesting folders have jobs further down.
     for overrides_file in sorted(sweep_dir.glob("**/.hydra/overrides.yaml")):
         folder = overrides_file.parent.parent
-        hydra = OmegaConf.load(folder / ".hydra" / "hydra.yaml").hydra
-        ignored = set(hydra.job.config.override_dirname.exclude_keys)
-        overrides = dict(item.split("=", 1) for item in yaml.safe_load(overrides_file.read_text()) or [])
-        overrides = {key: value for key, value in overrides.items() if key not in ignored}
         metrics_file = folder / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
-        jobs.append(Job(folder, overrides, metrics))
+        jobs.append(Job(folder, job_overrides(folder), metrics))
     return jobs
+
+
+def job_overrides(folder: Path) -> dict[str, str]:
+    """The overrides a job folder was made with, less those that change no result (Hydra's exclude_keys)."""
+    hydra = OmegaConf.load(folder / ".hydra" / "hydra.yaml").hydra
+    ignored = set(hydra.job.config.override_dirname.exclude_keys)
+    overrides = dict(
+        item.split("=", 1) for item in yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
+    )
+    return {key: value for key, value in overrides.items() if key not in ignored}
+
+
+def configuration(overrides: dict[str, str]) -> dict[str, str]:
+    """What makes a row of the table: the overrides other than the fold."""
+    return {key: value for key, value in overrides.items() if key != FOLD_KEY}
 
 
 def group_rows(jobs: list[Job]) -> list[Row]:
     rows: dict[tuple, Row] = {}
     for job in jobs:
-        config = {k: v for k, v in job.overrides.items() if k != FOLD_KEY}
+        config = configuration(job.overrides)
         rows.setdefault(tuple(sorted(config.items())), Row(config)).jobs.append(job)
     return list(rows.values())
 
@@ -93,7 +105,9 @@ def summarise(sweep_dir: Path) -> tuple[list[str], list[dict]]:
     config_keys = sorted({key for row in rows for key in row.overrides})
     records = []
     for row in rows:
-        done, failed = row.finished("completed"), row.finished("failed")
+        # Trained jobs, and evaluate.py's runs of trained models: both have test scores.
+        done, failed = row.finished("completed", "evaluated"), row.finished("failed")
+        timed = [job.metrics["sec_per_epoch"] for job in done if job.metrics["sec_per_epoch"] is not None]
         record = {"profile": _first(done + failed, "profile"), **{k: row.overrides.get(k, "") for k in config_keys}}
         for key, _ in SCORES:
             values = [job.metrics["test"][key] for job in done if job.metrics["test"][key] is not None]
@@ -105,7 +119,7 @@ def summarise(sweep_dir: Path) -> tuple[list[str], list[dict]]:
             folds_failed=len(failed),
             folds_expected=folds,
             peak_mem_gb=max((job.metrics["peak_mem_gb"] for job in done), default=math.nan),
-            min_per_epoch=statistics.fmean(job.metrics["sec_per_epoch"] / 60 for job in done) if done else math.nan,
+            min_per_epoch=statistics.fmean(seconds / 60 for seconds in timed) if timed else math.nan,
             params_m=(done[0].metrics["params"]["total"] / 1e6) if done else math.nan,
         )
         records.append(record)

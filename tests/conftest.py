@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import glob
 import os
 import signal
@@ -57,18 +58,25 @@ def run_train(
 ) -> subprocess.CompletedProcess:
     """Run train.py as a user would, from `cwd` (where outputs/ and multirun/ go unless `args` say otherwise),
     with `env` added to the environment."""
+    return run_script("train.py", [*args, WITHOUT_LOCAL, "trainer.progress_bar=false"], cache, check, cwd, env)
+
+
+def run_script(
+    script: str, args: list[str], cache: Path, check: bool = True, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run one of the entry points (train.py, predict.py, evaluate.py) with `args`, offline."""
     env = {**os.environ, "EMOTION_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", **(env or {})}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args, WITHOUT_LOCAL, "trainer.progress_bar=false"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"train.py {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise AssertionError(f"{script} {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def wait_for_checkpoint(folders, process, condition, timeout=300):

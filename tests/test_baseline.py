@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
@@ -18,14 +17,9 @@ from emotion.data.audio import load_audio
 from emotion.data.corpora import load_corpus
 from emotion.data.corpus import DIMENSIONS
 from emotion.training.outputs import METRICS_KEYS
-from tests.conftest import SMALL_DEMO, compose_config, run_train
+from tests.conftest import SMALL_DEMO, compose_config, read_csv, run_train
 
 JOB = ["experiment=demo", "data.fold=1", "trainer.max_epochs=1", "logger=none", *SMALL_DEMO]
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def hand_ccc(x: np.ndarray, y: np.ndarray) -> float:

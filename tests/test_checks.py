@@ -47,6 +47,7 @@ from tests.trees import csv_tree
         ("model.feature_mask_ratio=-0.1", "model.feature_mask_ratio=-0.1: must be in [0.0, 1.0)"),
         ("model.time_mask_width=0", "model.time_mask_width=0: must be a positive whole number"),
         ("data.speaker_norm=1", "data.speaker_norm=1: must be one of True, False"),
+        ("model.init_from=/no/such/job", "model.init_from='/no/such/job': no such checkpoint"),
     ],
 )
 def test_each_check_names_the_key_the_value_and_what_is_valid(override, expected):

@@ -11,7 +11,8 @@ from emotion.data.sampler import capped_batches
 from emotion.data.scan import usable_corpus
 from emotion.features.acoustic_cache import AcousticCache
 from emotion.models.model import build_model
-from emotion.training.loop import autocast, make_datasets
+from emotion.training.devices import autocast
+from emotion.training.loop import make_datasets
 from emotion.training.preflight import BatchCuts, Preflight, PreflightError, WorstBatch, first_batch_cap
 from tests.conftest import SMALL_DEMO, compose_config, run_train
 

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import time
 
-from tests.conftest import SMALL_DEMO, run_train
+from tests.conftest import SMALL_DEMO, read_csv, run_train
 from tests.trees import csv_tree
 from tests.wandb_records import run_summary
 
 SWEEP = ["-m", "experiment=demo", "data.fold=1,2", "model.mamba_n_layers=1,2", "trainer.max_epochs=1", *SMALL_DEMO]
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_a_sweep_names_its_jobs_by_their_overrides_writes_the_table_and_skips_finished_jobs(cache_dir, tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import math
 
@@ -25,12 +24,13 @@ from emotion.logger import NoRun
 from emotion.models.model import build_model
 from emotion.training import loop
 from emotion.training.checkpoints import load_checkpoint
-from emotion.training.loop import EarlyStopping, NumericalFault, predict, train_one_epoch
+from emotion.training.inference import predict
+from emotion.training.loop import EarlyStopping, NumericalFault, train_one_epoch
 from emotion.training.metrics import ccc_loss
 from emotion.training.optim import Optimisation, build_optimizer, warmup_cosine
 from emotion.training.outputs import METRICS_KEYS
 from emotion.training.preflight import WorstBatch, memory_advice, synthetic_batch
-from tests.conftest import SMALL_DEMO, compose_config, run_train
+from tests.conftest import SMALL_DEMO, compose_config, read_csv, run_train
 from tests.wandb_records import run_summary
 
 
@@ -257,11 +257,6 @@ def test_early_stopping_waits_patience_epochs_after_the_best():
     assert stopper.best_epoch == 2 and stopper.should_stop
 
 
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 MAX_ON_FOLD_2 = ["experiment=demo", "model=max", "data.fold=2", *SMALL_DEMO]
 
 
@@ -373,7 +368,7 @@ def test_a_chunked_item_gets_the_length_weighted_mean_of_its_chunks(tmp_path):
     loader = DataLoader(
         dataset, batch_sampler=LengthBucketSampler(dataset.lengths, 2, shuffle=False), collate_fn=collate
     )
-    pred, true = predict(ChunkMeanModel(), loader, torch.device("cpu"), "fp32")
+    pred, true = predict(ChunkMeanModel(), loader, torch.device("cpu"), "fp32"), dataset.labels()
     expected_long = (0.1 * 13440 + 0.2 * 13440 + 0.3 * 13120) / 40000
     np.testing.assert_allclose(pred, [[expected_long] * 3, [0.4] * 3], rtol=1e-5)
     np.testing.assert_allclose(true, [[0.0, 0.25, 0.5]] * 2)

@@ -3,6 +3,7 @@ frame grid and of the whole utterance, normalised labels."""
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, fields
 
@@ -12,7 +13,7 @@ from torch.utils.data import Dataset
 
 from emotion.data.audio import load_audio
 from emotion.data.corpus import Item, LabelScale
-from emotion.features.acoustic_cache import AcousticFiles
+from emotion.features.acoustic_cache import AcousticArrays, AcousticFiles
 from emotion.features.encoder_cache import FeatureStore, Piece
 from emotion.features.grid import FrameGrid
 from emotion.features.normalisation import SpeakerNorm
@@ -29,6 +30,7 @@ class Batch:
     # wave once a frozen encoder has run on it; None: the speech is what the model sees.
     crop: torch.Tensor | None = None
     functionals: torch.Tensor | None = None  # (B, features) of each row's whole utterance, when the model uses them
+    segments: torch.Tensor | None = None  # (B,) the dataset's segment each row is
 
     def to(self, device: torch.device) -> Batch:
         return self._map(lambda tensor: tensor.to(device, non_blocking=True))
@@ -69,13 +71,16 @@ class UtteranceDataset(Dataset):
     that a crop keeps the context it has in evaluation: cached states are cropped here; without the cache
     (`crop_after_encoding`) the whole wave is returned with its crop window, which the model applies after
     encoding. Both give the same crops, so the feature cache changes speed only.
+
+    `segments` replaces the chunks with stretches of one's own (prediction's windows, or the segments a
+    resumed prediction has left); `waves` gives decoded audio for items that are not files.
     """
 
     def __init__(
         self,
         items: list[Item],
         durations: list[float],
-        acoustic: list[AcousticFiles],
+        acoustic: list[AcousticFiles | AcousticArrays],
         scale: LabelScale,
         grid: FrameGrid,
         sample_rate: int,
@@ -85,6 +90,8 @@ class UtteranceDataset(Dataset):
         features: FeatureStore | None = None,
         crop_after_encoding: bool = False,
         speaker_norm: SpeakerNorm | None = None,
+        segments: list[Segment] | None = None,
+        waves: list[np.ndarray] | None = None,
     ):
         self.items = items
         self.acoustic = acoustic
@@ -97,16 +104,32 @@ class UtteranceDataset(Dataset):
         self.features = features
         self.crop_after_encoding = crop_after_encoding
         self.epoch = 0
-        n_samples = [round(seconds * sample_rate) for seconds in durations]
-        self.segments = _segments(n_samples, chunk_seconds, sample_rate, grid.hop)
-        self.segment_samples = [_length(segment, n_samples) for segment in self.segments]
+        self.waves = waves
+        self.n_samples = [round(seconds * sample_rate) for seconds in durations]
+        if segments is None:
+            segments = chunks(self.n_samples, chunk_seconds, sample_rate, grid.hop)
+        self._set_segments(segments)
+
+    def _set_segments(self, segments: list[Segment]) -> None:
+        self.segments = segments
+        self.segment_samples = [_length(segment, self.n_samples) for segment in segments]
         self.lengths = [min(n, self.crop_samples or math.inf) for n in self.segment_samples]
+
+    def with_segments(self, segments: list[Segment]) -> UtteranceDataset:
+        """The same items and features, cut into `segments` instead."""
+        other = copy.copy(self)
+        other._set_segments(segments)
+        return other
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.segments)
+
+    def labels(self) -> np.ndarray:
+        """Every item's labels (items, dimensions), normalised to [0, 1]."""
+        return np.stack([self.scale.normalise(item.labels) for item in self.items])
 
     def piece(self, index: int) -> Piece:
         """The audio that segment `index` is: what the feature cache keeps states of."""
@@ -115,7 +138,11 @@ class UtteranceDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         segment = self.segments[index]
-        example = {"labels": self.scale.normalise(self.items[segment.item].labels), "index": segment.item}
+        example = {
+            "labels": self.scale.normalise(self.items[segment.item].labels),
+            "index": segment.item,
+            "segment": index,
+        }
         first_frame = self.segments[index].start // self.grid.hop
         if self.features:
             layers = self.features.open(self.piece(index))
@@ -147,7 +174,10 @@ class UtteranceDataset(Dataset):
 
     def _segment_wave(self, index: int) -> np.ndarray:
         segment = self.segments[index]
-        wave = load_audio(self.items[segment.item].path, self.sample_rate)
+        if self.waves is not None:
+            wave = self.waves[segment.item]
+        else:
+            wave = load_audio(self.items[segment.item].path, self.sample_rate)
         return wave[segment.start : None if segment.length is None else segment.start + segment.length]
 
     def _cropped_wave(self, index: int) -> tuple[np.ndarray, int]:
@@ -176,7 +206,8 @@ def _length(segment: Segment, n_samples: list[int]) -> int:
     return min(n_samples[segment.item] - segment.start, segment.length or math.inf)
 
 
-def _segments(n_samples: list[int], chunk_seconds: float, sample_rate: int, hop: int) -> list[Segment]:
+def chunks(n_samples: list[int], chunk_seconds: float, sample_rate: int, hop: int) -> list[Segment]:
+    """Each item whole, or, when longer than `chunk_seconds`, in equal chunks on the frame grid."""
     segments = []
     for item, total in enumerate(n_samples):
         pieces = math.ceil(total / (chunk_seconds * sample_rate))
@@ -185,6 +216,23 @@ def _segments(n_samples: list[int], chunk_seconds: float, sample_rate: int, hop:
             continue
         chunk = math.ceil(total / pieces / hop) * hop
         segments += [Segment(item, start, chunk) for start in range(0, total, chunk)]
+    return segments
+
+
+def windows(
+    n_samples: list[int], window_seconds: float, hop_seconds: float, min_seconds: float, sample_rate: int, hop: int
+) -> list[Segment]:
+    """Windows of `window_seconds` every `hop_seconds` over each item, on the frame grid; the last one of an
+    item may be shorter, and is kept when it lasts at least `min_seconds`."""
+    window, step = (max(hop, round(seconds * sample_rate / hop) * hop) for seconds in (window_seconds, hop_seconds))
+    segments = []
+    for item, total in enumerate(n_samples):
+        for start in range(0, total, step):
+            if start > 0 and total - start < min_seconds * sample_rate:
+                break
+            segments.append(Segment(item, start, window))
+            if start + window >= total:
+                break
     return segments
 
 
@@ -203,6 +251,7 @@ def collate(examples: list[dict]) -> Batch:
         prosody=prosody,
         labels=torch.from_numpy(np.stack([example["labels"] for example in examples])),
         indices=torch.tensor([example["index"] for example in examples]),
+        segments=torch.tensor([example["segment"] for example in examples]),
         crop=torch.tensor([example["crop"] for example in examples]) if "crop" in examples[0] else None,
         functionals=(
             torch.from_numpy(np.stack([example["functionals"] for example in examples]))

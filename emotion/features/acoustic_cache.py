@@ -35,6 +35,20 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class AcousticArrays:
+    """One wave's features computed in memory (for audio that is not a file): read as AcousticFiles are."""
+
+    frames: np.ndarray
+    functionals: np.ndarray | None = None
+
+    def read_frames(self) -> np.ndarray:
+        return self.frames
+
+    def read_functionals(self) -> np.ndarray | None:
+        return self.functionals
+
+
+@dataclass(frozen=True)
 class AcousticFiles:
     """Where one audio file's features are cached: its frame-level sets, in the order they are concatenated,
     and its functionals (None when the model does not use them)."""
@@ -90,6 +104,14 @@ class AcousticCache:
         digest = hashlib.blake2b(settings.encode(), digest_size=8).hexdigest()
         return self.root / "acoustic" / f"{extractor.name}-{digest}"
 
+    def compute_in_memory(self, wave: np.ndarray) -> AcousticArrays:
+        """The features of a decoded wave (at `sample_rate`), exactly as they would be cached for a file."""
+        frames = [extractor(wave, self.sample_rate, self.grid) for extractor in self.frame_sets]
+        return AcousticArrays(
+            frames=frames[0] if len(frames) == 1 else np.concatenate(frames, axis=1),
+            functionals=self.functionals(wave, self.sample_rate, self.grid) if self.functionals else None,
+        )
+
     def ensure(self, paths: list[Path], workers: int, stop: GracefulStop | None = None) -> dict[Path, AcousticFiles]:
         """The cache files of each audio file, computing the missing ones in `workers` processes."""
         entries = self.entries(paths)
@@ -123,6 +145,7 @@ class AcousticCache:
                 jobs.append((path, missing, self.sample_rate, self.grid))
         if not jobs:
             return
+        workers = min(workers, len(jobs))  # a process starts in seconds: none idle
         names = sorted({extractor.name for _, missing, _, _ in jobs for extractor, _ in missing})
         log.info(
             "computing acoustic features (%s) of %d files in %d processes, cached in %s",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 from torch import nn
+from transformers import WavLMConfig, WavLMModel
 
 from emotion.features.acoustic import EGEMAPS_FUNCTIONALS, frame_feature_count
 from emotion.models.acoustic import ProsodyEncoder, Standardise, functionals_encoder
@@ -63,6 +64,17 @@ class MambaEMA(nn.Module):
         encoder's training crops), acoustic frames (B, T, features) and, when the model uses them, the
         utterances' functionals (B, 88) → predictions (B, dimensions) on the label scale mapped to [0, 1],
         within it in evaluation."""
+        return self.predict_from(self.embed(speech, speech_lengths, prosody, crop, functionals))
+
+    def embed(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        prosody: torch.Tensor,
+        crop: torch.Tensor | None = None,
+        functionals: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The pooled vector the heads read (B, d_hidden + d_state [+ d_functionals_out]); arguments as forward's."""
         frames, mask = self.encoder(speech, speech_lengths, crop)
         if prosody.shape[1] != frames.shape[1]:
             raise ValueError(f"{prosody.shape[1]} acoustic frames for {frames.shape[1]} encoder frames")
@@ -79,7 +91,11 @@ class MambaEMA(nn.Module):
             if functionals is None:
                 raise ValueError("this model joins the utterances' functionals (model.functionals=true): pass them")
             summary.append(self.functionals(self.functionals_norm(functionals)).to(x.dtype))
-        summary = self.summary_dropout(torch.cat(summary, dim=-1))
+        return torch.cat(summary, dim=-1)
+
+    def predict_from(self, summary: torch.Tensor) -> torch.Tensor:
+        """The heads' predictions for pooled vectors from `embed`."""
+        summary = self.summary_dropout(summary)
         predictions = torch.cat([head(summary) for head in self.heads.values()], dim=-1)
         # A prediction beyond the rating scale is never right, so evaluation clips to it. Training sees the
         # heads' raw output: with sigmoid heads (the seed's) the demo's valence varied far more across seeds
@@ -106,9 +122,13 @@ class MambaEMA(nn.Module):
             raise RuntimeError(f"checkpoint does not fit the model: missing {missing}, unexpected {unexpected}")
 
 
-def build_model(model_cfg: DictConfig, encoder_cfg: DictConfig, dimensions: tuple[str, ...]) -> MambaEMA:
+def build_model(
+    model_cfg: DictConfig, encoder_cfg: DictConfig, dimensions: tuple[str, ...], wavlm_config: dict | None = None
+) -> MambaEMA:
+    """The model the configs describe. `wavlm_config`: the encoder's architecture as a checkpoint that also
+    holds its weights records it; WavLM is then built from it, without reading `encoder.source`."""
     encoder = SpeechEncoder(
-        load_wavlm(encoder_cfg),
+        load_wavlm(encoder_cfg) if wavlm_config is None else WavLMModel(WavLMConfig.from_dict(wavlm_config)),
         list(model_cfg.speech_encoder_layers),
         freeze=encoder_cfg.freeze,
         freeze_feature_encoder=encoder_cfg.freeze_feature_encoder,

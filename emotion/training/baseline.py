@@ -31,7 +31,7 @@ from emotion.features.acoustic_cache import AcousticCache
 from emotion.features.normalisation import functionals_matrix, speaker_norm
 from emotion.logger import Run
 from emotion.signals import GracefulStop
-from emotion.training.loop import peak_memory
+from emotion.training.devices import peak_memory
 from emotion.training.metrics import ccc_scores, format_scores
 from emotion.training.outputs import metrics_record, write_history, write_predictions
 

@@ -7,8 +7,6 @@ import logging
 import math
 import os
 import random
-import resource
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +15,9 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from emotion.checks import PRECISIONS, RESUME_MODES
+from emotion.checks import RESUME_MODES
 from emotion.data.corpora import Corpus, load_corpus
-from emotion.data.dataset import UtteranceDataset, collate
-from emotion.data.sampler import LengthBucketSampler
+from emotion.data.dataset import UtteranceDataset
 from emotion.data.scan import usable_corpus
 from emotion.features.acoustic_cache import AcousticCache, AcousticFiles
 from emotion.features.encoder_cache import ensure_features
@@ -28,8 +25,11 @@ from emotion.features.grid import FrameGrid
 from emotion.features.normalisation import speaker_norm, statistics
 from emotion.logger import Run
 from emotion.models.model import MambaEMA, build_model, count_parameters
-from emotion.signals import GracefulStop, ignore_stop_signals
+from emotion.signals import GracefulStop
+from emotion.trained import initialise_from, model_recipe
 from emotion.training.checkpoints import load_checkpoint, load_latest, restore_rng, rng_state, save_checkpoint
+from emotion.training.devices import autocast, peak_memory, resolve_device, resolve_precision
+from emotion.training.inference import batch_loader, predict
 from emotion.training.metrics import ccc_loss, ccc_scores, format_scores
 from emotion.training.optim import Optimisation
 from emotion.training.outputs import metrics_record, write_history, write_predictions
@@ -54,6 +54,9 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
 
     corpus, durations = usable_corpus(load_corpus(cfg.data), cfg.data, out_dir)
     model = build_model(cfg.model, cfg.encoder, corpus.dimensions).to(device)
+    if cfg.model.init_from:  # before resuming: a resumed run goes on from its own last.pt
+        initialise_from(model, cfg.model.init_from)
+    recipe = model_recipe(cfg, corpus, model)
     grid = model.encoder.grid
     acoustic_cache = AcousticCache.for_model(cfg.paths.cache_dir, cfg.data.sample_rate, grid, cfg.model)
     acoustic = acoustic_cache.entries([item.path for item in corpus.splits.all])
@@ -71,6 +74,7 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
     if cached:
         use_feature_cache(model, datasets, cfg, device, precision, stop, cuts.cache_build)
     val_loader, test_loader = (make_loader(dataset, cfg, device, False, cuts.evaluation) for dataset in datasets[1:])
+    val_labels = val_loader.dataset.labels()
     log.info(
         "%s fold %s: %d train, %d validation, %d test utterances; %s on %s, %s",
         corpus.name,
@@ -99,7 +103,12 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
 
     def save_last() -> None:
         """Everything needed to continue exactly from here, the random generators included."""
-        state = {"model": model.checkpoint_state(), **optimisation.state_dict(), "early_stopping": stopper.state_dict()}
+        state = {
+            "model": model.checkpoint_state(),
+            "recipe": recipe,
+            **optimisation.state_dict(),
+            "early_stopping": stopper.state_dict(),
+        }
         save_checkpoint(
             checkpoints / "last.pt",
             {**state, "progress": progress.state_dict(), "rng": rng_state()},
@@ -125,7 +134,7 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
             desc=f"epoch {epoch}/{cfg.trainer.max_epochs}",
             show_bar=cfg.trainer.progress_bar,
         )
-        val = ccc_scores(*predict(model, val_loader, device, precision), corpus.dimensions)
+        val = ccc_scores(predict(model, val_loader, device, precision), val_labels, corpus.dimensions)
         row = {
             "epoch": epoch,
             "train_loss": progress.mean_loss,
@@ -142,7 +151,8 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
         )
 
         if stopper.update(val["ccc_mean"], epoch):
-            save_checkpoint(checkpoints / "best.pt", {"model": model.checkpoint_state(), "epoch": epoch, "val": val})
+            best = {"model": model.checkpoint_state(), "recipe": recipe, "epoch": epoch, "val": val}
+            save_checkpoint(checkpoints / "best.pt", best)
         progress.end_epoch(row, finished=stopper.should_stop or epoch == cfg.trainer.max_epochs)
         write_history(out_dir / "history.csv", progress.history)
         save_last()
@@ -152,7 +162,7 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
 
     best = load_checkpoint(checkpoints / "best.pt", device)
     model.load_checkpoint_state(best["model"])
-    test_pred, test_true = predict(model, test_loader, device, precision)
+    test_pred, test_true = predict(model, test_loader, device, precision), test_loader.dataset.labels()
     test = ccc_scores(test_pred, test_true, corpus.dimensions)
     log.info("test (best epoch %d): CCC %s", best["epoch"], format_scores(test))
     write_predictions(
@@ -241,27 +251,6 @@ def train_one_epoch(
 
 class NumericalFault(RuntimeError):
     pass
-
-
-@torch.no_grad()
-def predict(model: MambaEMA, loader: DataLoader, device, precision: str) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and labels (items, dimensions), normalised scale, in the dataset's item order.
-
-    A long item evaluated in chunks gets the mean of its chunks' predictions, weighted by their lengths.
-    """
-    model.eval()
-    n_items, n_dims = len(loader.dataset.items), len(model.heads)
-    pred_sum, weight, true = np.zeros((n_items, n_dims)), np.zeros((n_items, 1)), np.zeros((n_items, n_dims))
-    for batch in loader:
-        batch = batch.to(device)
-        with autocast(device, precision):
-            out = model(batch.speech, batch.speech_lengths, batch.prosody, functionals=batch.functionals)
-        rows = batch.indices.cpu().numpy()
-        lengths = batch.speech_lengths.cpu().numpy()[:, None].astype(float)
-        np.add.at(pred_sum, rows, out.float().cpu().numpy() * lengths)
-        np.add.at(weight, rows, lengths)
-        true[rows] = batch.labels.cpu().numpy()
-    return pred_sum / weight, true
 
 
 def resume(checkpoints: Path, mode: str, device, model, optimisation, stopper, progress) -> None:
@@ -364,25 +353,16 @@ def make_loader(
     shuffle: bool,
     max_batch_samples: int | None = None,
 ) -> DataLoader:
-    """Batches of similar lengths: shuffled for training (seeded), longest first for evaluation, where no
-    batch holds more than `max_batch_samples` samples of audio (padding included)."""
-    batches = LengthBucketSampler(
-        dataset.lengths,
+    """The job's batches of `dataset` (see batch_loader): shuffled for training, longest first for evaluation."""
+    return batch_loader(
+        dataset,
         cfg.data.batch_size,
+        workers=cfg.data.num_workers,
+        device=device,
         shuffle=shuffle,
         seed=cfg.trainer.seed,
         pool_batches={"bucket": 32, "random": 1}[cfg.data.batching],
         max_batch_samples=max_batch_samples,
-    )
-    return DataLoader(
-        dataset,
-        batch_sampler=batches,
-        collate_fn=collate,
-        num_workers=cfg.data.num_workers,
-        pin_memory=device.type == "cuda",
-        # Its own generator: worker seeds must not draw on the global one, or a resumed run would diverge.
-        generator=torch.Generator().manual_seed(cfg.trainer.seed),
-        worker_init_fn=ignore_stop_signals,
     )
 
 
@@ -430,40 +410,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"trainer.device={name} but CUDA is not available here; use trainer.device=auto or cpu.")
-    return device
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """`auto`: bf16 on CUDA cards with bf16 units, fp16 (with loss scaling) on older cards, fp32 on CPU."""
-    if name not in PRECISIONS:
-        raise ValueError(f"trainer.precision={name!r} is not one of {PRECISIONS}.")
-    if name != "auto":
-        return name
-    if device.type != "cuda":
-        return "fp32"
-    # Without the hardware, bf16 is emulated and slower than fp16.
-    return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
-def peak_memory(device: torch.device) -> dict:
-    if device.type == "cuda":
-        return {"peak_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9, "mem_kind": "cuda_max_allocated"}
-    # ru_maxrss is in kilobytes on Linux: the whole process's peak, which includes the Python runtime.
-    return {"peak_mem_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, "mem_kind": "cpu_peak_rss"}
 
 
 def _format_params(params: dict) -> str:

@@ -26,11 +26,13 @@ METRICS_KEYS = (
     "params",
     "device",
 )
+# What an evaluated record (evaluate.py) adds: which checkpoints, which data, and how the scales relate.
+EVALUATION_KEYS = ("checkpoints", "data", "scale")
 
 
 def metrics_record(status: str, fold: int, profile: str, **fields) -> dict:
     """A metrics.json record; fields not known yet (a failed job) stay null. A failure adds `error`."""
-    unknown = set(fields) - set(METRICS_KEYS) - {"error"}
+    unknown = set(fields) - set(METRICS_KEYS) - {"error", *EVALUATION_KEYS}
     if unknown:
         raise KeyError(f"not metrics.json keys: {sorted(unknown)}")
     record = dict.fromkeys(METRICS_KEYS)

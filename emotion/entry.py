@@ -1,0 +1,58 @@
+"""predict.py's and evaluate.py's jobs: run, and turn a user's mistake into one clear message.
+
+Nothing here imports torch at module level, so that the entry points' --help stays quick.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from emotion.job import EXIT_CONFIG_ERROR
+from emotion.training.outputs import metrics_record, write_json
+
+log = logging.getLogger(__name__)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that say what to fix: a traceback would only hide the message."""
+    from emotion.data.scan import BadItemsError
+    from emotion.prediction import InputError
+    from emotion.trained import CheckpointError
+
+    return CheckpointError, InputError, BadItemsError, FileNotFoundError, ValueError
+
+
+def predict_command(cfg: DictConfig) -> None:
+    from emotion.prediction import run_predict
+
+    try:
+        out = run_predict(cfg)
+    except _user_errors() as err:
+        print(err, file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG_ERROR) from None
+    print(f"wrote {out.table}")
+
+
+def evaluate_command(cfg: DictConfig) -> float:
+    """Evaluate, record the result (or the failure) in metrics.json; returns the CCC mean."""
+    from emotion.evaluation import run_evaluate
+
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        metrics = run_evaluate(cfg, out_dir)
+    except Exception as err:
+        profile = None
+        write_json(out_dir / "metrics.json", metrics_record("failed", cfg.data.get("fold"), profile, error=str(err)))
+        if HydraConfig.get().mode == RunMode.MULTIRUN or not isinstance(err, _user_errors()):
+            raise
+        print(err, file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG_ERROR) from None
+    write_json(out_dir / "metrics.json", metrics)
+    log.info("wrote %s and %s", out_dir / "metrics.json", out_dir / "predictions.csv")
+    return metrics["test"]["ccc_mean"]

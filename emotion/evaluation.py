@@ -1,0 +1,156 @@
+"""evaluate.py: score trained models on any corpus and split, without training.
+
+    python evaluate.py ckpt=<file | job folder | folder of jobs> data=<corpus> [data.fold=… | data.test_set=…]
+
+Writes metrics.json (status `evaluated`) and predictions.csv into its own output folder, as a training job
+does for its test split, so that the sweep report reads these runs too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from emotion.data.corpora import Corpus, load_corpus
+from emotion.data.corpus import Item
+from emotion.data.scan import BadItemsError, report, scan_items, write_skipped
+from emotion.features.encoder_cache import ensure_features
+from emotion.features.normalisation import speaker_norm
+from emotion.trained import TrainedModel, load_models
+from emotion.training.devices import autocast, peak_memory
+from emotion.training.inference import item_means
+from emotion.training.metrics import ccc_scores, format_scores
+from emotion.training.outputs import metrics_record, write_predictions
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test", "all")
+
+
+def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
+    """Score the models `cfg.ckpt` names (their mean, for several) on `cfg.evaluate.split` of `cfg.data`;
+    returns the metrics.json record, written with predictions.csv into `out_dir`."""
+    if cfg.evaluate.split not in SPLITS:
+        raise ValueError(f"evaluate.split={cfg.evaluate.split!r}: must be one of {', '.join(SPLITS)}")
+    models = load_models(cfg.ckpt, cfg.evaluate.device, cfg.evaluate.precision)
+    corpus = load_corpus(cfg.data)
+    items, durations = _usable_items(corpus, cfg, out_dir, max(model.min_seconds for model in models))
+    first = models[0]
+    shared = tuple(dim for dim in first.dimensions if dim in corpus.dimensions)
+    if not shared:
+        raise ValueError(
+            f"{corpus.name} is labelled with {', '.join(corpus.dimensions)}; the model predicts "
+            f"{', '.join(first.dimensions)}: no dimension to score"
+        )
+    unscored = sorted(set(first.dimensions) ^ set(corpus.dimensions))
+    if unscored:
+        log.warning("scored on %s only; %s is in the model or the corpus, not both", ", ".join(shared), unscored)
+    scale_note = _scale_note(first, corpus)
+    if scale_note["mapped"]:
+        log.warning("%s", scale_note["how"])
+
+    predictions = np.mean([_predict(model, corpus, items, durations, cfg) for model in models], axis=0)
+    pred = predictions[:, [first.dimensions.index(dim) for dim in shared]]
+    true = np.stack([corpus.scale.normalise(item.labels) for item in items])
+    true = true[:, [corpus.dimensions.index(dim) for dim in shared]]
+    # CCC is the same on [0, 1] as on either rating scale: both map to it by one affine function.
+    scores = ccc_scores(pred, true, shared)
+    log.info("%s, %s split (%d items): CCC %s", corpus.name, cfg.evaluate.split, len(items), format_scores(scores))
+    write_predictions(
+        out_dir / "predictions.csv",
+        [item.id for item in items],
+        corpus.scale.denormalise(true),
+        corpus.scale.denormalise(pred),
+        shared,
+    )
+    return metrics_record(
+        "evaluated",
+        cfg.data.fold,
+        first.recipe["model"]["profile"],
+        test=scores,
+        **peak_memory(first.device),
+        params={"total": sum(p.numel() for p in first.model.parameters()), "trainable": 0},
+        device=str(first.device),
+        checkpoints=[str(model.path) for model in models],
+        data={
+            "name": corpus.name,
+            "fold": cfg.data.fold,
+            "test_set": cfg.data.get("test_set"),
+            "split": cfg.evaluate.split,
+            "items": len(items),
+        },
+        scale=scale_note,
+    )
+
+
+def _usable_items(corpus: Corpus, cfg: DictConfig, out_dir: Path, min_seconds: float):
+    """The split's items whose audio and labels can be used, and their durations; the rest stop the run
+    (data.on_bad_audio=error) or are left out and listed in skipped_items.csv."""
+    split = cfg.evaluate.split
+    items = corpus.splits.all if split == "all" else getattr(corpus.splits, split)
+    if not items:
+        raise ValueError(f"{corpus.name}, data.fold={cfg.data.fold}: its {split} split is empty")
+    durations, problems = scan_items(items, corpus.dimensions, min_seconds)
+    if problems and cfg.data.on_bad_audio == "error":
+        raise BadItemsError(f"{corpus.name}: " + report(problems, len(items)))
+    if problems:
+        write_skipped(out_dir / "skipped_items.csv", problems)
+        log.warning(report(problems, len(items), out_dir / "skipped_items.csv"))
+    return [item for item in items if item.id in durations], durations
+
+
+def _predict(
+    model: TrainedModel, corpus: Corpus, items: list[Item], durations: dict[str, float], cfg: DictConfig
+) -> np.ndarray:
+    """One model's predictions per item ([0, 1] scale), through the path its training's test took."""
+    settings = cfg.evaluate
+    normalised = _speakers_items(corpus, items, model.min_seconds) if model.speaker_norm else items
+    cache = model.acoustic_cache(cfg.paths.cache_dir)
+    acoustic = cache.ensure([item.path for item in normalised], settings.acoustic_workers or os.cpu_count())
+    dataset = model.dataset(
+        items,
+        [durations[item.id] for item in items],
+        [acoustic[item.path] for item in items],
+        speaker_norm=speaker_norm(normalised, acoustic) if model.speaker_norm else None,
+    )
+    encoder = model.recipe["encoder"]
+    if encoder["freeze"] and encoder["feature_cache"]:  # the states training cached, or cached for next time
+        dataset.features = ensure_features(
+            model.model.encoder,
+            {dataset.piece(i): n for i, n in enumerate(dataset.segment_samples)},
+            cfg.paths.cache_dir,
+            model.sample_rate,
+            device=model.device,
+            autocast=autocast(model.device, model.precision),
+            batch_size=settings.batch_size,
+            workers=settings.workers,
+            max_gb=encoder["feature_cache_max_gb"],
+            show_bar=settings.progress_bar,
+        )
+    outputs = model.outputs(dataset, settings.batch_size, settings.workers, show_bar=settings.progress_bar)
+    return item_means(outputs.predictions, dataset)
+
+
+def _speakers_items(corpus: Corpus, items: list[Item], min_seconds: float) -> list[Item]:
+    """Under speaker normalisation each speaker's statistics come from all their usable items in the corpus,
+    as in training, whatever the split evaluated."""
+    speakers = {item.speaker for item in items}
+    theirs = [item for item in corpus.splits.all if item.speaker in speakers]
+    usable, _ = scan_items(theirs, corpus.dimensions, min_seconds)
+    return [item for item in theirs if item.id in usable]
+
+
+def _scale_note(model: TrainedModel, corpus: Corpus) -> dict:
+    trained, target = list(model.recipe["label_scale"]), [float(corpus.scale.low), float(corpus.scale.high)]
+    mapped = trained != target
+    how = (
+        f"the model predicts on {model.recipe['corpus']}'s {trained[0]:g}–{trained[1]:g} scale and {corpus.name} "
+        f"rates on {target[0]:g}–{target[1]:g}: predictions are mapped through the [0, 1] training scale"
+        if mapped
+        else f"model and corpus rate on {target[0]:g}–{target[1]:g}"
+    )
+    return {"model": trained, "data": target, "mapped": mapped, "how": how}

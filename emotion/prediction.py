@@ -1,0 +1,290 @@
+"""predict.py: A/V/D of new recordings with trained models, written to a CSV.
+
+    python predict.py ckpt=<file | job folder | folder of jobs> input=<audio file | folder | CSV> output=<csv>
+
+Beside the output (`preds.csv`): `preds.skipped.csv` (files that could not be predicted, and why),
+`preds.windows.csv` (with predict.window_seconds), `preds.embeddings.npy` (with predict.embeddings). Every
+file is written whole or not at all. Work in progress is kept in `preds.partial/`, in blocks, so that
+predict.resume=true continues an interrupted run; it is removed once the outputs are written.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from omegaconf import DictConfig, OmegaConf
+
+from emotion.data.corpus import Item
+from emotion.data.dataset import Segment, windows
+from emotion.data.scan import scan_items
+from emotion.features.normalisation import speaker_norm
+from emotion.files import write_atomically
+from emotion.trained import TrainedModel, load_models
+from emotion.training.inference import item_means
+
+log = logging.getLogger(__name__)
+
+# The formats libsndfile reads, as file extensions: what a folder of recordings is searched for.
+AUDIO_EXTENSIONS = {f".{name.lower()}" for name in sf.available_formats()} | {".aif", ".oga", ".opus"}
+
+
+class InputError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where predict.py writes, all beside `table`."""
+
+    table: Path
+
+    def beside(self, suffix: str) -> Path:
+        return self.table.with_name(self.table.stem + suffix)
+
+    @property
+    def skipped(self) -> Path:
+        return self.beside(".skipped.csv")
+
+    @property
+    def windows(self) -> Path:
+        return self.beside(".windows.csv")
+
+    @property
+    def embeddings(self) -> Path:
+        return self.beside(".embeddings.npy")
+
+    @property
+    def partial(self) -> Path:
+        return self.beside(".partial")
+
+
+def read_inputs(source: str | Path) -> list[Item]:
+    """The recordings `source` names: one audio file, every audio file under a folder (sorted), or the rows of
+    a CSV manifest (a `path` column, relative to the manifest's folder; optionally `speaker`)."""
+    source = Path(str(source)).expanduser()
+    if source.suffix.lower() == ".csv" and source.is_file():
+        return _manifest_items(source)
+    if source.is_dir():
+        paths = sorted(path for path in source.rglob("*") if path.suffix.lower() in AUDIO_EXTENSIONS)
+        if not paths:
+            raise InputError(f"input={str(source)!r}: no audio files in this folder or below it")
+        return [_item(path, str(path)) for path in paths]
+    if source.is_file():
+        return [_item(source, str(source))]
+    raise InputError(f"input={str(source)!r}: no such file or folder; give an audio file, a folder or a CSV manifest")
+
+
+def _manifest_items(manifest: Path) -> list[Item]:
+    with open(manifest, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if "path" not in (reader.fieldnames or ()):
+            raise InputError(f"input={str(manifest)!r}: a manifest needs a path column (it has {reader.fieldnames})")
+        rows = list(reader)
+    root = manifest.parent
+    return [_item(root / row["path"], row["path"], row.get("speaker") or "") for row in rows]
+
+
+def _item(path: Path, shown: str, speaker: str = "") -> Item:
+    return Item(id=shown, path=path, speaker=speaker, labels=())
+
+
+def run_predict(cfg: DictConfig) -> Outputs:
+    settings = cfg.predict
+    out = Outputs(Path(cfg.output).expanduser())
+    if out.table.suffix.lower() != ".csv":
+        raise InputError(f"output={cfg.output!r}: the output is a CSV file; name it <something>.csv")
+    out.table.parent.mkdir(parents=True, exist_ok=True)
+    models = load_models(cfg.ckpt, settings.device, settings.precision)
+    items = read_inputs(cfg.input)
+    durations, problems = scan_items(items, (), max(model.min_seconds for model in models))
+    good = [item for item in items if item.id in durations]
+    _write_csv(out.skipped, ["path", "reason"], [[problem.item.id, problem.reason] for problem in problems])
+    if problems:
+        log.warning("%d of %d files cannot be predicted; listed in %s", len(problems), len(items), out.skipped)
+    if not good:
+        raise InputError(f"input={cfg.input!r}: none of its {len(items)} files can be predicted; see {out.skipped}")
+    store = PartialStore(out.partial, _run_settings(cfg, models, good))
+    if settings.resume:
+        store.open()
+    else:
+        store.clear()
+
+    file_rows, window_rows, vectors = [], [], []
+    for index, model in enumerate(models):
+        log.info("model %d of %d: %s", index + 1, len(models), model.path)
+        predicted = _predict_with(model, index, good, [durations[item.id] for item in good], settings, cfg, store)
+        file_rows.append(predicted["files"])
+        window_rows.append(predicted.get("windows"))
+        vectors.append(predicted.get("embeddings"))
+
+    checkpoints = ";".join(str(model.path) for model in models)
+    scale, dims = models[0].scale, models[0].dimensions
+    mean = scale.denormalise(np.mean(file_rows, axis=0))
+    rows = [
+        [item.id, f"{durations[item.id]:.3f}", *(f"{value:.4f}" for value in values), checkpoints]
+        for item, values in zip(good, mean, strict=True)
+    ]
+    _write_csv(out.table, ["path", "duration_s", *dims, "checkpoints"], rows)
+    if settings.window_seconds:
+        segments, predictions = window_rows[0][0], scale.denormalise(np.mean([w[1] for w in window_rows], axis=0))
+        rows = [
+            [good[s.item].id, f"{s.start / models[0].sample_rate:.3f}", f"{_end(s, durations, good, models[0]):.3f}"]
+            + [f"{value:.4f}" for value in values]
+            for s, values in zip(segments, predictions, strict=True)
+        ]
+        _write_csv(out.windows, ["path", "start_s", "end_s", *dims], rows)
+    if settings.embeddings:
+        # One model: (files, features); an ensemble: (files, models, features), its models' spaces differ.
+        array = vectors[0] if len(vectors) == 1 else np.stack(vectors, axis=1)
+        buffer = io.BytesIO()
+        np.save(buffer, array.astype(np.float32))
+        write_atomically(out.embeddings, buffer.getvalue())
+    store.discard()
+    log.info("predicted %d files with %d model(s): %s", len(good), len(models), out.table)
+    return out
+
+
+def _predict_with(
+    model: TrainedModel, index: int, items: list[Item], seconds: list[float], settings, cfg, store: PartialStore
+) -> dict:
+    """One model's predictions ([0, 1] scale) per file and, as asked, per window and pooled vectors per file."""
+    acoustic = model.acoustic_cache(cfg.paths.cache_dir).ensure(
+        [item.path for item in items], settings.acoustic_workers or os.cpu_count()
+    )
+    if model.speaker_norm:
+        log.info(
+            "the model standardises acoustic features per speaker: speakers are the manifest's speaker column "
+            "(all files are one speaker without it)"
+        )
+    speakers = speaker_norm(items, acoustic) if model.speaker_norm else None
+    features = [acoustic[item.path] for item in items]
+    files = model.dataset(items, seconds, features, speaker_norm=speakers)
+    results = {}
+    predictions, vectors = _segment_outputs(model, files, f"m{index}-files", settings, store, settings.embeddings)
+    results["files"] = item_means(predictions, files)
+    if settings.embeddings:
+        results["embeddings"] = item_means(vectors, files)
+    if settings.window_seconds:
+        hop_seconds = settings.window_hop_seconds or settings.window_seconds
+        n_samples = [round(s * model.sample_rate) for s in seconds]
+        spans = windows(
+            n_samples,
+            settings.window_seconds,
+            hop_seconds,
+            model.min_seconds,
+            model.sample_rate,
+            model.model.encoder.grid.hop,
+        )
+        windowed = files.with_segments(spans)
+        results["windows"] = (spans, _segment_outputs(model, windowed, f"m{index}-windows", settings, store)[0])
+    return results
+
+
+def _segment_outputs(model, dataset, kind: str, settings, store: PartialStore, embeddings: bool = False):
+    """Outputs of every segment of `dataset`, computed in blocks saved to `store`; blocks found there (a
+    resumed run) are not computed again."""
+    done = store.done(kind)
+    todo = [i for i in np.argsort(dataset.lengths, kind="stable")[::-1] if i not in done]
+    for start in range(0, len(todo), settings.save_every):
+        block = [int(i) for i in todo[start : start + settings.save_every]]
+        part = dataset.with_segments([dataset.segments[i] for i in block])
+        outputs = model.outputs(part, settings.batch_size, settings.workers, embeddings, settings.progress_bar)
+        store.save(kind, block, outputs.predictions, outputs.embeddings)
+        log.info("%s: %d of %d segments predicted", kind, len(dataset) - len(todo) + start + len(block), len(dataset))
+    return store.assemble(kind, len(dataset), embeddings)
+
+
+def _end(segment: Segment, durations: dict, items: list[Item], model: TrainedModel) -> float:
+    return min(durations[items[segment.item].id], (segment.start + segment.length) / model.sample_rate)
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_atomically(path, text.getvalue())
+
+
+def _run_settings(cfg: DictConfig, models: list[TrainedModel], items: list[Item]) -> dict:
+    """What decides a run's results: a resumed run must have the same, or its blocks would not fit."""
+    files = hashlib.sha1("\n".join(f"{item.id}\t{item.path}" for item in items).encode()).hexdigest()
+    predict = OmegaConf.to_container(cfg.predict, resolve=True)
+    return {
+        "checkpoints": [str(model.path) for model in models],
+        "files": files,
+        **{key: predict[key] for key in ("window_seconds", "window_hop_seconds", "embeddings")},
+    }
+
+
+class PartialStore:
+    """Blocks of segment outputs of an unfinished run, under `root`, with the settings that made them."""
+
+    def __init__(self, root: Path, settings: dict):
+        self.root, self.settings = root, settings
+        self.blocks: dict[str, list[dict]] = {}
+
+    def clear(self) -> None:
+        """Start over: an earlier run's unfinished work is removed."""
+        if self.root.exists():
+            log.info("removing %s, the unfinished work of an earlier run (predict.resume=true continues it)", self.root)
+        self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.blocks = {}
+
+    def open(self) -> None:
+        """Read what an interrupted run saved; a run with other settings is refused."""
+        settings_file = self.root / "settings.json"
+        if not settings_file.is_file():
+            log.info("predict.resume=true: no unfinished run in %s; starting from the beginning", self.root)
+            return
+        saved = json.loads(settings_file.read_text())
+        if saved != self.settings:
+            changed = sorted(key for key in {**saved, **self.settings} if saved.get(key) != self.settings.get(key))
+            raise InputError(
+                f"predict.resume=true, but {self.root} was written with other {', '.join(changed)} "
+                "(checkpoints, the input's files, or windows and embeddings settings); run without "
+                "predict.resume=true to start over"
+            )
+        for block in sorted(self.root.glob("*.npz")):
+            with np.load(block) as data:
+                kind = block.name.rsplit("-", 1)[0]
+                self.blocks.setdefault(kind, []).append({name: data[name] for name in data.files})
+        log.info("predict.resume=true: %d blocks done in %s", sum(map(len, self.blocks.values())), self.root)
+
+    def done(self, kind: str) -> set[int]:
+        return {int(i) for block in self.blocks.get(kind, []) for i in block["indices"]}
+
+    def save(self, kind: str, indices: list[int], predictions: np.ndarray, embeddings: np.ndarray | None) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.root / "settings.json", json.dumps(self.settings, indent=2))
+        block = {"indices": np.asarray(indices), "predictions": predictions}
+        if embeddings is not None:
+            block["embeddings"] = embeddings
+        buffer = io.BytesIO()
+        np.savez(buffer, **block)
+        write_atomically(self.root / f"{kind}-{len(self.blocks.get(kind, [])):06d}.npz", buffer.getvalue())
+        self.blocks.setdefault(kind, []).append(block)
+
+    def assemble(self, kind: str, n_segments: int, embeddings: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Every segment's outputs, in segment order."""
+        blocks = self.blocks.get(kind, [])
+        predictions = np.zeros((n_segments, blocks[0]["predictions"].shape[1]))
+        vectors = np.zeros((n_segments, blocks[0]["embeddings"].shape[1]), np.float32) if embeddings else None
+        for block in blocks:
+            predictions[block["indices"]] = block["predictions"]
+            if embeddings:
+                vectors[block["indices"]] = block["embeddings"]
+        return predictions, vectors

@@ -1,0 +1,415 @@
+"""A trained model used: checkpoints that rebuild it, predict.py, evaluate.py, load_model, model.init_from."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+from hydra import compose, initialize_config_dir
+
+from emotion import load_model
+from emotion.cli import quote_paths
+from emotion.data.corpora import load_corpus
+from emotion.data.dataset import Segment, windows
+from emotion.models.model import build_model
+from emotion.prediction import run_predict
+from emotion.report import summarise
+from emotion.trained import CheckpointError, TrainedModel, initialise_from, read_checkpoint, rebuild
+from emotion.training.checkpoints import load_checkpoint
+from emotion.training.metrics import ccc_loss
+from tests.conftest import CONF, SMALL_DEMO, compose_config, read_csv, run_script, run_train
+
+DIMS = ("arousal", "valence", "dominance")
+# A few epochs, so that the predictions vary (one epoch leaves some clipped to the scale's edge).
+SHORT = ["experiment=demo", *SMALL_DEMO, "trainer.max_epochs=3", "logger=none", "optim.lr=2e-3"]
+
+
+@dataclass(frozen=True)
+class Trained:
+    sweep: Path  # one configuration's two folds: a configuration folder
+    jobs: dict[int, Path]  # fold → job folder
+
+    def test_files(self, fold: int) -> dict[str, Path]:
+        """The fold's test items, by id."""
+        corpus = load_corpus(compose_config([*SHORT, f"data.fold={fold}"]).data)
+        return {item.id: item.path for item in corpus.splits.test}
+
+    def job_predictions(self, fold: int) -> dict[str, np.ndarray]:
+        rows = read_csv(self.jobs[fold] / "predictions.csv")
+        return {row["id"]: np.array([float(row[f"{dim}_pred"]) for dim in DIMS]) for row in rows}
+
+
+@pytest.fixture(scope="module")
+def trained(cache_dir, tmp_path_factory) -> Trained:
+    sweep = tmp_path_factory.mktemp("trained") / "sweep"
+    run_train(["-m", *SHORT, "data.fold=1,2", f"hydra.sweep.dir={sweep}"], cache_dir)
+    jobs = {json.loads((folder / "metrics.json").read_text())["fold"]: folder for folder in sweep.glob("*/")}
+    return Trained(sweep, jobs)
+
+
+def predict_py(cache_dir, *args: str, check: bool = True):
+    return run_script("predict.py", [*args, "predict.progress_bar=false"], cache_dir, check=check)
+
+
+def predictions_by_file(table: Path) -> dict[str, np.ndarray]:
+    return {Path(row["path"]).stem: np.array([float(row[dim]) for dim in DIMS]) for row in read_csv(table)}
+
+
+def manifest_of(paths, folder: Path) -> Path:
+    """A prediction manifest listing `paths` (absolute, so relative to nothing)."""
+    manifest = folder / "manifest.csv"
+    manifest.write_text("path\n" + "".join(f"{path}\n" for path in paths))
+    return manifest
+
+
+def test_predict_py_gives_each_file_the_prediction_its_training_job_wrote(trained, cache_dir, tmp_path):
+    files = trained.test_files(1)
+    out = tmp_path / "preds.csv"
+    input_ = manifest_of(files.values(), tmp_path)
+    predict_py(cache_dir, f"ckpt={trained.jobs[1]}", f"input={input_}", f"output={out}", "predict.embeddings=true")
+
+    predicted, expected = predictions_by_file(out), trained.job_predictions(1)
+    assert sorted(predicted) == sorted(expected)
+    assert np.ptp([values[1] for values in expected.values()]) > 0.05  # the model tells the files apart
+    for item_id, values in expected.items():
+        np.testing.assert_allclose(predicted[item_id], values, atol=1e-4)
+    rows = read_csv(out)
+    assert {row["checkpoints"] for row in rows} == {str(trained.jobs[1] / "checkpoints" / "best.pt")}
+    assert float(rows[0]["duration_s"]) == pytest.approx(sf.info(files[Path(rows[0]["path"]).stem]).duration, abs=1e-3)
+    # The pooled vectors, in the CSV's row order, are what the Python API's embed gives.
+    vectors = np.load(tmp_path / "preds.embeddings.npy")
+    wave, rate = sf.read(rows[-1]["path"])
+    vector = load_model(trained.jobs[1]).embed(wave, rate)
+    assert vectors.shape == (len(rows), len(vector))
+    np.testing.assert_allclose(vectors[-1], vector, atol=1e-4)
+    assert read_csv(tmp_path / "preds.skipped.csv") == []
+    assert not (tmp_path / "preds.partial").exists()
+
+
+def test_load_model_predicts_as_the_job_did(trained):
+    model = load_model(trained.jobs[1] / "checkpoints" / "best.pt", device="cpu")
+    assert (model.dimensions, model.scale.low, model.scale.high) == (DIMS, 1.0, 5.0)
+    expected = trained.job_predictions(1)
+    for item_id, path in list(trained.test_files(1).items())[:3]:
+        wave, rate = sf.read(path)
+        predicted = model.predict(wave, rate)
+        assert list(predicted) == list(DIMS)
+        np.testing.assert_allclose([predicted[dim] for dim in DIMS], expected[item_id], atol=1e-4)
+
+
+def test_evaluate_py_reproduces_the_jobs_test_scores(trained, cache_dir, tmp_path):
+    out = tmp_path / "evaluation"
+    run_script(
+        "evaluate.py",
+        [f"ckpt={trained.jobs[1]}", *SMALL_DEMO, "data.fold=1", f"hydra.run.dir={out}", "evaluate.progress_bar=false"],
+        cache_dir,
+    )
+    metrics, job = (json.loads((folder / "metrics.json").read_text()) for folder in (out, trained.jobs[1]))
+    assert metrics["status"] == "evaluated"
+    for key, value in job["test"].items():
+        assert metrics["test"][key] == pytest.approx(value, abs=1e-6)
+    assert metrics["checkpoints"] == [str(trained.jobs[1] / "checkpoints" / "best.pt")]
+    assert metrics["data"] == {"name": "demo", "fold": 1, "test_set": None, "split": "test", "items": 8}
+    assert metrics["scale"]["mapped"] is False
+    assert read_csv(out / "predictions.csv") == read_csv(trained.jobs[1] / "predictions.csv")
+
+
+def test_evaluate_py_maps_predictions_to_another_rating_scale_and_says_so(trained, cache_dir, tmp_path):
+    out = tmp_path / "evaluation"
+    args = [f"ckpt={trained.jobs[1]}", *SMALL_DEMO, "data.label_range=[1,7]", f"hydra.run.dir={out}"]
+    run_script("evaluate.py", args, cache_dir)
+    scale = json.loads((out / "metrics.json").read_text())["scale"]
+    assert (scale["model"], scale["data"], scale["mapped"]) == ([1.0, 5.0], [1.0, 7.0], True)
+    on_five = {row["id"]: row for row in read_csv(trained.jobs[1] / "predictions.csv")}
+    for row in read_csv(out / "predictions.csv"):
+        trained_scale = float(on_five[row["id"]]["valence_pred"])
+        assert float(row["valence_pred"]) == pytest.approx((trained_scale - 1) / 4 * 6 + 1, abs=2e-4)
+
+
+def test_a_configuration_folder_predicts_with_the_mean_of_its_fold_models(trained, cache_dir, tmp_path):
+    files = trained.test_files(1)
+    out = tmp_path / "ensemble.csv"
+    predict_py(cache_dir, f"ckpt={trained.sweep}", f"input={manifest_of(files.values(), tmp_path)}", f"output={out}")
+    ensemble = predictions_by_file(out)
+    singles = [load_model(trained.jobs[fold]) for fold in (1, 2)]
+    for item_id, path in files.items():
+        wave, rate = sf.read(path)
+        mean = np.mean([[model.predict(wave, rate)[dim] for dim in DIMS] for model in singles], axis=0)
+        np.testing.assert_allclose(ensemble[item_id], mean, atol=1e-4)
+    used = read_csv(out)[0]["checkpoints"].split(";")
+    assert used == [str(trained.jobs[fold] / "checkpoints" / "best.pt") for fold in (1, 2)]
+
+
+def test_a_folder_of_several_configurations_is_not_averaged(trained, tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(trained.sweep, sweep)
+    other = sweep / "model.d_hidden=8"
+    shutil.copytree(trained.jobs[1], other)
+    overrides = other / ".hydra" / "overrides.yaml"
+    overrides.write_text(overrides.read_text() + "- model.d_hidden=8\n")
+    with pytest.raises(CheckpointError, match="2 configurations"):
+        load_model(sweep)
+
+
+def test_a_checkpoint_rebuilds_its_model_after_its_job_folder_is_gone(trained, tmp_path):
+    job = shutil.copytree(trained.jobs[2], tmp_path / "job")
+    kept = shutil.copy(job / "checkpoints" / "best.pt", tmp_path / "model.pt")
+    shutil.rmtree(job)
+    recipe = read_checkpoint(Path(kept))["recipe"]
+    # The tiny encoder is random-init: its weights travel in the checkpoint, as a fine-tuned one's do.
+    assert (recipe["encoder_weights"], recipe["dimensions"], recipe["label_scale"]) == (
+        "checkpoint",
+        list(DIMS),
+        [1, 5],
+    )
+    assert recipe["encoder"]["name"] == "tiny" and recipe["model"]["d_hidden"] == 256
+    wave, rate = sf.read(next(iter(trained.test_files(2).values())))
+    assert load_model(kept).predict(wave, rate) == load_model(trained.jobs[2]).predict(wave, rate)
+
+
+def write_tone(path: Path, seconds: float, rate: int, channels: int = 1, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.3 * np.sin(2 * np.pi * 180 * t * (1 + 0.1 * np.sin(3 * t))) + 0.01 * rng.standard_normal(t.size)
+    sf.write(path, np.repeat(wave[:, None], channels, axis=1), rate)
+
+
+def test_a_folder_with_bad_files_predicts_the_good_ones_and_lists_the_bad(trained, cache_dir, tmp_path):
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "notes.wav").write_text("this is not audio\n")
+    write_tone(folder / "stereo48k.wav", 2.0, 48000, channels=2)
+    write_tone(folder / "mono16k.wav", 1.5, 16000, seed=1)
+    (folder / "readme.txt").write_text("not a recording, not an audio extension: ignored\n")
+    out = tmp_path / "out" / "preds.csv"
+    predict_py(cache_dir, f"ckpt={trained.jobs[1]}", f"input={folder}", f"output={out}")
+
+    predicted = predictions_by_file(out)
+    assert sorted(predicted) == ["mono16k", "stereo48k"]
+    skipped = {Path(row["path"]).name: row["reason"] for row in read_csv(out.with_name("preds.skipped.csv"))}
+    assert sorted(skipped) == ["empty.wav", "notes.wav"]
+    assert all(reason.startswith("unreadable") for reason in skipped.values())
+    wave, rate = sf.read(folder / "stereo48k.wav")
+    assert wave.shape[1] == 2 and rate == 48000
+    api = load_model(trained.jobs[1]).predict(wave, rate)
+    np.testing.assert_allclose(predicted["stereo48k"], [api[dim] for dim in DIMS], atol=1e-4)
+
+
+def test_predict_py_windows_cover_each_file(trained, cache_dir, tmp_path):
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    write_tone(folder / "long.wav", 2.5, 16000)
+    write_tone(folder / "short.wav", 0.6, 16000, seed=1)
+    out = tmp_path / "preds.csv"
+    args = ["predict.window_seconds=1.0", "predict.window_hop_seconds=0.5"]
+    predict_py(cache_dir, f"ckpt={trained.jobs[1]}", f"input={folder}", f"output={out}", *args)
+    rows = read_csv(tmp_path / "preds.windows.csv")
+    spans = {
+        name: [(float(r["start_s"]), float(r["end_s"])) for r in rows if Path(r["path"]).stem == name]
+        for name in ("long", "short")
+    }
+    assert spans["long"] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.5)]
+    assert spans["short"] == [(0.0, 0.6)]
+    # A file shorter than the window is one window: the file itself.
+    short = next(r for r in rows if Path(r["path"]).stem == "short")
+    np.testing.assert_allclose([float(short[dim]) for dim in DIMS], predictions_by_file(out)["short"], atol=1e-4)
+
+
+def test_windows_step_on_the_frame_grid_and_keep_a_last_one_long_enough():
+    # 2.5 s at 16 kHz, 1 s windows every 0.5 s on a 320-sample grid.
+    spans = windows([40000, 4000], 1.0, 0.5, 0.25, 16000, 320)
+    assert [(s.item, s.start) for s in spans] == [(0, 0), (0, 8000), (0, 16000), (0, 24000), (1, 0)]
+    assert {s.length for s in spans} == {16000}
+    # 2.1 s in 1 s windows leaves 0.1 s for a third: dropped below min_seconds, kept above it.
+    assert [s.start for s in windows([33600], 1.0, 1.0, 0.25, 16000, 320)] == [0, 16000]
+    assert windows([33600], 1.0, 1.0, 0.05, 16000, 320)[-1] == Segment(0, 32000, 16000)
+
+
+def test_an_interrupted_prediction_resumes_where_it_stopped(trained, cache_dir, tmp_path, monkeypatch):
+    files = list(trained.test_files(1).values())
+
+    def predict_cfg(output: Path, resume: bool):
+        overrides = [
+            f"ckpt={trained.jobs[1]}",
+            f"input={manifest_of(files, tmp_path)}",
+            f"output={output}",
+            "predict.save_every=3",
+            "predict.workers=0",
+            f"predict.resume={str(resume).lower()}",
+            "predict.progress_bar=false",
+        ]
+        quote_paths(overrides)  # as predict.py does: job folders' names hold `=` and `,`
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("predict", overrides)
+
+    fresh = run_predict(predict_cfg(tmp_path / "fresh.csv", resume=False))
+    blocks = []
+    real_outputs = TrainedModel.outputs
+
+    def interrupted_after_two_blocks(self, dataset, *args, **kwargs):
+        blocks.append(len(dataset))
+        if len(blocks) == 3:
+            raise KeyboardInterrupt
+        return real_outputs(self, dataset, *args, **kwargs)
+
+    def counted(self, dataset, *args, **kwargs):
+        blocks.append(len(dataset))
+        return real_outputs(self, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(TrainedModel, "outputs", interrupted_after_two_blocks)
+    output = tmp_path / "preds.csv"
+    with pytest.raises(KeyboardInterrupt):
+        run_predict(predict_cfg(output, resume=False))
+    assert not output.exists()  # nothing half-written
+    assert len(list((tmp_path / "preds.partial").glob("*.npz"))) == 2
+
+    blocks.clear()
+    monkeypatch.setattr(
+        TrainedModel,
+        "outputs",
+        lambda self, dataset, *a, **k: blocks.append(len(dataset)) or real_outputs(self, dataset, *a, **k),
+    )
+    run_predict(predict_cfg(output, resume=True))
+    assert blocks == [len(files) - 6]  # only what the interrupted run had left
+    assert output.read_text() == fresh.table.read_text()
+    assert not (tmp_path / "preds.partial").exists()
+
+
+def test_a_missing_or_foreign_checkpoint_is_one_clear_error(trained, cache_dir, tmp_path):
+    wav = next(iter(trained.test_files(1).values()))
+    missing = predict_py(cache_dir, f"ckpt={tmp_path}/nothing", f"input={wav}", f"output={tmp_path}/p.csv", check=False)
+    assert missing.returncode == 2
+    assert "no such file or folder" in missing.stderr and "Traceback" not in missing.stderr
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    text = tmp_path / "text.pt"
+    text.write_text("not a checkpoint")
+    old = tmp_path / "old.pt"
+    torch.save(
+        {k: v for k, v in load_checkpoint(trained.jobs[1] / "checkpoints" / "best.pt").items() if k != "recipe"}, old
+    )
+    for path, message in (
+        (foreign, "holds no model state"),
+        (text, "not a checkpoint that torch loads"),
+        (old, "holds weights only"),
+    ):
+        result = predict_py(cache_dir, f"ckpt={path}", f"input={wav}", f"output={tmp_path}/p.csv", check=False)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "p.csv").exists()
+
+
+def model_for(overrides: list[str]):
+    cfg = compose_config([*SHORT, *overrides])
+    return cfg, build_model(cfg.model, cfg.encoder, DIMS)
+
+
+def test_init_from_starts_from_the_checkpoints_weights_and_its_first_loss(trained):
+    best = trained.jobs[1] / "checkpoints" / "best.pt"
+    _, model = model_for([])
+    fresh, unused = initialise_from(model, best)
+    assert fresh == [] and unused == []
+    reference = rebuild(read_checkpoint(best))
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, msg=key)
+    # The first training step's loss is the checkpoint's on the same batch (dropout and masks drawn alike).
+    generator = torch.Generator().manual_seed(0)
+    waves = torch.randn(4, 16000, generator=generator) * 0.1
+    lengths = torch.tensor([16000, 15000, 12000, 9000])
+    prosody = torch.randn(4, model.encoder.grid.count(16000), 25, generator=generator)
+    functionals, labels = torch.randn(4, 88, generator=generator), torch.rand(4, 3, generator=generator)
+    losses = []
+    for candidate in (model, reference):
+        candidate.train()
+        torch.manual_seed(1)
+        losses.append(ccc_loss(candidate(waves, lengths, prosody, functionals=functionals), labels))
+    assert losses[0].item() == pytest.approx(losses[1].item(), abs=1e-6)
+
+
+def test_init_from_fine_tunes_another_head_set_and_names_keys_that_do_not_fit(trained):
+    best = trained.jobs[1] / "checkpoints" / "best.pt"
+    cfg = compose_config(SHORT)
+    model = build_model(cfg.model, cfg.encoder, ("arousal", "valence"))
+    fresh, unused = initialise_from(model, best)
+    assert fresh == [] and unused and all(key.startswith("heads.dominance.") for key in unused)
+    _, wider = model_for(["model.d_hidden=128"])
+    with pytest.raises(CheckpointError, match=r"fuse\.0\.weight \(256, 128\) vs \(128, 128\)"):
+        initialise_from(wider, best)
+
+
+def test_a_job_from_a_checkpoint_validates_as_the_checkpoint_did(trained, cache_dir, tmp_path):
+    # A learning rate too small to move the weights: the first epoch's validation is the checkpoint's own.
+    out = tmp_path / "fine-tuned"
+    args = [*SHORT, "trainer.max_epochs=1", "optim.lr=1e-12", "optim.encoder_lr=0", f"hydra.run.dir={out}"]
+    run_train([*args, f"model.init_from={trained.jobs[1]}"], cache_dir)
+    val = read_csv(out / "history.csv")[0]
+    val_best = json.loads((trained.jobs[1] / "metrics.json").read_text())["val_best"]
+    for key in ("ccc_a", "ccc_v", "ccc_d"):
+        assert float(val[f"val_{key}"]) == pytest.approx(val_best[key], abs=1e-5)
+
+    other = tmp_path / "wider"
+    wider = [*args, f"hydra.run.dir={other}", "model.d_hidden=128", f"model.init_from={trained.jobs[1]}"]
+    mismatched = run_train(wider, cache_dir, check=False)
+    assert mismatched.returncode == 2
+    assert "fuse.0.weight" in mismatched.stderr and "Traceback" not in mismatched.stderr
+    assert json.loads((other / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_evaluate_py_sweeps_checkpoints_into_the_report(trained, cache_dir, tmp_path):
+    sweep = tmp_path / "evaluations"
+    checkpoints = ",".join(f"'{trained.jobs[fold]}'" for fold in (1, 2))
+    args = ["-m", f"ckpt={checkpoints}", *SMALL_DEMO, "data.fold=1", f"hydra.sweep.dir={sweep}"]
+    run_script("evaluate.py", [*args, "evaluate.progress_bar=false"], cache_dir)
+    _, records = summarise(sweep)
+    assert len(records) == 2 and all(record["folds_done"] == 1 for record in records)
+    job = json.loads((trained.jobs[1] / "metrics.json").read_text())
+    assert job["test"]["ccc_v"] in [pytest.approx(record["ccc_v_mean"], abs=1e-6) for record in records]
+    assert (sweep / "summary.md").is_file()
+
+
+def test_job_folders_need_no_quoting_on_the_command_line():
+    argv = [
+        "predict.py",
+        "ckpt=multirun/x/data.fold=1,model.d_hidden=8",
+        "input=a.wav",
+        "ckpt='quoted=1'",
+        "data.fold=1",
+    ]
+    quote_paths(argv)
+    assert argv == [
+        "predict.py",
+        "ckpt='multirun/x/data.fold=1,model.d_hidden=8'",
+        "input=a.wav",
+        "ckpt='quoted=1'",
+        "data.fold=1",
+    ]
+
+
+def test_the_api_takes_any_rate_and_channel_count_and_refuses_too_short_audio(trained):
+    model = load_model(trained.jobs[1])
+    with pytest.raises(ValueError, match="shorter than this model's 0.25 s"):
+        model.predict(np.zeros(1000, dtype=np.float32), 16000)
+    wave, rate = sf.read(next(iter(trained.test_files(1).values())))
+    at_44k = soxr.resample(wave, rate, 44100).astype(np.float32)
+    stereo = np.stack([at_44k, at_44k], axis=1)
+    # Resampled and mixed down as training decodes files: soxr's high quality, then the model's rate.
+    assert model.predict(stereo, 44100) == model.predict(soxr.resample(at_44k, 44100, 16000, quality="HQ"), 16000)
+
+
+def test_a_speaker_normalised_model_is_evaluated_with_its_speakers_statistics(cache_dir, tmp_path):
+    job, evaluation = tmp_path / "job", tmp_path / "evaluation"
+    run_train([*SHORT, "trainer.max_epochs=2", "data.speaker_norm=true", f"hydra.run.dir={job}"], cache_dir)
+    args = [f"ckpt={job}", *SMALL_DEMO, f"hydra.run.dir={evaluation}", "evaluate.progress_bar=false"]
+    run_script("evaluate.py", args, cache_dir)
+    trained_scores, evaluated = (json.loads((f / "metrics.json").read_text())["test"] for f in (job, evaluation))
+    assert evaluated == pytest.approx(trained_scores, abs=1e-6)
+    wave, rate = sf.read(next(iter(Trained(job, {}).test_files(1).values())))
+    with pytest.raises(ValueError, match="speaker_norm=true"):
+        load_model(job).predict(wave, rate)  # one recording has no speaker statistics

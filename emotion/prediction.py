@@ -43,7 +43,7 @@ class InputError(ValueError):
 
 
 @dataclass(frozen=True)
-class Outputs:
+class OutputFiles:
     """Where predict.py writes, all beside `table`."""
 
     table: Path
@@ -98,105 +98,100 @@ def _item(path: Path, shown: str, speaker: str = "") -> Item:
     return Item(id=shown, path=path, speaker=speaker, labels=())
 
 
-def run_predict(cfg: DictConfig) -> Outputs:
+def run_predict(cfg: DictConfig) -> OutputFiles:
     settings = cfg.predict
-    out = Outputs(Path(cfg.output).expanduser())
+    out = OutputFiles(Path(cfg.output).expanduser())
     if out.table.suffix.lower() != ".csv":
         raise InputError(f"output={cfg.output!r}: the output is a CSV file; name it <something>.csv")
     out.table.parent.mkdir(parents=True, exist_ok=True)
     models = load_models(cfg.ckpt, settings.device, settings.precision)
-    items = read_inputs(cfg.input)
-    durations, problems = scan_items(items, (), max(model.min_seconds for model in models))
-    good = [item for item in items if item.id in durations]
-    _write_csv(out.skipped, ["path", "reason"], [[problem.item.id, problem.reason] for problem in problems])
-    if problems:
-        log.warning("%d of %d files cannot be predicted; listed in %s", len(problems), len(items), out.skipped)
-    if not good:
-        raise InputError(f"input={cfg.input!r}: none of its {len(items)} files can be predicted; see {out.skipped}")
-    store = PartialStore(out.partial, _run_settings(cfg, models, good))
+    items, seconds = _readable(cfg.input, max(model.min_seconds for model in models), out)
+    store = PartialStore(out.partial, _run_settings(cfg, models, items))
     if settings.resume:
         store.open()
     else:
         store.clear()
 
-    file_rows, window_rows, vectors = [], [], []
+    spans = None
+    if settings.window_seconds:
+        first = models[0]
+        n_samples = [round(s * first.sample_rate) for s in seconds]
+        hop_seconds = settings.window_hop_seconds or settings.window_seconds
+        grid_hop = first.model.encoder.grid.hop
+        spans = windows(n_samples, settings.window_seconds, hop_seconds, first.min_seconds, first.sample_rate, grid_hop)
+    results = []
     for index, model in enumerate(models):
         log.info("model %d of %d: %s", index + 1, len(models), model.path)
-        predicted = _predict_with(model, index, good, [durations[item.id] for item in good], settings, cfg, store)
-        file_rows.append(predicted["files"])
-        window_rows.append(predicted.get("windows"))
-        vectors.append(predicted.get("embeddings"))
+        results.append(_predict_with(model, f"m{index}", items, seconds, spans, cfg, store))
 
-    checkpoints = ";".join(str(model.path) for model in models)
-    scale, dims = models[0].scale, models[0].dimensions
-    mean = scale.denormalise(np.mean(file_rows, axis=0))
-    rows = [
-        [item.id, f"{durations[item.id]:.3f}", *(f"{value:.4f}" for value in values), checkpoints]
-        for item, values in zip(good, mean, strict=True)
-    ]
-    _write_csv(out.table, ["path", "duration_s", *dims, "checkpoints"], rows)
-    if settings.window_seconds:
-        segments, predictions = window_rows[0][0], scale.denormalise(np.mean([w[1] for w in window_rows], axis=0))
-        rows = [
-            [good[s.item].id, f"{s.start / models[0].sample_rate:.3f}", f"{_end(s, durations, good, models[0]):.3f}"]
-            + [f"{value:.4f}" for value in values]
-            for s, values in zip(segments, predictions, strict=True)
-        ]
-        _write_csv(out.windows, ["path", "start_s", "end_s", *dims], rows)
-    if settings.embeddings:
-        # One model: (files, features); an ensemble: (files, models, features), its models' spaces differ.
-        array = vectors[0] if len(vectors) == 1 else np.stack(vectors, axis=1)
-        buffer = io.BytesIO()
-        np.save(buffer, array.astype(np.float32))
-        write_atomically(out.embeddings, buffer.getvalue())
+    _write_outputs(out, models, items, seconds, spans, results)
     store.discard()
-    log.info("predicted %d files with %d model(s): %s", len(good), len(models), out.table)
+    log.info("predicted %d files with %d model(s): %s", len(items), len(models), out.table)
     return out
 
 
+def _readable(source, min_seconds: float, out: OutputFiles) -> tuple[list[Item], list[float]]:
+    """The input's files that can be predicted, and their durations; the others go to the skipped list."""
+    items = read_inputs(source)
+    durations, problems = scan_items(items, (), min_seconds)
+    _write_csv(out.skipped, ["path", "reason"], [[problem.item.id, problem.reason] for problem in problems])
+    if problems:
+        log.warning("%d of %d files cannot be predicted; listed in %s", len(problems), len(items), out.skipped)
+    readable = [item for item in items if item.id in durations]
+    if not readable:
+        raise InputError(f"input={str(source)!r}: none of its {len(items)} files can be predicted; see {out.skipped}")
+    return readable, [durations[item.id] for item in readable]
+
+
+@dataclass(frozen=True)
+class ModelResults:
+    """One model's predictions ([0, 1] scale) per file and, as asked, per window, and pooled vectors per file."""
+
+    files: np.ndarray
+    windows: np.ndarray | None
+    embeddings: np.ndarray | None
+
+
 def _predict_with(
-    model: TrainedModel, index: int, items: list[Item], seconds: list[float], settings, cfg, store: PartialStore
-) -> dict:
-    """One model's predictions ([0, 1] scale) per file and, as asked, per window and pooled vectors per file."""
+    model: TrainedModel,
+    name: str,
+    items: list[Item],
+    seconds: list[float],
+    spans: list[Segment] | None,
+    cfg: DictConfig,
+    store: PartialStore,
+) -> ModelResults:
+    settings = cfg.predict
     acoustic = model.acoustic_cache(cfg.paths.cache_dir).ensure(
         [item.path for item in items], settings.acoustic_workers or os.cpu_count()
     )
+    speakers = None
     if model.speaker_norm:
         log.info(
             "the model standardises acoustic features per speaker: speakers are the manifest's speaker column "
             "(all files are one speaker without it)"
         )
-    speakers = speaker_norm(items, acoustic) if model.speaker_norm else None
-    features = [acoustic[item.path] for item in items]
-    files = model.dataset(items, seconds, features, speaker_norm=speakers)
-    results = {}
-    predictions, vectors = _segment_outputs(model, files, f"m{index}-files", settings, store, settings.embeddings)
-    results["files"] = item_means(predictions, files)
-    if settings.embeddings:
-        results["embeddings"] = item_means(vectors, files)
-    if settings.window_seconds:
-        hop_seconds = settings.window_hop_seconds or settings.window_seconds
-        n_samples = [round(s * model.sample_rate) for s in seconds]
-        spans = windows(
-            n_samples,
-            settings.window_seconds,
-            hop_seconds,
-            model.min_seconds,
-            model.sample_rate,
-            model.model.encoder.grid.hop,
-        )
-        windowed = files.with_segments(spans)
-        results["windows"] = (spans, _segment_outputs(model, windowed, f"m{index}-windows", settings, store)[0])
-    return results
+        speakers = speaker_norm(items, acoustic)
+    files = model.dataset(items, seconds, [acoustic[item.path] for item in items], speaker_norm=speakers)
+    predictions, vectors = _outputs_in_blocks(model, files, f"{name}-files", settings, store, settings.embeddings)
+    windowed = None
+    if spans is not None:
+        windowed = _outputs_in_blocks(model, files.with_segments(spans), f"{name}-windows", settings, store)[0]
+    return ModelResults(
+        files=item_means(predictions, files),
+        windows=windowed,
+        embeddings=item_means(vectors, files) if settings.embeddings else None,
+    )
 
 
-def _segment_outputs(model, dataset, kind: str, settings, store: PartialStore, embeddings: bool = False):
-    """Outputs of every segment of `dataset`, computed in blocks saved to `store`; blocks found there (a
-    resumed run) are not computed again."""
+def _outputs_in_blocks(model, dataset, kind: str, settings, store: PartialStore, embeddings: bool = False):
+    """Outputs of every segment of `dataset`, computed in blocks of `predict.save_every` segments, each saved
+    to `store`; blocks found there (a resumed run) are not computed again. Longest first, as evaluation
+    batches: a block's batches hold segments of similar lengths."""
     done = store.done(kind)
-    todo = [i for i in np.argsort(dataset.lengths, kind="stable")[::-1] if i not in done]
+    todo = [int(i) for i in np.argsort(dataset.lengths, kind="stable")[::-1] if i not in done]
     for start in range(0, len(todo), settings.save_every):
-        block = [int(i) for i in todo[start : start + settings.save_every]]
+        block = todo[start : start + settings.save_every]
         part = dataset.with_segments([dataset.segments[i] for i in block])
         outputs = model.outputs(part, settings.batch_size, settings.workers, embeddings, settings.progress_bar)
         store.save(kind, block, outputs.predictions, outputs.embeddings)
@@ -204,8 +199,42 @@ def _segment_outputs(model, dataset, kind: str, settings, store: PartialStore, e
     return store.assemble(kind, len(dataset), embeddings)
 
 
-def _end(segment: Segment, durations: dict, items: list[Item], model: TrainedModel) -> float:
-    return min(durations[items[segment.item].id], (segment.start + segment.length) / model.sample_rate)
+def _write_outputs(
+    out: OutputFiles,
+    models: list[TrainedModel],
+    items: list[Item],
+    seconds: list[float],
+    spans: list[Segment] | None,
+    results: list[ModelResults],
+) -> None:
+    """The CSV of files, and the windows' CSV and the embeddings as asked; an ensemble's mean prediction."""
+    scale, dims, rate = models[0].scale, models[0].dimensions, models[0].sample_rate
+    checkpoints = ";".join(str(model.path) for model in models)
+    files = scale.denormalise(np.mean([result.files for result in results], axis=0))
+    rows = [
+        [item.id, f"{duration:.3f}", *(f"{value:.4f}" for value in values), checkpoints]
+        for item, duration, values in zip(items, seconds, files, strict=True)
+    ]
+    _write_csv(out.table, ["path", "duration_s", *dims, "checkpoints"], rows)
+    if spans is not None:
+        predictions = scale.denormalise(np.mean([result.windows for result in results], axis=0))
+        rows = [
+            [
+                items[span.item].id,
+                f"{span.start / rate:.3f}",
+                f"{min(seconds[span.item], (span.start + span.length) / rate):.3f}",
+            ]
+            + [f"{value:.4f}" for value in values]
+            for span, values in zip(spans, predictions, strict=True)
+        ]
+        _write_csv(out.windows, ["path", "start_s", "end_s", *dims], rows)
+    if results[0].embeddings is not None:
+        # One model: (files, features); an ensemble: (files, models, features), as its models' spaces differ.
+        vectors = [result.embeddings for result in results]
+        array = vectors[0] if len(vectors) == 1 else np.stack(vectors, axis=1)
+        buffer = io.BytesIO()
+        np.save(buffer, array.astype(np.float32))
+        write_atomically(out.embeddings, buffer.getvalue())
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:

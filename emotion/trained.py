@@ -240,7 +240,7 @@ class TrainedModel:
         if seconds < self.min_seconds:
             raise ValueError(f"the recording lasts {seconds:.3f} s, shorter than this model's {self.min_seconds} s")
         item = Item(id="wave", path=Path("<memory>"), speaker="", labels=())
-        acoustic = self.acoustic_cache(".").compute_in_memory(wave)
+        acoustic = self.acoustic_cache(".").compute_in_memory(wave)  # in memory: the cache folder is not used
         return self.dataset([item], [seconds], [acoustic], waves=[wave])
 
 
@@ -270,11 +270,12 @@ def load_models(path, device: str = "auto", precision: str = "auto") -> list[Tra
         state = read_checkpoint(checkpoint, target)
         models.append(TrainedModel(rebuild(state), state["recipe"], checkpoint, target, chosen))
         models[-1].model.to(target)
-    differing = {(m.dimensions, tuple(m.recipe["label_scale"])) for m in models}
-    if len(differing) > 1:
+    # An ensemble averages predictions of the same things on the same scale, segment by segment.
+    kinds = {(m.dimensions, tuple(m.recipe["label_scale"]), m.sample_rate, m.model.encoder.grid) for m in models}
+    if len(kinds) > 1:
         raise CheckpointError(
-            f"ckpt={path}: the models predict different dimensions or scales ({sorted(differing)}); an ensemble "
-            "averages models of one kind: name checkpoints of one configuration"
+            f"ckpt={path}: the models differ in dimensions, label scale, sample rate or frame grid "
+            f"({sorted(map(str, kinds))}); an ensemble averages models of one kind: name one configuration's"
         )
     return models
 

@@ -18,6 +18,7 @@ from emotion import load_model
 from emotion.cli import quote_paths
 from emotion.data.corpora import load_corpus
 from emotion.data.dataset import Segment, windows
+from emotion.models.encoder import EncoderNotFoundError, load_wavlm
 from emotion.models.model import build_model
 from emotion.prediction import run_predict
 from emotion.report import summarise
@@ -413,3 +414,23 @@ def test_a_speaker_normalised_model_is_evaluated_with_its_speakers_statistics(ca
     wave, rate = sf.read(next(iter(Trained(job, {}).test_files(1).values())))
     with pytest.raises(ValueError, match="speaker_norm=true"):
         load_model(job).predict(wave, rate)  # one recording has no speaker statistics
+
+
+def test_a_fine_tuned_encoder_travels_in_its_checkpoint_and_a_frozen_pretrained_one_is_reloaded(cache_dir, tmp_path):
+    source = tmp_path / "pretrained-wavlm"
+    load_wavlm(compose_config(SHORT).encoder).save_pretrained(source)  # stands in for a downloaded WavLM
+    wave, rate = sf.read(next(iter(Trained(tmp_path, {}).test_files(1).values())))
+    before = {}
+    for freeze in (True, False):
+        job = tmp_path / f"freeze-{freeze}"
+        args = [*SHORT, "trainer.max_epochs=1", f"encoder.source={source}", f"encoder.freeze={freeze}"]
+        run_train([*args, f"hydra.run.dir={job}"], cache_dir)
+        recipe = read_checkpoint(job / "checkpoints" / "best.pt")["recipe"]
+        assert recipe["encoder_weights"] == ("source" if freeze else "checkpoint")
+        before[freeze] = load_model(job).predict(wave, rate)
+    source.rename(tmp_path / "moved")
+    assert load_model(tmp_path / "freeze-False").predict(wave, rate) == before[False]  # needs no source
+    with pytest.raises(EncoderNotFoundError, match="encoder.source="):
+        load_model(tmp_path / "freeze-True")  # frozen: its weights were never copied into the checkpoint
+    (tmp_path / "moved").rename(source)
+    assert load_model(tmp_path / "freeze-True").predict(wave, rate) == before[True]

@@ -10,11 +10,11 @@ register_resolver()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> None:
     # Imported here so that --help and --cfg answer without loading torch.
     from emotion.entry import evaluate_command
 
-    return evaluate_command(cfg)
+    evaluate_command(cfg)
 
 
 if __name__ == "__main__":

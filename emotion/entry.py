@@ -39,8 +39,9 @@ def predict_command(cfg: DictConfig) -> None:
     print(f"wrote {out.table}")
 
 
-def evaluate_command(cfg: DictConfig) -> float:
-    """Evaluate, record the result (or the failure) in metrics.json; returns the CCC mean."""
+def evaluate_command(cfg: DictConfig) -> None:
+    """Evaluate, and record the result (or the failure) in metrics.json. Nothing is returned to Hydra: an
+    evaluation's scores are often test scores, which no sweeper may optimise."""
     from emotion.evaluation import run_evaluate
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -55,4 +56,3 @@ def evaluate_command(cfg: DictConfig) -> float:
         raise SystemExit(EXIT_CONFIG_ERROR) from None
     write_json(out_dir / "metrics.json", metrics)
     log.info("wrote %s and %s", out_dir / "metrics.json", out_dir / "predictions.csv")
-    return metrics["test"]["ccc_mean"]

@@ -34,7 +34,8 @@ EXIT_CONFIG_ERROR = 2  # as command-line tools exit on a usage error
 
 
 def run_job(cfg: DictConfig) -> float:
-    """Train the job `cfg` describes; returns the test CCC mean (what a Hydra sweeper optimises).
+    """Train the job `cfg` describes; returns its best validation CCC mean (what a Hydra sweeper optimises:
+    never a test score).
 
     A job whose folder already holds a completed metrics.json is not trained again. The first SIGTERM or
     SIGINT stops the job at its next safe point, resumable, and keeps a sweep's next job from starting: the
@@ -62,7 +63,7 @@ def _run_in_folder(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
     previous = _read_metrics(out_dir / "metrics.json")
     if previous and previous["status"] == "completed":
         log.info("%s: completed before (metrics.json), skipping", out_dir)
-        return previous["test"]["ccc_mean"]
+        return previous["val_best"]["ccc_mean"]
     if previous:  # it failed or was stopped: training goes on from its last checkpoint (trainer.resume=auto)
         log.info("%s: its previous run ended %s: %s", out_dir, previous["status"], previous.get("error"))
     where = {
@@ -88,7 +89,7 @@ def _run_in_folder(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
     finally:
         write_json(out_dir / "job.json", {**where, "ended": time.time()})
     log.info("wrote %s", out_dir / "metrics.json")
-    return metrics["test"]["ccc_mean"]
+    return metrics["val_best"]["ccc_mean"]
 
 
 def _train(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> dict:

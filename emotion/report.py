@@ -1,145 +1,203 @@
-"""The comparison table of a sweep: one row per configuration, CCC mean ± std over its folds. An
-evaluate.py sweep's runs (status `evaluated`) make rows too: one per checkpoint and corpus.
+"""The comparison table of a sweep: one row per configuration, over its runs (folds × seeds).
 
-    python -m emotion.report multirun/<sweep name>
+    python -m emotion.report multirun/<sweep name> [--select val_ccc_v] [--reference model.d_hidden=256] [--wandb]
 
-Reads every job folder's metrics.json and .hydra/ files (so it works on a partial sweep, and while jobs are
-still running) and writes summary.csv, summary.md and summary.png into the sweep folder.
+Reads every job folder's metrics.json, predictions.csv and .hydra/ files (so it works on a partial sweep,
+and while jobs are still running) and writes summary.csv, summary.md and summary.png into the sweep folder.
+Validation decides: rows are ranked by their mean validation score (`report.select`), the best is marked,
+and every row is compared with a reference row (`report.reference`, default the marked one) by a paired
+t-test over the runs both have and a paired bootstrap over their test utterances. Test scores only report.
+An evaluate.py sweep's runs (status `evaluated`) make rows too: one per checkpoint and corpus.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
+import hashlib
 import math
 import os
 import statistics
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import yaml
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from emotion.files import locked, write_atomically
+from emotion.sweeps.jobs import Row, collect_jobs, expected_runs, group_rows
 
-FOLD_KEY = "data.fold"
+if TYPE_CHECKING:
+    from emotion.sweeps.comparison import RowResults
+
 SCORES = (("ccc_v", "CCC-V"), ("ccc_a", "CCC-A"), ("ccc_d", "CCC-D"))  # valence first: the headline
+# The validation scores a table can be ranked by, with their headings.
+SELECTABLE = {
+    "val_ccc_mean": "val CCC mean",
+    "val_ccc_v": "val CCC-V",
+    "val_ccc_a": "val CCC-A",
+    "val_ccc_d": "val CCC-D",
+}
 
 
 @dataclass(frozen=True)
-class Job:
-    folder: Path
-    overrides: dict[str, str]  # as typed, e.g. {"data.fold": "1", "model.d_hidden": "384"}
-    metrics: dict | None  # None while the job runs (or if it was killed before writing one)
+class ReportSettings:
+    """`report.*` of the sweep's config, or the report command's options."""
+
+    select: str = "val_ccc_mean"  # the validation score that ranks rows and picks the marked one
+    reference: str | None = None  # overrides naming the row others are compared with; None: the marked row
+    bootstrap: int = 1000  # resamples of the paired bootstrap
+    seed: int = 0  # of the bootstrap's resampling
+
+    def __post_init__(self) -> None:
+        if self.select not in SELECTABLE:
+            raise ValueError(f"report.select={self.select!r}: must be one of {', '.join(SELECTABLE)}")
+
+    @classmethod
+    def of(cls, cfg) -> ReportSettings:
+        report = OmegaConf.select(cfg, "report", default=None)
+        return cls(**OmegaConf.to_container(report)) if report is not None else cls()
 
 
-@dataclass
-class Row:
-    """A configuration: the overrides other than the fold, and its jobs (one per fold)."""
+def summarise(sweep_dir: Path, settings: ReportSettings | None = None) -> tuple[list[str], list[dict]]:
+    """Column names and one record per configuration, best validation first."""
+    # On first use: the sweep callback imports this module in every job before its config is checked,
+    # and the comparison brings torch.
+    from emotion.sweeps.comparison import RowResults
 
-    overrides: dict[str, str]
-    jobs: list[Job] = field(default_factory=list)
-
-    def finished(self, *statuses: str) -> list[Job]:
-        return [job for job in self.jobs if job.metrics and job.metrics["status"] in statuses]
-
-
-def collect_jobs(sweep_dir: Path) -> list[Job]:
-    """Every job folder of the sweep, with the overrides that name it (those that change results)."""
-    jobs = []
-    # At any depth: sweeps made before values' `/` stopped nesting folders have jobs further down.
-    for overrides_file in sorted(sweep_dir.glob("**/.hydra/overrides.yaml")):
-        folder = overrides_file.parent.parent
-        metrics_file = folder / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
-        jobs.append(Job(folder, job_overrides(folder), metrics))
-    return jobs
-
-
-def job_overrides(folder: Path) -> dict[str, str]:
-    """The overrides a job folder was made with, less those that change no result (Hydra's exclude_keys)."""
-    hydra = OmegaConf.load(folder / ".hydra" / "hydra.yaml").hydra
-    ignored = set(hydra.job.config.override_dirname.exclude_keys)
-    overrides = dict(
-        item.split("=", 1) for item in yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
-    )
-    return {key: value for key, value in overrides.items() if key not in ignored}
-
-
-def configuration(overrides: dict[str, str]) -> dict[str, str]:
-    """What makes a row of the table: the overrides other than the fold."""
-    return {key: value for key, value in overrides.items() if key != FOLD_KEY}
-
-
-def group_rows(jobs: list[Job]) -> list[Row]:
-    rows: dict[tuple, Row] = {}
-    for job in jobs:
-        config = configuration(job.overrides)
-        rows.setdefault(tuple(sorted(config.items())), Row(config)).jobs.append(job)
-    return list(rows.values())
-
-
-def expected_folds(sweep_dir: Path, jobs: list[Job]) -> int:
-    """How many folds the sweep asked for (from multirun.yaml), else how many it has seen."""
-    try:
-        multirun = OmegaConf.load(sweep_dir / "multirun.yaml")
-        task = list(multirun.hydra.overrides.task)
-        params = multirun.hydra.sweeper.params or {}
-    except (OSError, AttributeError):
-        task, params = [], {}
-    for text in [*task, *(f"{key}={value}" for key, value in params.items())]:
-        override = OverridesParser.create().parse_overrides([text])[0]
-        if override.key_or_group == FOLD_KEY:
-            return len(list(override.sweep_string_iterator())) if override.is_sweep_override() else 1
-    return max(1, len({job.overrides.get(FOLD_KEY) for job in jobs}))
-
-
-def summarise(sweep_dir: Path) -> tuple[list[str], list[dict]]:
-    """Column names and one record per configuration, in the order the configurations first appear."""
+    settings = settings or ReportSettings()
     jobs = collect_jobs(sweep_dir)
     rows = group_rows(jobs)
-    folds = expected_folds(sweep_dir, jobs)
+    expected = expected_runs(sweep_dir, jobs)
     config_keys = sorted({key for row in rows for key in row.overrides})
-    records = []
-    for row in rows:
-        # Trained jobs, and evaluate.py's runs of trained models: both have test scores.
-        done, failed = row.finished("completed", "evaluated"), row.finished("failed")
-        timed = [job.metrics["sec_per_epoch"] for job in done if job.metrics["sec_per_epoch"] is not None]
-        record = {"profile": _first(done + failed, "profile"), **{k: row.overrides.get(k, "") for k in config_keys}}
-        for key, _ in SCORES:
-            values = [job.metrics["test"][key] for job in done if job.metrics["test"][key] is not None]
-            record[f"{key}_mean"] = statistics.fmean(values) if values else math.nan
-            record[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else math.nan
-            record[f"{key}_folds"] = values
-        record.update(
-            folds_done=len(done),
-            folds_failed=len(failed),
-            folds_expected=folds,
-            peak_mem_gb=max((job.metrics["peak_mem_gb"] for job in done), default=math.nan),
-            min_per_epoch=statistics.fmean(seconds / 60 for seconds in timed) if timed else math.nan,
-            params_m=(done[0].metrics["params"]["total"] / 1e6) if done else math.nan,
+    results = [RowResults.of(row.done) for row in rows]
+    records = [_record(row, result, expected, config_keys, settings) for row, result in zip(rows, results, strict=True)]
+    validation = [record[settings.select] for record in records]
+    selected = max((i for i, v in enumerate(validation) if not math.isnan(v)), key=validation.__getitem__, default=None)
+    for i, record in enumerate(records):
+        record["selected"] = i == selected
+    reference = _reference_row(rows, settings.reference, selected)
+    for i, record in enumerate(records):
+        record["reference"] = i == reference
+        if reference is not None and i != reference:
+            record.update(_differences(results[i], results[reference], settings))
+    order = sorted(range(len(records)), key=lambda i: -validation[i] if not math.isnan(validation[i]) else math.inf)
+    columns = ["profile", *config_keys, "params_m", "peak_mem_gb", "min_per_epoch", "selected", settings.select]
+    columns += [f"{key}_{stat}" for key, _ in SCORES for stat in ("mean", "std", "seed_std", "pooled")]
+    columns += ["reference"]
+    columns += [f"{key}_{stat}" for key, _ in SCORES for stat in DIFFERENCE_STATS]
+    columns += ["runs_done", "runs_failed", "runs_expected", "missing"]
+    return columns, [records[i] for i in order]
+
+
+DIFFERENCE_STATS = ("diff", "diff_p", "diff_runs", "pooled_diff", "pooled_diff_low", "pooled_diff_high")
+
+
+def _record(
+    row: Row, results: RowResults, expected: list[tuple], config_keys: list[str], settings: ReportSettings
+) -> dict:
+    from emotion.sweeps.comparison import pooled_ccc
+
+    done, failed = row.done, row.finished("failed")
+    record = {"profile": _first(row.jobs, "profile"), **{k: row.overrides.get(k, "") for k in config_keys}}
+    score = settings.select.removeprefix("val_")
+    validation = [job.metrics["val_best"][score] for job in done if job.metrics.get("val_best")]
+    record[settings.select] = statistics.fmean(validation) if validation else math.nan
+    for key, _ in SCORES:
+        values = results.values(key)
+        runs = list(values.values())
+        record[f"{key}_mean"] = statistics.fmean(runs) if runs else math.nan
+        record[f"{key}_std"] = statistics.stdev(runs) if len(runs) > 1 else math.nan
+        record[f"{key}_seed_std"] = _seed_std(values)
+        record[f"{key}_pooled"] = pooled_ccc(results, key)
+        record[f"{key}_runs"] = runs
+    timed = [job.metrics["sec_per_epoch"] for job in done if job.metrics.get("sec_per_epoch") is not None]
+    record.update(
+        runs_done=len(done),
+        runs_failed=len(failed),
+        runs_expected=len(expected),
+        missing=_missing(row, expected),
+        peak_mem_gb=max((job.metrics["peak_mem_gb"] for job in done), default=math.nan),
+        min_per_epoch=statistics.fmean(seconds / 60 for seconds in timed) if timed else math.nan,
+        params_m=(done[0].metrics["params"]["total"] / 1e6) if done else math.nan,
+    )
+    return record
+
+
+def _seed_std(values: dict[tuple, float]) -> float:
+    """With more than one seed: the std over seeds of the mean over folds (how far a rerun moves it)."""
+    by_seed: dict = {}
+    for (_, seed), value in values.items():
+        by_seed.setdefault(seed, []).append(value)
+    if len(by_seed) < 2:
+        return math.nan
+    return statistics.stdev(statistics.fmean(folds) for folds in by_seed.values())
+
+
+def _missing(row: Row, expected: list[tuple]) -> str:
+    """The expected runs without a result, and why: `fold 2 seed 1 (failed); fold 3 seed 0 (not run)`."""
+    by_run = {job.run: job for job in row.jobs}
+    done = {job.run for job in row.done}
+    missing = []
+    for run in expected:
+        if run in done:
+            continue
+        job = by_run.get(run)
+        why = "not run" if job is None else ("running or killed" if job.metrics is None else job.status)
+        fold, seed = run
+        missing.append(
+            " ".join(
+                part for part in (f"fold {fold}" if fold else "", f"seed {seed}" if seed else "", f"({why})") if part
+            )
         )
-        records.append(record)
-    columns = ["profile", *config_keys, "params_m", "peak_mem_gb", "min_per_epoch"]
-    columns += [f"{key}_{stat}" for key, _ in SCORES for stat in ("mean", "std")]
-    columns += ["folds_done", "folds_failed", "folds_expected"]
-    return columns, records
+    return "; ".join(missing)
 
 
-def _first(jobs: list[Job], key: str) -> str:
-    return next((str(job.metrics[key]) for job in jobs if job.metrics.get(key) is not None), "")
+def _reference_row(rows: list[Row], reference: str | None, selected: int | None) -> int | None:
+    """The row named by `report.reference` (its overrides, e.g. `model.d_hidden=256 model.dropout=0.1`),
+    else the selected one."""
+    if reference is None:
+        return selected
+    wanted = dict(item.split("=", 1) for item in reference.replace(",", " ").split())
+    matches = [i for i, row in enumerate(rows) if all(row.overrides.get(k) == v for k, v in wanted.items())]
+    if len(matches) != 1:
+        known = "; ".join(" ".join(f"{k}={v}" for k, v in row.overrides.items()) or "(no overrides)" for row in rows)
+        raise ValueError(f"report.reference={reference!r} names {len(matches)} rows, not one; the rows are: {known}")
+    return matches[0]
 
 
-def write_summary(sweep_dir: str | Path) -> Path:
+def _differences(row: RowResults, reference: RowResults, settings: ReportSettings) -> dict:
+    from emotion.sweeps.comparison import compare
+
+    record = {}
+    for key, _ in SCORES:
+        difference = compare(row, reference, key, settings.bootstrap, settings.seed)
+        record.update(
+            {
+                f"{key}_diff": difference.mean,
+                f"{key}_diff_p": difference.p_value,
+                f"{key}_diff_runs": difference.runs,
+                f"{key}_pooled_diff": difference.pooled,
+                f"{key}_pooled_diff_low": difference.low,
+                f"{key}_pooled_diff_high": difference.high,
+            }
+        )
+    return record
+
+
+def _first(jobs, key: str) -> str:
+    return next((str(job.metrics[key]) for job in jobs if job.metrics and job.metrics.get(key) is not None), "")
+
+
+def write_summary(sweep_dir: str | Path, settings: ReportSettings | None = None) -> Path:
     """Write summary.csv, summary.md and summary.png; returns the path of summary.md."""
     sweep_dir = Path(sweep_dir)
+    settings = settings or ReportSettings()
     with locked(sweep_dir / ".summary.lock"):
-        columns, records = summarise(sweep_dir)
+        columns, records = summarise(sweep_dir, settings)
         write_atomically(sweep_dir / "summary.csv", _csv_text(columns, records))
-        write_atomically(sweep_dir / "summary.md", _markdown(columns, records))
+        write_atomically(sweep_dir / "summary.md", _markdown(columns, records, settings))
         _plot(records, sweep_dir / "summary.png")
     return sweep_dir / "summary.md"
 
@@ -153,34 +211,93 @@ def _csv_text(columns: list[str], records: list[dict]) -> str:
         return f.read()
 
 
-def _markdown(columns: list[str], records: list[dict]) -> str:
-    config_keys = [c for c in columns if c not in ("profile", "params_m", "peak_mem_gb", "min_per_epoch")]
-    config_keys = [c for c in config_keys if not c.startswith(("ccc_", "folds_"))]
-    header = [
-        "profile",
-        *config_keys,
-        "params (M)",
-        "peak mem (GB)",
-        "min/epoch",
-        *(name for _, name in SCORES),
-        "folds",
-    ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+def _config_keys(columns: list[str]) -> list[str]:
+    return columns[1 : columns.index("params_m")]
+
+
+def _varying(keys: list[str], records: list[dict]) -> list[str]:
+    """The keys whose values differ between rows: the others say nothing about any one row."""
+    return [key for key in keys if len({record[key] for record in records}) > 1]
+
+
+def _markdown(columns: list[str], records: list[dict], settings: ReportSettings) -> str:
+    all_keys = _config_keys(columns)
+    keys = _varying(all_keys, records)
+    common = [f"{key}={records[0][key]}" for key in all_keys if key not in keys and records[0][key] != ""]
+    select = SELECTABLE[settings.select]
+    header = ["", "profile", *keys, "params (M)", "peak mem (GB)", "min/epoch", select]
+    header += [*(name for _, name in SCORES), *(f"pooled {name}" for _, name in SCORES), "runs"]
+    lines = [_table_line(header), "|" + "---|" * len(header)]
     for r in records:
-        folds = f"{r['folds_done']}/{r['folds_expected']}" + (
-            f" ({r['folds_failed']} failed)" if r["folds_failed"] else ""
-        )
-        cells = [r["profile"], *(r[k] for k in config_keys), _num(r["params_m"], 2), _num(r["peak_mem_gb"], 1)]
-        cells += [_num(r["min_per_epoch"], 2), *(_mean_std(r, key) for key, _ in SCORES), folds]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        runs = f"{r['runs_done']}/{r['runs_expected']}" + (f" ({r['runs_failed']} failed)" if r["runs_failed"] else "")
+        cells = ["★" if r["selected"] else "", r["profile"], *(r[k] for k in keys), _num(r["params_m"], 2)]
+        cells += [_num(r["peak_mem_gb"], 1), _num(r["min_per_epoch"], 2), _num(r[settings.select], 3)]
+        cells += [*(_mean_std(r, key) for key, _ in SCORES), *(_num(r[f"{key}_pooled"], 3) for key, _ in SCORES)]
+        lines.append(_table_line([*cells, runs]))
+    lines += ["", *_legend(select)]
+    if common:
+        lines += ["", f"Every row: {' '.join(common)}."]
+    missing = [f"- {_label(r, keys)}: {r['missing']}" for r in records if r["missing"]]
+    if missing:
+        lines += ["", "Runs without a result:", *missing]
+    reference = next((r for r in records if r["reference"]), None)
+    if reference is not None and len(records) > 1:
+        lines += ["", *_comparison(records, reference, keys, settings)]
     return "\n".join(lines) + "\n"
 
 
+def _legend(select: str) -> list[str]:
+    return [
+        f"Rows are ranked by {select} (each run's best validation epoch, mean over the row's runs); ★ marks the "
+        "row validation selects: report its test scores. Test scores never choose anything.",
+        "CCC-V/A/D: test CCC, mean ± std over the row's runs (folds × seeds); `seeds ± s`: the std over seeds of "
+        "the mean over folds, how far a rerun moves the headline. Pooled: CCC over all of a seed's test "
+        "predictions together (every fold's), mean over seeds; not the same number as the mean over folds.",
+    ]
+
+
+def _comparison(records: list[dict], reference: dict, keys: list[str], settings: ReportSettings) -> list[str]:
+    header = ["profile", *keys, "runs paired"]
+    header += [f"Δ {name} (p)" for _, name in SCORES] + [f"Δ pooled {name} [95% CI]" for _, name in SCORES]
+    lines = [
+        f"Compared with {_label(reference, keys)} (the reference): Δ is the row's test CCC minus the reference's, "
+        "mean over the (fold, seed) runs both have, with a paired t-test's p; Δ pooled is the difference of "
+        f"pooled CCC with a paired bootstrap 95% interval over test utterances ({settings.bootstrap} "
+        f"resamples, seed {settings.seed}).",
+        "",
+        _table_line(header),
+        "|" + "---|" * len(header),
+    ]
+    for r in records:
+        if r["reference"]:
+            continue
+        cells = [r["profile"], *(r[k] for k in keys), r.get("ccc_v_diff_runs", 0)]
+        cells += [f"{_signed(r[f'{key}_diff'])} ({_num(r[f'{key}_diff_p'], 3)})" for key, _ in SCORES]
+        cells += [_interval(r, key) for key, _ in SCORES]
+        lines.append(_table_line(cells))
+    return lines
+
+
+def _table_line(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _interval(record: dict, key: str) -> str:
+    low, high = record[f"{key}_pooled_diff_low"], record[f"{key}_pooled_diff_high"]
+    difference = _signed(record[f"{key}_pooled_diff"])
+    return difference if math.isnan(low) else f"{difference} [{low:+.3f}, {high:+.3f}]"
+
+
+def _signed(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:+.3f}"
+
+
 def _mean_std(record: dict, key: str) -> str:
-    mean, std = record[f"{key}_mean"], record[f"{key}_std"]
+    mean, std, seeds = record[f"{key}_mean"], record[f"{key}_std"], record[f"{key}_seed_std"]
     if math.isnan(mean):
         return "–"
-    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+    text = f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
+    return text if math.isnan(seeds) else f"{text} (seeds ± {seeds:.3f})"
 
 
 def _num(value: float, digits: int) -> str:
@@ -188,22 +305,34 @@ def _num(value: float, digits: int) -> str:
 
 
 def _plot(records: list[dict], path: Path) -> None:
-    """CCC per configuration: a bar for the mean, a dot for each fold."""
+    """Per dimension: a bar for each row's mean test CCC, a dot per run; below, each row's pooled-CCC
+    difference from the reference with its bootstrap interval."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [_label(r) for r in records]
-    fig, axes = plt.subplots(1, len(SCORES), figsize=(4 + 1.2 * len(records), 4), sharey=True, squeeze=False)
-    for ax, (key, name) in zip(axes[0], SCORES, strict=True):
+    keys = _varying([k for k in records[0] if "." in k], records) if records else []
+    labels = [("★ " if r["selected"] else "") + _label(r, keys) for r in records]
+    compared = len(records) > 1 and any(r["reference"] for r in records)
+    n_rows = 2 if compared else 1
+    fig, axes = plt.subplots(
+        n_rows, len(SCORES), figsize=(3 * len(SCORES) + 0.8 * len(records), 4 * n_rows), sharey="row", squeeze=False
+    )
+    for column, (key, name) in enumerate(SCORES):
+        ax = axes[0][column]
         for x, record in enumerate(records):
             ax.bar(x, 0 if math.isnan(record[f"{key}_mean"]) else record[f"{key}_mean"], color="#9ecae1")
-            ax.plot([x] * len(record[f"{key}_folds"]), record[f"{key}_folds"], "o", color="#08519c", markersize=4)
+            ax.plot([x] * len(record[f"{key}_runs"]), record[f"{key}_runs"], "o", color="#08519c", markersize=4)
         ax.set_title(name)
-        ax.set_xticks(range(len(records)), labels, rotation=30, ha="right", fontsize=7)
         ax.axhline(0, color="grey", linewidth=0.5)
-    axes[0][0].set_ylabel("test CCC (dots: folds)")
+        if compared:
+            _plot_differences(axes[1][column], records, key)
+        for row in axes[:, column]:
+            row.set_xticks(range(len(records)), labels, rotation=30, ha="right", fontsize=7)
+    axes[0][0].set_ylabel("test CCC (dots: runs)")
+    if compared:
+        axes[1][0].set_ylabel("Δ pooled CCC vs reference (95% CI)")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
     fig.savefig(tmp, dpi=120)
@@ -211,21 +340,79 @@ def _plot(records: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _label(record: dict) -> str:
-    """`standard mamba_n_layers=2 d_hidden=384`: each value with the last part of its key."""
-    settings = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in record.items() if "." in k and v != ""]
+def _plot_differences(ax, records: list[dict], key: str) -> None:
+    for x, record in enumerate(records):
+        if record["reference"] or math.isnan(record.get(f"{key}_pooled_diff", math.nan)):
+            continue
+        difference = record[f"{key}_pooled_diff"]
+        low, high = record[f"{key}_pooled_diff_low"], record[f"{key}_pooled_diff_high"]
+        error = None if math.isnan(low) else [[difference - low], [high - difference]]
+        ax.errorbar(x, difference, yerr=error, fmt="o", color="#a50f15", capsize=4)
+    ax.axhline(0, color="grey", linewidth=0.5)
+
+
+def _label(record: dict, keys: list[str] | None = None) -> str:
+    """`standard mamba_n_layers=2 d_hidden=384`: the profile and each of `keys` (default: every config key
+    set) with the last part of its name."""
+    keys = [k for k in record if "." in k] if keys is None else keys
+    settings = [f"{k.rsplit('.', 1)[-1]}={record[k]}" for k in keys if record[k] != ""]
     return " ".join([record["profile"], *settings])
+
+
+def log_to_wandb(sweep_dir: Path, group: str, project: str, entity: str | None = None, mode: str = "offline") -> None:
+    """A run of job type `summary` in the sweep's group: the table as a W&B Table, the plot as an image, so
+    that the dashboard shows mean ± std per configuration beside the sweep's runs. Run after write_summary."""
+    import wandb
+
+    with open(sweep_dir / "summary.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    run = wandb.init(
+        project=project,
+        entity=entity,
+        mode=mode,
+        dir=str(sweep_dir),
+        group=group,
+        job_type="summary",
+        name=f"{group} summary",
+        # One summary run per sweep folder: a later report updates it instead of adding another.
+        id=hashlib.sha1(f"{sweep_dir.resolve()} summary".encode()).hexdigest()[:16],
+        resume="allow",
+    )
+    run.log(
+        {
+            "summary_table": wandb.Table(columns=rows[0], data=rows[1:]),
+            "summary_plot": wandb.Image(str(sweep_dir / "summary.png")),
+        }
+    )
+    run.finish()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path, help="a sweep folder, e.g. multirun/capacity")
+    parser.add_argument(
+        "--select", default="val_ccc_mean", choices=list(SELECTABLE), help="the validation score that ranks"
+    )
+    parser.add_argument("--reference", help="overrides naming the row others are compared with, e.g. model=baseline")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="resamples of the paired bootstrap")
+    parser.add_argument("--seed", type=int, default=0, help="of the bootstrap")
+    parser.add_argument("--wandb", action="store_true", help="also log the table and plot as a W&B summary run")
+    parser.add_argument("--project", default="emotion", help="W&B project (with --wandb)")
+    parser.add_argument("--entity", help="W&B entity (with --wandb)")
+    parser.add_argument("--mode", default="offline", choices=("offline", "online"), help="W&B mode (with --wandb)")
     args = parser.parse_args()
     if not args.sweep_dir.is_dir():
         parser.error(f"{args.sweep_dir} is not a folder")
-    summary = write_summary(args.sweep_dir)
+    settings = ReportSettings(args.select, args.reference, args.bootstrap, args.seed)
+    try:
+        summary = write_summary(args.sweep_dir, settings)
+    except ValueError as err:  # report.reference names no row, or several
+        parser.error(str(err))
     print(summary.read_text(), end="")
     print(f"\nwrote {summary}, {summary.with_suffix('.csv')} and {summary.with_suffix('.png')}")
+    if args.wandb:
+        log_to_wandb(args.sweep_dir, args.sweep_dir.name, args.project, args.entity, args.mode)
+        print(f"logged the summary to W&B ({args.mode}), group {args.sweep_dir.name}")
 
 
 if __name__ == "__main__":

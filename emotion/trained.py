@@ -101,7 +101,7 @@ def find_checkpoints(path: str | Path | list) -> list[Path]:
 def _require_one_configuration(folder: Path, checkpoints: list[Path]) -> None:
     """A folder's models are averaged only when they are one configuration's (its folds): averaging a
     sweep's different configurations would be a mistake nobody sees."""
-    from emotion.report import configuration, job_overrides
+    from emotion.sweeps.jobs import configuration, job_overrides
 
     jobs = [checkpoint.parent.parent for checkpoint in checkpoints]
     configurations = {

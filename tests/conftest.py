@@ -66,6 +66,7 @@ def run_script(
 ) -> subprocess.CompletedProcess:
     """Run one of the entry points (train.py, predict.py, evaluate.py) with `args`, offline."""
     env = {**os.environ, "EMOTION_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", **(env or {})}
+    env.pop("WANDB_SERVICE", None)  # a W&B service this process started is not the child's to use
     result = subprocess.run(
         [sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )

@@ -61,7 +61,7 @@ def test_the_baseline_writes_the_files_of_a_neural_job_and_is_a_row_of_the_table
 
     rows = {row["model"]: row for row in read_csv(sweep / "summary.csv")}
     assert set(rows) == {"standard", "baseline"}
-    assert (rows["baseline"]["profile"], rows["baseline"]["folds_done"]) == ("baseline", "1")
+    assert (rows["baseline"]["profile"], rows["baseline"]["runs_done"]) == ("baseline", "1")
     assert float(rows["baseline"]["ccc_v_mean"]) == pytest.approx(metrics["test"]["ccc_v"], abs=1e-9)
     assert "| baseline |" in (sweep / "summary.md").read_text()
 

@@ -29,16 +29,21 @@ def test_a_sweep_names_its_jobs_by_their_overrides_writes_the_table_and_skips_fi
     assert all(m["status"] == "completed" for m in metrics.values())
 
     rows = read_csv(sweep / "summary.csv")
-    assert [row["model.mamba_n_layers"] for row in rows] == ["1", "2"]
+    assert sorted(row["model.mamba_n_layers"] for row in rows) == ["1", "2"]
     for row in rows:
         folds = [m for name, m in metrics.items() if f"model.mamba_n_layers={row['model.mamba_n_layers']}," in name]
-        assert (row["folds_done"], row["folds_expected"], row["folds_failed"]) == ("2", "2", "0")
+        assert (row["runs_done"], row["runs_expected"], row["runs_failed"]) == ("2", "2", "0")
         expected_v = sum(m["test"]["ccc_v"] for m in folds) / 2
         assert float(row["ccc_v_mean"]) == abs_approx(expected_v)
     table = (sweep / "summary.md").read_text()
     assert table.count("| 2/2 |") == 2 and "CCC-V" in table
     assert (sweep / "summary.png").stat().st_size > 1000
 
+    # The sweep's own run of job type `summary` carries the table to the dashboard.
+    (summary_run,) = sweep.glob("wandb/offline-run-*/run-*.wandb")
+    assert (run_summary(summary_run)["job_type"], run_summary(summary_run)["group"]) == ("summary", "depth")
+    (logged_table,) = sweep.glob("wandb/offline-run-*/files/media/table/summary_table_*.table.json")
+    assert json.loads(logged_table.read_text())["data"] == [list(row.values()) for row in rows]
     for job in jobs:
         (run_file,) = job.glob("wandb/offline-run-*/run-*.wandb")
         run = run_summary(run_file)
@@ -81,8 +86,8 @@ def test_a_failing_job_leaves_the_others_running_and_shows_in_the_table(cache_di
     status = {job.parent.name: json.loads(job.read_text())["status"] for job in sweep.glob("*/metrics.json")}
     assert sorted(status.values()) == ["completed", "failed"]
     rows = {row["model.speech_encoder_layers"]: row for row in read_csv(sweep / "summary.csv")}
-    assert (rows["[6,12]"]["folds_done"], rows["[6,12]"]["folds_failed"]) == ("1", "0")
-    assert (rows["[6,30]"]["folds_done"], rows["[6,30]"]["folds_failed"]) == ("0", "1")
+    assert (rows["[6,12]"]["runs_done"], rows["[6,12]"]["runs_failed"]) == ("1", "0")
+    assert (rows["[6,30]"]["runs_done"], rows["[6,30]"]["runs_failed"]) == ("0", "1")
     assert "0/1 (1 failed)" in (sweep / "summary.md").read_text()
 
 
@@ -115,7 +120,7 @@ def test_the_gpu_pool_runs_one_job_per_device_at_a_time_on_distinct_devices(cach
         most = max(most, len(running))
     assert most == 2  # side by side, never more than the two devices
     assert all(json.loads(p.read_text())["status"] == "completed" for p in sweep.glob("*/metrics.json"))
-    assert read_csv(sweep / "summary.csv")[0]["folds_done"] == "3"
+    assert read_csv(sweep / "summary.csv")[0]["runs_done"] == "3"
 
 
 def test_a_sweep_over_a_path_valued_override_keeps_one_folder_per_job_and_a_full_table(cache_dir, tmp_path):
@@ -130,4 +135,4 @@ def test_a_sweep_over_a_path_valued_override_keeps_one_folder_per_job_and_a_full
         for fold in (1, 2)
     ]
     (row,) = read_csv(sweep / "summary.csv")
-    assert (row["data.manifest"], row["folds_done"], row["folds_expected"]) == (str(manifest), "2", "2")
+    assert (row["data.manifest"], row["runs_done"], row["runs_expected"]) == (str(manifest), "2", "2")

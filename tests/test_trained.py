@@ -369,7 +369,7 @@ def test_evaluate_py_sweeps_checkpoints_into_the_report(trained, cache_dir, tmp_
     args = ["-m", f"ckpt={checkpoints}", *SMALL_DEMO, "data.fold=1", f"hydra.sweep.dir={sweep}"]
     run_script("evaluate.py", [*args, "evaluate.progress_bar=false"], cache_dir)
     _, records = summarise(sweep)
-    assert len(records) == 2 and all(record["folds_done"] == 1 for record in records)
+    assert len(records) == 2 and all(record["runs_done"] == 1 for record in records)
     job = json.loads((trained.jobs[1] / "metrics.json").read_text())
     assert job["test"]["ccc_v"] in [pytest.approx(record["ccc_v_mean"], abs=1e-6) for record in records]
     assert (sweep / "summary.md").is_file()

@@ -9,7 +9,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from emotion.report import write_summary
+from emotion.report import ReportSettings, log_to_wandb, write_summary
 from emotion.sweeps.folders import register_resolver
 
 log = logging.getLogger(__name__)
@@ -25,19 +25,27 @@ class SweepSummary(Callback):
 
     def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
         if config.hydra.mode == RunMode.MULTIRUN:
-            summary = self._write(Path(config.hydra.sweep.dir))
+            summary = self._write(config)
             if summary:
                 log.info("comparison table updated: %s", _where(summary))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        summary = self._write(Path(config.hydra.sweep.dir))
-        if summary:
-            log.info("sweep summary:\n%s\nwritten to %s", summary.read_text(), _where(summary))
+        summary = self._write(config)
+        if not summary:
+            return
+        log.info("sweep summary:\n%s\nwritten to %s", summary.read_text(), _where(summary))
+        logger = config.get("logger")
+        if logger is not None and logger.backend == "wandb":
+            try:
+                log_to_wandb(summary.parent, logger.group or config.name, logger.project, logger.entity, logger.mode)
+            except Exception:  # the table on disk is written; the dashboard's copy must not fail the sweep
+                log.exception("could not log the summary of %s to W&B", summary.parent)
 
     @staticmethod
-    def _write(sweep_dir: Path) -> Path | None:
+    def _write(config: DictConfig) -> Path | None:
+        sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            return write_summary(sweep_dir)
+            return write_summary(sweep_dir, ReportSettings.of(config))
         except Exception:  # a broken summary must not fail a job that trained fine
             log.exception("could not write the summary of %s", sweep_dir)
             return None

@@ -20,7 +20,7 @@ from emotion.data.corpus import Item
 from emotion.data.scan import BadItemsError, report, scan_items, write_skipped
 from emotion.features.encoder_cache import ensure_features
 from emotion.features.normalisation import speaker_norm
-from emotion.trained import TrainedModel, load_models
+from emotion.trained import TrainedModel, load_models, unseen_warning
 from emotion.training.devices import autocast, peak_memory
 from emotion.training.inference import item_means
 from emotion.training.metrics import ccc_scores, format_scores
@@ -49,6 +49,9 @@ def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     unscored = sorted(set(first.dimensions) ^ set(corpus.dimensions))
     if unscored:
         log.warning("scored on %s only; %s is in the model or the corpus, not both", ", ".join(shared), unscored)
+    seen = [warning for model in models if (warning := _seen(model, corpus, cfg))]
+    for warning in dict.fromkeys(seen):
+        log.warning("%s", warning)
     scale_note = _scale_note(first, corpus)
     if scale_note["mapped"]:
         log.warning("%s", scale_note["how"])
@@ -72,6 +75,8 @@ def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
         cfg.data.fold,
         first.recipe["model"]["profile"],
         test=scores,
+        # What the models were kept for in training: evaluated runs are ranked by it too, never by `test`.
+        val_best=_mean_validation(models),
         **peak_memory(first.device),
         params={"total": sum(p.numel() for p in first.model.parameters()), "trainable": 0},
         device=str(first.device),
@@ -82,6 +87,7 @@ def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
             "test_set": cfg.data.get("test_set"),
             "split": cfg.evaluate.split,
             "items": len(items),
+            "seen_in_training": sorted(set(seen)),
         },
         scale=scale_note,
     )
@@ -142,6 +148,27 @@ def _speakers_items(corpus: Corpus, items: list[Item], min_seconds: float) -> li
     theirs = [item for item in corpus.splits.all if item.speaker in speakers]
     usable, _ = scan_items(theirs, corpus.dimensions, min_seconds)
     return [item for item in theirs if item.id in usable]
+
+
+def _mean_validation(models: list[TrainedModel]) -> dict | None:
+    """The models' validation scores in training (best.pt's), averaged; None unless every model has them."""
+    scores = [model.validation for model in models]
+    if not all(scores):
+        return None
+    mean = {}
+    for key in scores[0]:
+        values = [score[key] for score in scores]
+        mean[key] = None if None in values else float(np.mean(values))
+    return mean
+
+
+def _seen(model: TrainedModel, corpus: Corpus, cfg: DictConfig) -> str | None:
+    """Whether the evaluated items can have been among the model's training or validation items."""
+    if cfg.evaluate.split == "test":
+        return unseen_warning(model.recipe, corpus.name, cfg.data.fold, "this test split")
+    if model.recipe["corpus"] == corpus.name:
+        return f"the model was trained on {corpus.name}: its {cfg.evaluate.split} split is no test of it"
+    return None
 
 
 def _scale_note(model: TrainedModel, corpus: Corpus) -> dict:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emotion.data.corpus import Item
 from emotion.data.dataset import Segment, windows
-from emotion.data.scan import scan_items
+from emotion.data.scan import Problem, scan_items
 from emotion.features.normalisation import speaker_norm
 from emotion.files import write_atomically
 from emotion.trained import TrainedModel, load_models
@@ -105,7 +105,11 @@ def run_predict(cfg: DictConfig) -> OutputFiles:
         raise InputError(f"output={cfg.output!r}: the output is a CSV file; name it <something>.csv")
     out.table.parent.mkdir(parents=True, exist_ok=True)
     models = load_models(cfg.ckpt, settings.device, settings.precision)
-    items, seconds = _readable(cfg.input, max(model.min_seconds for model in models), out)
+    if settings.embeddings and len({model.embedding_size for model in models}) > 1:
+        sizes = ", ".join(f"{model.path}: {model.embedding_size}" for model in models)
+        raise InputError(f"predict.embeddings=true, but the models' pooled vectors differ in length ({sizes})")
+    min_seconds = max(model.min_seconds for model in models)
+    items, seconds, problems = _readable(cfg.input, min_seconds, out)
     store = PartialStore(out.partial, _run_settings(cfg, models, items))
     if settings.resume:
         store.open()
@@ -114,33 +118,39 @@ def run_predict(cfg: DictConfig) -> OutputFiles:
 
     spans = None
     if settings.window_seconds:
-        first = models[0]
-        n_samples = [round(s * first.sample_rate) for s in seconds]
+        rate, grid_hop = models[0].sample_rate, models[0].model.encoder.grid.hop
+        n_samples = [round(s * rate) for s in seconds]
         hop_seconds = settings.window_hop_seconds or settings.window_seconds
-        grid_hop = first.model.encoder.grid.hop
-        spans = windows(n_samples, settings.window_seconds, hop_seconds, first.min_seconds, first.sample_rate, grid_hop)
+        spans = windows(n_samples, settings.window_seconds, hop_seconds, min_seconds, rate, grid_hop)
     results = []
     for index, model in enumerate(models):
         log.info("model %d of %d: %s", index + 1, len(models), model.path)
         results.append(_predict_with(model, f"m{index}", items, seconds, spans, cfg, store))
 
     _write_outputs(out, models, items, seconds, spans, results)
+    _write_skipped(out, problems)
     store.discard()
     log.info("predicted %d files with %d model(s): %s", len(items), len(models), out.table)
     return out
 
 
-def _readable(source, min_seconds: float, out: OutputFiles) -> tuple[list[Item], list[float]]:
-    """The input's files that can be predicted, and their durations; the others go to the skipped list."""
+def _readable(source, min_seconds: float, out: OutputFiles) -> tuple[list[Item], list[float], list[Problem]]:
+    """The input's files that can be predicted and their durations, and why the others cannot."""
     items = read_inputs(source)
     durations, problems = scan_items(items, (), min_seconds)
-    _write_csv(out.skipped, ["path", "reason"], [[problem.item.id, problem.reason] for problem in problems])
     if problems:
-        log.warning("%d of %d files cannot be predicted; listed in %s", len(problems), len(items), out.skipped)
+        log.warning(
+            "%d of %d files cannot be predicted; they will be listed in %s", len(problems), len(items), out.skipped
+        )
     readable = [item for item in items if item.id in durations]
     if not readable:
+        _write_skipped(out, problems)
         raise InputError(f"input={str(source)!r}: none of its {len(items)} files can be predicted; see {out.skipped}")
-    return readable, [durations[item.id] for item in readable]
+    return readable, [durations[item.id] for item in readable], problems
+
+
+def _write_skipped(out: OutputFiles, problems: list[Problem]) -> None:
+    _write_csv(out.skipped, ["path", "reason"], [[problem.item.id, problem.reason] for problem in problems])
 
 
 @dataclass(frozen=True)
@@ -228,6 +238,8 @@ def _write_outputs(
             for span, values in zip(spans, predictions, strict=True)
         ]
         _write_csv(out.windows, ["path", "start_s", "end_s", *dims], rows)
+    else:
+        out.windows.unlink(missing_ok=True)  # an earlier run's windows would not be this run's
     if results[0].embeddings is not None:
         # One model: (files, features); an ensemble: (files, models, features), as its models' spaces differ.
         vectors = [result.embeddings for result in results]
@@ -235,6 +247,8 @@ def _write_outputs(
         buffer = io.BytesIO()
         np.save(buffer, array.astype(np.float32))
         write_atomically(out.embeddings, buffer.getvalue())
+    else:
+        out.embeddings.unlink(missing_ok=True)  # an earlier run's rows would not be this CSV's
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -250,7 +264,9 @@ def _run_settings(cfg: DictConfig, models: list[TrainedModel], items: list[Item]
     files = hashlib.sha1("\n".join(f"{item.id}\t{item.path}" for item in items).encode()).hexdigest()
     predict = OmegaConf.to_container(cfg.predict, resolve=True)
     return {
-        "checkpoints": [str(model.path) for model in models],
+        # A checkpoint rewritten in place (a job trained on) is another model.
+        "checkpoints": [[str(m.path), m.path.stat().st_size, m.path.stat().st_mtime_ns] for m in models],
+        "precision": models[0].precision,
         "files": files,
         **{key: predict[key] for key in ("window_seconds", "window_hop_seconds", "embeddings")},
     }

@@ -73,8 +73,7 @@ def summarise(sweep_dir: Path, settings: ReportSettings | None = None) -> tuple[
     config_keys = sorted({key for row in rows for key in row.overrides})
     results = [RowResults.of(row.done) for row in rows]
     records = [_record(row, result, expected, config_keys, settings) for row, result in zip(rows, results, strict=True)]
-    validation = [record[settings.select] for record in records]
-    selected = max((i for i, v in enumerate(validation) if not math.isnan(v)), key=validation.__getitem__, default=None)
+    selected = _select(records, settings.select)
     for i, record in enumerate(records):
         record["selected"] = i == selected
     reference = _reference_row(rows, settings.reference, selected)
@@ -82,13 +81,31 @@ def summarise(sweep_dir: Path, settings: ReportSettings | None = None) -> tuple[
         record["reference"] = i == reference
         if reference is not None and i != reference:
             record.update(_differences(results[i], results[reference], settings))
-    order = sorted(range(len(records)), key=lambda i: -validation[i] if not math.isnan(validation[i]) else math.inf)
+    order = sorted(range(len(records)), key=lambda i: _rank(records[i], settings.select))
     columns = ["profile", *config_keys, "params_m", "peak_mem_gb", "min_per_epoch", "selected", settings.select]
     columns += [f"{key}_{stat}" for key, _ in SCORES for stat in ("mean", "std", "seed_std", "pooled")]
     columns += ["reference"]
     columns += [f"{key}_{stat}" for key, _ in SCORES for stat in DIFFERENCE_STATS]
     columns += ["runs_done", "runs_failed", "runs_expected", "missing"]
     return columns, [records[i] for i in order]
+
+
+def _complete(record: dict) -> bool:
+    return record["runs_done"] == record["runs_expected"]
+
+
+def _rank(record: dict, select: str) -> tuple[bool, float]:
+    """Rows with all their runs first, each group by validation, best first; no validation score last."""
+    score = record[select]
+    return not _complete(record), -score if not math.isnan(score) else math.inf
+
+
+def _select(records: list[dict], select: str) -> int | None:
+    """The row with the best validation score among those with all their runs (all rows, while none has):
+    a row of one lucky run must not beat rows that had every chance to be unlucky."""
+    candidates = [i for i, r in enumerate(records) if not math.isnan(r[select])]
+    complete = [i for i in candidates if _complete(records[i])]
+    return max(complete or candidates, key=lambda i: records[i][select], default=None)
 
 
 DIFFERENCE_STATS = ("diff", "diff_p", "diff_runs", "pooled_diff", "pooled_diff_low", "pooled_diff_high")
@@ -102,7 +119,9 @@ def _record(
     done, failed = row.done, row.finished("failed")
     record = {"profile": _first(row.jobs, "profile"), **{k: row.overrides.get(k, "") for k in config_keys}}
     score = settings.select.removeprefix("val_")
-    validation = [job.metrics["val_best"][score] for job in done if job.metrics.get("val_best")]
+    validation = [
+        job.metrics["val_best"][score] for job in done if (job.metrics.get("val_best") or {}).get(score) is not None
+    ]
     record[settings.select] = statistics.fmean(validation) if validation else math.nan
     for key, _ in SCORES:
         values = results.values(key)
@@ -159,7 +178,10 @@ def _reference_row(rows: list[Row], reference: str | None, selected: int | None)
     else the selected one."""
     if reference is None:
         return selected
-    wanted = dict(item.split("=", 1) for item in reference.replace(",", " ").split())
+    items = reference.split()  # by whitespace only: values may hold commas, as in layers=[6,12,18,24]
+    if not items or not all("=" in item for item in items):
+        raise ValueError(f"report.reference={reference!r}: give key=value overrides, e.g. model.d_hidden=256")
+    wanted = dict(item.split("=", 1) for item in items)
     matches = [i for i, row in enumerate(rows) if all(row.overrides.get(k) == v for k, v in wanted.items())]
     if len(matches) != 1:
         known = "; ".join(" ".join(f"{k}={v}" for k, v in row.overrides.items()) or "(no overrides)" for row in rows)
@@ -198,7 +220,7 @@ def write_summary(sweep_dir: str | Path, settings: ReportSettings | None = None)
         columns, records = summarise(sweep_dir, settings)
         write_atomically(sweep_dir / "summary.csv", _csv_text(columns, records))
         write_atomically(sweep_dir / "summary.md", _markdown(columns, records, settings))
-        _plot(records, sweep_dir / "summary.png")
+        _plot(records, _config_keys(columns), sweep_dir / "summary.png")
     return sweep_dir / "summary.md"
 
 
@@ -248,8 +270,9 @@ def _markdown(columns: list[str], records: list[dict], settings: ReportSettings)
 
 def _legend(select: str) -> list[str]:
     return [
-        f"Rows are ranked by {select} (each run's best validation epoch, mean over the row's runs); ★ marks the "
-        "row validation selects: report its test scores. Test scores never choose anything.",
+        f"Rows are ranked by {select} (each run's best validation epoch, mean over the row's runs), those with "
+        "all their runs first; ★ marks the row validation selects: report its test scores. Test scores never "
+        "choose anything.",
         "CCC-V/A/D: test CCC, mean ± std over the row's runs (folds × seeds); `seeds ± s`: the std over seeds of "
         "the mean over folds, how far a rerun moves the headline. Pooled: CCC over all of a seed's test "
         "predictions together (every fold's), mean over seeds; not the same number as the mean over folds.",
@@ -263,7 +286,8 @@ def _comparison(records: list[dict], reference: dict, keys: list[str], settings:
         f"Compared with {_label(reference, keys)} (the reference): Δ is the row's test CCC minus the reference's, "
         "mean over the (fold, seed) runs both have, with a paired t-test's p; Δ pooled is the difference of "
         f"pooled CCC with a paired bootstrap 95% interval over test utterances ({settings.bootstrap} "
-        f"resamples, seed {settings.seed}).",
+        f"resamples, seed {settings.seed}). Runs of one fold share its test speakers: with several seeds, "
+        "they are not independent, and the p-value leans optimistic.",
         "",
         _table_line(header),
         "|" + "---|" * len(header),
@@ -304,7 +328,7 @@ def _num(value: float, digits: int) -> str:
     return "–" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def _plot(records: list[dict], path: Path) -> None:
+def _plot(records: list[dict], config_keys: list[str], path: Path) -> None:
     """Per dimension: a bar for each row's mean test CCC, a dot per run; below, each row's pooled-CCC
     difference from the reference with its bootstrap interval."""
     import matplotlib
@@ -312,7 +336,7 @@ def _plot(records: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = _varying([k for k in records[0] if "." in k], records) if records else []
+    keys = _varying(config_keys, records)
     labels = [("★ " if r["selected"] else "") + _label(r, keys) for r in records]
     compared = len(records) > 1 and any(r["reference"] for r in records)
     n_rows = 2 if compared else 1
@@ -351,10 +375,8 @@ def _plot_differences(ax, records: list[dict], key: str) -> None:
     ax.axhline(0, color="grey", linewidth=0.5)
 
 
-def _label(record: dict, keys: list[str] | None = None) -> str:
-    """`standard mamba_n_layers=2 d_hidden=384`: the profile and each of `keys` (default: every config key
-    set) with the last part of its name."""
-    keys = [k for k in record if "." in k] if keys is None else keys
+def _label(record: dict, keys: list[str]) -> str:
+    """`standard mamba_n_layers=2 d_hidden=384`: the profile and each of `keys` with the last part of its name."""
     settings = [f"{k.rsplit('.', 1)[-1]}={record[k]}" for k in keys if record[k] != ""]
     return " ".join([record["profile"], *settings])
 

@@ -70,15 +70,24 @@ def model_recipe(cfg: DictConfig, corpus: Corpus, model: MambaEMA) -> dict:
 
 def find_checkpoints(path: str | Path | list) -> list[Path]:
     """The checkpoints `path` names: a checkpoint file; a job folder (its checkpoints/best.pt); a folder of
-    jobs, such as one configuration's folds (each job's best.pt); a glob pattern; or a list of these."""
+    jobs, such as one configuration's folds (each job's best.pt); a glob pattern; or a list of these. The
+    models of a folder or a pattern must be one configuration's: they are averaged."""
     if isinstance(path, (list, tuple)) or OmegaConf.is_list(path):
         return [found for one in path for found in find_checkpoints(one)]
     path = Path(str(path)).expanduser()
-    if glob.has_magic(str(path)):
+    # A path that exists is taken as written: job folders' names hold `[`, as in layers=[6,12,18,24].
+    if not path.exists() and glob.has_magic(str(path)):
         matches = sorted(Path(match) for match in glob.glob(str(path)))
         if not matches:
             raise CheckpointError(f"ckpt={str(path)!r}: the pattern matches nothing")
-        return [found for match in matches for found in find_checkpoints(match)]
+        found = [checkpoint for match in matches for checkpoint in _checkpoints_at(match)]
+    else:
+        found = _checkpoints_at(path)
+    _require_one_configuration(path, found)
+    return found
+
+
+def _checkpoints_at(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
@@ -94,7 +103,6 @@ def find_checkpoints(path: str | Path | list) -> list[Path]:
             f"ckpt={str(path)!r}: no {BEST} in this folder or below it. A job writes it after its first "
             "validated epoch; jobs of model=baseline keep no checkpoint."
         )
-    _require_one_configuration(path, found)
     return found
 
 
@@ -152,6 +160,12 @@ class TrainedModel:
     path: Path
     device: torch.device
     precision: str
+    validation: dict | None = None  # the validation scores it was kept for (best.pt's), when the file has them
+
+    @property
+    def embedding_size(self) -> int:
+        """Length of the pooled vector `embed` returns: what the heads read."""
+        return next(iter(self.model.heads.values()))[0].in_features
 
     @property
     def dimensions(self) -> tuple[str, ...]:
@@ -268,7 +282,7 @@ def load_models(path, device: str = "auto", precision: str = "auto") -> list[Tra
     models = []
     for checkpoint in find_checkpoints(path):
         state = read_checkpoint(checkpoint, target)
-        models.append(TrainedModel(rebuild(state), state["recipe"], checkpoint, target, chosen))
+        models.append(TrainedModel(rebuild(state), state["recipe"], checkpoint, target, chosen, state.get("val")))
         models[-1].model.to(target)
     # An ensemble averages predictions of the same things on the same scale, segment by segment.
     kinds = {(m.dimensions, tuple(m.recipe["label_scale"]), m.sample_rate, m.model.encoder.grid) for m in models}
@@ -294,11 +308,21 @@ def rebuild(state: dict) -> MambaEMA:
     return model.eval()
 
 
-def initialise_from(model: MambaEMA, path: str | Path) -> tuple[list[str], list[str]]:
+@dataclass(frozen=True)
+class Initialisation:
+    """What `model.init_from` loaded: from which checkpoint, and which keys it could not."""
+
+    checkpoint: Path
+    recipe: dict
+    fresh: list[str]  # the model's keys the checkpoint lacks (new heads), trained from scratch
+    unused: list[str]  # the checkpoint's keys the model lacks (heads it does not predict), left out
+
+
+def initialise_from(model: MambaEMA, path: str | Path) -> Initialisation:
     """Load into `model` the weights of the checkpoint at `path` (`model.init_from`) that it has too.
 
-    Heads of dimensions the checkpoint lacks start fresh, and the checkpoint's extra heads are left out;
-    returns both lists of keys. Any other difference in shape is a CheckpointError naming the keys.
+    Heads of dimensions the checkpoint lacks start fresh, and the checkpoint's extra heads are left out.
+    Any other difference in shape is a CheckpointError naming the keys.
     """
     paths = find_checkpoints(path)
     if len(paths) != 1:
@@ -324,6 +348,9 @@ def initialise_from(model: MambaEMA, path: str | Path) -> tuple[list[str], list[
             f"{', '.join(not_heads[:8])}; use the model settings it was trained with"
         )
     model.load_state_dict({key: value for key, value in state.items() if key in own}, strict=False)
+    if carried_encoder and model.encoder.restored_from_source:
+        # The encoder is frozen but no longer what its source holds: its checkpoints must carry it.
+        model.encoder.restored_from_source = False
     log.info(
         "model.init_from=%s: %d tensors loaded%s%s",
         paths[0],
@@ -331,4 +358,16 @@ def initialise_from(model: MambaEMA, path: str | Path) -> tuple[list[str], list[
         f"; new heads, trained from scratch: {sorted({key.split('.')[1] for key in fresh})}" if fresh else "",
         f"; the checkpoint's heads left out: {sorted({key.split('.')[1] for key in unused})}" if unused else "",
     )
-    return fresh, unused
+    return Initialisation(paths[0], checkpoint["recipe"], fresh, unused)
+
+
+def unseen_warning(recipe: dict, corpus: str, fold, what: str) -> str | None:
+    """Why `what` (this model's test items, a fine-tuning's test split) may hold what the model of `recipe`
+    trained on: the same corpus cut for another test fold. None when nothing says so."""
+    trained = recipe["trained"]["fold"]
+    if recipe["corpus"] != corpus or trained is None or fold is None or trained == fold:
+        return None
+    return (
+        f"the model was trained on {corpus} with data.fold={trained}, so {what} (data.fold={fold}) was part of "
+        "its training or validation data: the scores are not a test"
+    )

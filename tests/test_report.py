@@ -121,6 +121,18 @@ def test_validation_selects_and_ranks_even_against_a_better_test_score(tmp_path)
         ReportSettings(select="test_ccc_v")
 
 
+def test_a_row_with_runs_missing_cannot_beat_complete_rows(tmp_path):
+    sweep = tmp_path / "sweep"
+    multirun(sweep, ["model.d_hidden=256,384", "data.fold=1,2"])
+    for fold in (1, 2):
+        write_job(sweep, [f"data.fold={fold}", "model.d_hidden=256"], "completed", ccc_v=0.5, val_v=0.5)
+    write_job(sweep, ["data.fold=1", "model.d_hidden=384"], "completed", ccc_v=0.6, val_v=0.9)  # one lucky run
+    _, records = summarise(sweep)
+    assert [(r["model.d_hidden"], r["selected"]) for r in records] == [("256", True), ("384", False)]
+    with pytest.raises(ValueError, match="give key=value overrides"):
+        summarise(sweep, ReportSettings(reference="model.d_hidden"))
+
+
 def rng_predictions(rng, ids, true, noise):
     return ids, true, np.clip(true + rng.normal(0, noise, len(true)), 1, 5)
 
@@ -238,4 +250,4 @@ def test_jobs_nested_by_a_slash_in_a_value_are_found(sweep):
 
 def test_plot_labels_name_each_value_by_its_key():
     record = {"profile": "standard", "model.mamba_n_layers": "2", "data.batch_size": "", "ccc_v_mean": 0.5}
-    assert _label(record) == "standard mamba_n_layers=2"
+    assert _label(record, ["model.mamba_n_layers", "data.batch_size"]) == "standard mamba_n_layers=2"

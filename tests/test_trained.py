@@ -22,7 +22,7 @@ from emotion.models.encoder import EncoderNotFoundError, load_wavlm
 from emotion.models.model import build_model
 from emotion.prediction import run_predict
 from emotion.report import summarise
-from emotion.trained import CheckpointError, TrainedModel, initialise_from, read_checkpoint, rebuild
+from emotion.trained import CheckpointError, TrainedModel, find_checkpoints, initialise_from, read_checkpoint, rebuild
 from emotion.training.checkpoints import load_checkpoint
 from emotion.training.metrics import ccc_loss
 from tests.conftest import CONF, SMALL_DEMO, compose_config, read_csv, run_script, run_train
@@ -117,9 +117,25 @@ def test_evaluate_py_reproduces_the_jobs_test_scores(trained, cache_dir, tmp_pat
     for key, value in job["test"].items():
         assert metrics["test"][key] == pytest.approx(value, abs=1e-6)
     assert metrics["checkpoints"] == [str(trained.jobs[1] / "checkpoints" / "best.pt")]
-    assert metrics["data"] == {"name": "demo", "fold": 1, "test_set": None, "split": "test", "items": 8}
+    assert metrics["data"] == {
+        "name": "demo",
+        "fold": 1,
+        "test_set": None,
+        "split": "test",
+        "items": 8,
+        "seen_in_training": [],
+    }
+    assert metrics["val_best"] == job["val_best"]  # what the checkpoint was kept for, not a test score
     assert metrics["scale"]["mapped"] is False
     assert read_csv(out / "predictions.csv") == read_csv(trained.jobs[1] / "predictions.csv")
+
+
+def test_evaluating_a_fold_the_model_trained_on_says_it_is_no_test(trained, cache_dir, tmp_path):
+    out = tmp_path / "evaluation"
+    args = [f"ckpt={trained.jobs[2]}", *SMALL_DEMO, "data.fold=1", f"hydra.run.dir={out}"]
+    result = run_script("evaluate.py", args, cache_dir)
+    (seen,) = json.loads((out / "metrics.json").read_text())["data"]["seen_in_training"]
+    assert "trained on demo with data.fold=2" in seen and "not a test" in result.stderr + result.stdout
 
 
 def test_evaluate_py_maps_predictions_to_another_rating_scale_and_says_so(trained, cache_dir, tmp_path):
@@ -146,6 +162,12 @@ def test_a_configuration_folder_predicts_with_the_mean_of_its_fold_models(traine
         np.testing.assert_allclose(ensemble[item_id], mean, atol=1e-4)
     used = read_csv(out)[0]["checkpoints"].split(";")
     assert used == [str(trained.jobs[fold] / "checkpoints" / "best.pt") for fold in (1, 2)]
+
+
+def test_a_job_folder_whose_name_looks_like_a_pattern_is_taken_as_written(trained, tmp_path):
+    job = shutil.copytree(trained.jobs[1], tmp_path / "data.fold=1,model.speech_encoder_layers=[6,12,18,24]")
+    assert find_checkpoints(job) == [job / "checkpoints" / "best.pt"]
+    assert find_checkpoints(tmp_path / "data.fold=1,*") == [job / "checkpoints" / "best.pt"]  # a pattern
 
 
 def test_a_folder_of_several_configurations_is_not_averaged(trained, tmp_path):
@@ -222,6 +244,9 @@ def test_predict_py_windows_cover_each_file(trained, cache_dir, tmp_path):
     # A file shorter than the window is one window: the file itself.
     short = next(r for r in rows if Path(r["path"]).stem == "short")
     np.testing.assert_allclose([float(short[dim]) for dim in DIMS], predictions_by_file(out)["short"], atol=1e-4)
+    # The same output again without windows replaces the table and leaves no windows of the run before.
+    predict_py(cache_dir, f"ckpt={trained.jobs[1]}", f"input={folder / 'long.wav'}", f"output={out}")
+    assert list(predictions_by_file(out)) == ["long"] and not (tmp_path / "preds.windows.csv").exists()
 
 
 def test_windows_step_on_the_frame_grid_and_keep_a_last_one_long_enough():
@@ -315,8 +340,8 @@ def model_for(overrides: list[str]):
 def test_init_from_starts_from_the_checkpoints_weights_and_its_first_loss(trained):
     best = trained.jobs[1] / "checkpoints" / "best.pt"
     _, model = model_for([])
-    fresh, unused = initialise_from(model, best)
-    assert fresh == [] and unused == []
+    start = initialise_from(model, best)
+    assert (start.checkpoint, start.fresh, start.unused) == (best, [], [])
     reference = rebuild(read_checkpoint(best))
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value, msg=key)
@@ -338,8 +363,8 @@ def test_init_from_fine_tunes_another_head_set_and_names_keys_that_do_not_fit(tr
     best = trained.jobs[1] / "checkpoints" / "best.pt"
     cfg = compose_config(SHORT)
     model = build_model(cfg.model, cfg.encoder, ("arousal", "valence"))
-    fresh, unused = initialise_from(model, best)
-    assert fresh == [] and unused and all(key.startswith("heads.dominance.") for key in unused)
+    start = initialise_from(model, best)
+    assert start.fresh == [] and start.unused and all(key.startswith("heads.dominance.") for key in start.unused)
     _, wider = model_for(["model.d_hidden=128"])
     with pytest.raises(CheckpointError, match=r"fuse\.0\.weight \(256, 128\) vs \(128, 128\)"):
         initialise_from(wider, best)
@@ -434,3 +459,12 @@ def test_a_fine_tuned_encoder_travels_in_its_checkpoint_and_a_frozen_pretrained_
         load_model(tmp_path / "freeze-True")  # frozen: its weights were never copied into the checkpoint
     (tmp_path / "moved").rename(source)
     assert load_model(tmp_path / "freeze-True").predict(wave, rate) == before[True]
+
+
+def test_a_frozen_model_started_from_a_carried_encoder_keeps_carrying_it(trained, tmp_path):
+    source = tmp_path / "pretrained-wavlm"
+    load_wavlm(compose_config(SHORT).encoder).save_pretrained(source)
+    _, model = model_for([f"encoder.source={source}", "encoder.freeze=true"])
+    assert model.encoder.restored_from_source  # frozen and pretrained: its checkpoints would leave it out
+    initialise_from(model, trained.jobs[1] / "checkpoints" / "best.pt")  # whose encoder is not the source's
+    assert any(key.startswith("encoder.wavlm.") for key in model.checkpoint_state())

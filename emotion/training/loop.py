@@ -26,7 +26,7 @@ from emotion.features.normalisation import speaker_norm, statistics
 from emotion.logger import Run
 from emotion.models.model import MambaEMA, build_model, count_parameters
 from emotion.signals import GracefulStop
-from emotion.trained import initialise_from, model_recipe
+from emotion.trained import initialise_from, model_recipe, unseen_warning
 from emotion.training.checkpoints import load_checkpoint, load_latest, restore_rng, rng_state, save_checkpoint
 from emotion.training.devices import autocast, peak_memory, resolve_device, resolve_precision
 from emotion.training.inference import batch_loader, predict
@@ -55,7 +55,9 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
     corpus, durations = usable_corpus(load_corpus(cfg.data), cfg.data, out_dir)
     model = build_model(cfg.model, cfg.encoder, corpus.dimensions).to(device)
     if cfg.model.init_from:  # before resuming: a resumed run goes on from its own last.pt
-        initialise_from(model, cfg.model.init_from)
+        start = initialise_from(model, cfg.model.init_from)
+        if warning := unseen_warning(start.recipe, corpus.name, cfg.data.fold, "this job's test fold"):
+            log.warning("model.init_from: %s", warning)
     recipe = model_recipe(cfg, corpus, model)
     grid = model.encoder.grid
     acoustic_cache = AcousticCache.for_model(cfg.paths.cache_dir, cfg.data.sample_rate, grid, cfg.model)

@@ -47,7 +47,10 @@ POSITIVE_INTEGERS = (
     "trainer.accumulation_steps",
     "trainer.max_bad_steps",
 )
-NON_NEGATIVE_INTEGERS = ("data.num_workers", "trainer.checkpoint_every_steps")
+NON_NEGATIVE_INTEGERS = ("trainer.checkpoint_every_steps",)
+# auto, or a number: the CPU budget decides (emotion.cpu).
+AUTO_OR_POSITIVE_INTEGERS = ("trainer.cpu_threads",)
+AUTO_OR_NON_NEGATIVE_INTEGERS = ("data.num_workers",)
 POSITIVE_NUMBERS = (
     "data.max_seconds",
     "data.eval_chunk_seconds",
@@ -171,6 +174,12 @@ def _number_problems(cfg: DictConfig) -> list[str]:
     for keys, test, wanted in (
         (POSITIVE_INTEGERS, lambda v: _is_int(v) and v > 0, "a positive whole number"),
         (NON_NEGATIVE_INTEGERS, lambda v: _is_int(v) and v >= 0, "a whole number, 0 or more"),
+        (AUTO_OR_POSITIVE_INTEGERS, lambda v: v == "auto" or (_is_int(v) and v > 0), "auto or a positive whole number"),
+        (
+            AUTO_OR_NON_NEGATIVE_INTEGERS,
+            lambda v: v == "auto" or (_is_int(v) and v >= 0),
+            "auto or a whole number, 0 or more",
+        ),
         (POSITIVE_NUMBERS, lambda v: _is_number(v) and v > 0, "a number above 0"),
         (NON_NEGATIVE_NUMBERS, lambda v: _is_number(v) and v >= 0, "a number, 0 or more"),
     ):

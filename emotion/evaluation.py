@@ -9,12 +9,12 @@ does for its test split, so that the sweep report reads these runs too.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
 
+from emotion.cpu import available_cores
 from emotion.data.corpora import Corpus, load_corpus
 from emotion.data.corpus import Item
 from emotion.data.scan import BadItemsError, report, scan_items, write_skipped
@@ -116,7 +116,7 @@ def _predict(
     settings = cfg.evaluate
     normalised = _speakers_items(corpus, items, model.min_seconds) if model.speaker_norm else items
     cache = model.acoustic_cache(cfg.paths.cache_dir)
-    acoustic = cache.ensure([item.path for item in normalised], settings.acoustic_workers or os.cpu_count())
+    acoustic = cache.ensure([item.path for item in normalised], settings.acoustic_workers or available_cores())
     dataset = model.dataset(
         items,
         [durations[item.id] for item in items],

@@ -85,16 +85,24 @@ def _run_in_folder(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
         print(err, file=sys.stderr)  # the problems alone: a traceback would only hide them
         raise SystemExit(EXIT_CONFIG_ERROR) from None
     try:
-        metrics = _train(cfg, out_dir, stop)
+        metrics = _train(cfg, out_dir, stop, where)
     finally:
         write_json(out_dir / "job.json", {**where, "ended": time.time()})
     log.info("wrote %s", out_dir / "metrics.json")
     return metrics["val_best"]["ccc_mean"]
 
 
-def _train(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> dict:
-    """Train with a tracker run open, and record how it ended in metrics.json and the run."""
+def _train(cfg: DictConfig, out_dir: Path, stop: GracefulStop, where: dict) -> dict:
+    """Train within the job's CPU budget (recorded in job.json with `where`) with a tracker run open, and
+    record how it ended in metrics.json and the run."""
     import torch  # from here on: the config is known to be valid
+
+    from emotion import cpu
+
+    budget = cpu.job_budget(cfg)
+    cpu.apply(budget)
+    where["cpu"] = budget.record()
+    write_json(out_dir / "job.json", where)
 
     from emotion.trained import CheckpointError
     from emotion.training.baseline import fit_baseline
@@ -107,7 +115,7 @@ def _train(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> dict:
         config = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
         run = open_run(cfg.logger, config, out_dir, describe_job(cfg, out_dir))
         train = fit_baseline if cfg.model.kind == "baseline" else fit
-        metrics = train(cfg, out_dir, run, stop)
+        metrics = train(cfg, out_dir, run, stop, budget)
     except Interrupted as stopped:
         write_json(
             out_dir / "metrics.json",

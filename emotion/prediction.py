@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import soundfile as sf
 from omegaconf import DictConfig, OmegaConf
 
+from emotion.cpu import available_cores
 from emotion.data.corpus import Item
 from emotion.data.dataset import Segment, windows
 from emotion.data.scan import Problem, scan_items
@@ -173,7 +173,7 @@ def _predict_with(
 ) -> ModelResults:
     settings = cfg.predict
     acoustic = model.acoustic_cache(cfg.paths.cache_dir).ensure(
-        [item.path for item in items], settings.acoustic_workers or os.cpu_count()
+        [item.path for item in items], settings.acoustic_workers or available_cores()
     )
     speakers = None
     if model.speaker_norm:

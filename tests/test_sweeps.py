@@ -6,6 +6,7 @@ import json
 import os
 import time
 
+from emotion.cpu import available_cores
 from tests.conftest import SMALL_DEMO, read_csv, run_train
 from tests.trees import csv_tree
 from tests.wandb_records import run_summary
@@ -104,8 +105,12 @@ def test_the_gpu_pool_runs_one_job_per_device_at_a_time_on_distinct_devices(cach
     records = [json.loads(path.read_text()) for path in sweep.glob("*/job.json")]
     assert len(records) == 3 and len({r["pid"] for r in records}) == 3  # a process per job
     assert {r["cuda_visible_devices"] for r in records} == {"0", "1"}
-    share = os.environ.get("OMP_NUM_THREADS", str(max(1, os.cpu_count() // 2)))
+    share = os.environ.get("OMP_NUM_THREADS", str(max(1, available_cores() // 2)))
     assert {r["omp_num_threads"] for r in records} == {share}  # two jobs at a time share the cores
+    for budget in (record["cpu"] for record in records):  # what each job ran with, by its own account
+        assert budget["threads"] == budget["torch_threads"] == int(share)
+        assert budget["loader_workers"] <= int(share) and budget["feature_workers"] <= int(share)
+        assert budget["source"] == "its launcher's share (EMOTION_CPU_THREADS)"
     events = sorted(
         [(r["started"], 1, r) for r in records] + [(r["ended"], -1, r) for r in records],
         key=lambda event: (event[0], event[1]),

@@ -24,12 +24,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from emotion.cpu import worker_init
 from emotion.data.audio import load_audio
 from emotion.data.content import content_hashes
 from emotion.features.acoustic import FUNCTIONALS, Extractor, frame_extractors
 from emotion.features.grid import FrameGrid
 from emotion.files import write_atomically
-from emotion.signals import GracefulStop, ignore_stop_signals
+from emotion.signals import GracefulStop
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class AcousticCache:
         if workers > 1:
             # Spawned, not forked: the parent already runs torch's thread pools, which fork can deadlock.
             with ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("spawn"), initializer=ignore_stop_signals
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=worker_init
             ) as pool:
                 for _ in pool.map(_compute_entries, jobs, chunksize=8):
                     if stop.requested:

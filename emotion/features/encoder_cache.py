@@ -30,12 +30,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from emotion.cpu import worker_init
 from emotion.data.audio import load_audio
 from emotion.data.content import content_hashes
 from emotion.data.sampler import capped_batches
 from emotion.files import locked, write_atomically
 from emotion.models.encoder import STATES_DTYPE, SpeechEncoder
-from emotion.signals import GracefulStop, ignore_stop_signals
+from emotion.signals import GracefulStop
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def _compute(store, missing, batches, encoder, sample_rate, device, autocast, wo
         # Its own generator: drawing worker seeds from the global one would make a job that builds the
         # cache train differently from one that finds it built.
         generator=torch.Generator(),
-        worker_init_fn=ignore_stop_signals,
+        worker_init_fn=worker_init,
     )
     encoder.eval()
     for batch, waves, lengths in tqdm(loader, desc="feature cache", disable=not show_bar, leave=False):

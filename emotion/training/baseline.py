@@ -10,7 +10,6 @@ pipeline; the labels are standardised too, so that SVR's epsilon is in standard 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR, LinearSVR
 
+from emotion.cpu import CpuBudget, job_budget
 from emotion.data.corpora import load_corpus
 from emotion.data.scan import usable_corpus
 from emotion.features.acoustic import FUNCTIONALS
@@ -56,12 +56,14 @@ def candidates(cfg: DictConfig) -> list[float]:
     return [float(value) for value in (cfg.svr_c if cfg.regressor == "svr" else cfg.ridge_alpha)]
 
 
-def fit_baseline(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = None) -> dict:
+def fit_baseline(
+    cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = None, budget: CpuBudget | None = None
+) -> dict:
     """Fit, select on validation, test; returns the metrics.json record. predictions.csv holds the test
     split; history.csv one row per candidate with its validation CCC per dimension."""
     corpus, _ = usable_corpus(load_corpus(cfg.data), cfg.data, out_dir)
     cache = AcousticCache(cfg.paths.cache_dir, cfg.data.sample_rate, None, frame_sets=(), functionals=FUNCTIONALS)
-    files = cache.ensure([item.path for item in corpus.splits.all], cfg.data.acoustic_workers or os.cpu_count(), stop)
+    files = cache.ensure([item.path for item in corpus.splits.all], (budget or job_budget(cfg)).feature_workers, stop)
     speakers = speaker_norm(corpus.splits.all, files) if cfg.data.speaker_norm else None
     splits = {name: getattr(corpus.splits, name) for name in ("train", "val", "test")}
     features = {name: functionals_matrix(items, files, speakers) for name, items in splits.items()}

@@ -10,9 +10,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from emotion.cpu import worker_init
 from emotion.data.dataset import UtteranceDataset, collate
 from emotion.data.sampler import LengthBucketSampler
-from emotion.signals import ignore_stop_signals
 from emotion.training.devices import autocast
 
 
@@ -94,5 +94,5 @@ def batch_loader(
         pin_memory=device.type == "cuda",
         # Its own generator: worker seeds must not draw on the global one, or a resumed run would diverge.
         generator=torch.Generator().manual_seed(seed),
-        worker_init_fn=ignore_stop_signals,
+        worker_init_fn=worker_init,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import os
 import random
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from emotion.checks import RESUME_MODES
+from emotion.cpu import CpuBudget, job_budget
+from emotion.cpu import apply as apply_budget
 from emotion.data.corpora import Corpus, load_corpus
 from emotion.data.dataset import UtteranceDataset
 from emotion.data.scan import usable_corpus
@@ -39,13 +40,19 @@ from emotion.training.progress import Progress
 log = logging.getLogger(__name__)
 
 
-def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = None) -> dict:
+def fit(
+    cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = None, budget: CpuBudget | None = None
+) -> dict:
     """Train one job and return its metrics.json record; history, predictions and checkpoints go to `out_dir`.
 
     `stop` is checked between steps and between the pieces of the long phases before training: once it is
-    requested, everything needed to resume is saved and Interrupted raised.
+    requested, everything needed to resume is saved and Interrupted raised. `budget`: the CPU budget the
+    job runs in, already applied (by default the config's, applied here).
     """
     stop = stop or GracefulStop()
+    if budget is None:
+        budget = job_budget(cfg)
+        apply_budget(budget)
     seed_everything(cfg.trainer.seed)
     device = resolve_device(cfg.trainer.device)
     precision = resolve_precision(cfg.trainer.precision, device)
@@ -64,18 +71,20 @@ def fit(cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = No
     acoustic = acoustic_cache.entries([item.path for item in corpus.splits.all])
     cached = cfg.encoder.freeze and cfg.encoder.feature_cache
     datasets = make_datasets(corpus, durations, acoustic, grid, cfg, crop_after_encoding=cfg.encoder.freeze)
-    train_loader = make_loader(datasets[0], cfg, device, shuffle=True)
+    train_loader = make_loader(datasets[0], cfg, device, budget.loader_workers, shuffle=True)
 
     # Memory first, before any long work; it also decides how much audio a batch of whole utterances may hold.
     cuts = BatchCuts.first(cfg)
     if cfg.trainer.preflight is True or (cfg.trainer.preflight == "auto" and device.type == "cuda"):
         preflight = Preflight(model, cfg, device, autocast(device, precision))
         cuts = preflight.check(datasets, train_loader.batch_sampler.largest_batch(), cached)
-    acoustic_cache.compute(acoustic, cfg.data.acoustic_workers or os.cpu_count(), stop)
+    acoustic_cache.compute(acoustic, budget.feature_workers, stop)
     standardise_acoustics(model, datasets, corpus, acoustic, cfg.data.speaker_norm)
     if cached:
-        use_feature_cache(model, datasets, cfg, device, precision, stop, cuts.cache_build)
-    val_loader, test_loader = (make_loader(dataset, cfg, device, False, cuts.evaluation) for dataset in datasets[1:])
+        use_feature_cache(model, datasets, cfg, device, precision, stop, cuts.cache_build, budget.loader_workers)
+    val_loader, test_loader = (
+        make_loader(dataset, cfg, device, budget.loader_workers, False, cuts.evaluation) for dataset in datasets[1:]
+    )
     val_labels = val_loader.dataset.labels()
     log.info(
         "%s fold %s: %d train, %d validation, %d test utterances; %s on %s, %s",
@@ -322,6 +331,7 @@ def use_feature_cache(
     precision: str,
     stop: GracefulStop,
     max_batch_samples: int,
+    workers: int,
 ) -> None:
     """Compute the frozen encoder's states once (or find them cached) and make the datasets read them,
     in batches of at most `max_batch_samples` samples of audio. The encoder then leaves the GPU: training
@@ -336,7 +346,7 @@ def use_feature_cache(
         autocast=autocast(device, precision),
         batch_size=cfg.data.batch_size,
         max_batch_samples=max_batch_samples,
-        workers=cfg.data.num_workers,
+        workers=workers,
         max_gb=cfg.encoder.feature_cache_max_gb,
         show_bar=cfg.trainer.progress_bar,
         stop=stop,
@@ -352,6 +362,7 @@ def make_loader(
     dataset: UtteranceDataset,
     cfg: DictConfig,
     device: torch.device,
+    workers: int,
     shuffle: bool,
     max_batch_samples: int | None = None,
 ) -> DataLoader:
@@ -359,7 +370,7 @@ def make_loader(
     return batch_loader(
         dataset,
         cfg.data.batch_size,
-        workers=cfg.data.num_workers,
+        workers=workers,
         device=device,
         shuffle=shuffle,
         seed=cfg.trainer.seed,

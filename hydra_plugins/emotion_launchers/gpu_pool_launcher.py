@@ -34,6 +34,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from emotion.cpu import share_environment
 from emotion.signals import EXIT_INTERRUPTED, STOP
 
 log = logging.getLogger(__name__)
@@ -157,12 +158,10 @@ def _stop(processes: list[subprocess.Popen], grace_seconds: float = 30.0) -> Non
 
 
 def _cpu_share(jobs_at_once: int) -> dict[str, str]:
-    """Each job's share of the CPU cores for its threads (torch's intra-op pool, BLAS), unless the caller
-    set OMP_NUM_THREADS: by default every job would take all of them, and jobs side by side slow each other
+    """Each job's share of the CPU cores (its CPU budget, see emotion.cpu), except what the caller set in
+    the environment: by default every job would take all of them, and jobs side by side slow each other
     down several times over."""
-    if "OMP_NUM_THREADS" in os.environ:
-        return {}
-    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs_at_once))}
+    return {key: value for key, value in share_environment(jobs_at_once).items() if key not in os.environ}
 
 
 def _all_devices() -> list[int]:

@@ -1,0 +1,59 @@
+"""A job's CPU budget: where its thread count comes from, and what fits inside it."""
+
+from __future__ import annotations
+
+import pytest
+
+from emotion.cpu import SHARE_VARIABLE, available_cores, cgroup_quota, cpu_budget, share_environment
+
+
+@pytest.fixture(autouse=True)
+def no_launcher(monkeypatch):
+    monkeypatch.delenv(SHARE_VARIABLE, raising=False)
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+
+
+def test_alone_a_job_takes_the_cores_it_may_use_and_leaves_one_to_the_model():
+    budget = cpu_budget("auto", "auto", None)
+    cores = available_cores()
+    assert (budget.threads, budget.source) == (cores, "the cores it may use")
+    assert budget.loader_workers == min(4, cores - 1) and budget.feature_workers == cores
+
+
+def test_a_launchers_share_then_slurm_then_the_setting_decide(monkeypatch):
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")
+    assert (cpu_budget("auto", "auto", None).threads, cpu_budget("auto", "auto", None).loader_workers) == (8, 4)
+    monkeypatch.setenv(SHARE_VARIABLE, "1")
+    one = cpu_budget("auto", "auto", None)
+    assert (one.threads, one.loader_workers, one.feature_workers) == (1, 0, 1)  # one thread: data in-process
+    explicit = cpu_budget(3, 2, 5)
+    assert (explicit.threads, explicit.loader_workers, explicit.feature_workers, explicit.source) == (
+        3,
+        2,
+        5,
+        "trainer.cpu_threads",
+    )
+
+
+def test_side_by_side_jobs_split_the_cores_and_their_pools_wait_passively():
+    env = share_environment(jobs_at_once=2)
+    share = str(max(1, available_cores() // 2))
+    assert env[SHARE_VARIABLE] == env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == share
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # cgroup v2, a quota of 1.5 CPUs
+        ({"cpu.max": "max 100000\n"}, None),  # v2, no limit
+        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.0),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),  # no cgroup files
+    ],
+)
+def test_a_containers_cpu_quota_is_read_from_its_cgroup(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_quota(tmp_path) == expected

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from emotion.cpu import available_cores
 from emotion.data.corpora import Corpus, load_corpus
 from emotion.data.corpus import Item
-from emotion.data.scan import BadItemsError, report, scan_items, write_skipped
+from emotion.data.scan import check_items, scan_items
 from emotion.features.encoder_cache import ensure_features
 from emotion.features.normalisation import speaker_norm
 from emotion.trained import TrainedModel, load_models, unseen_warning
@@ -100,12 +100,7 @@ def _usable_items(corpus: Corpus, cfg: DictConfig, out_dir: Path, min_seconds: f
     items = corpus.splits.all if split == "all" else getattr(corpus.splits, split)
     if not items:
         raise ValueError(f"{corpus.name}, data.fold={cfg.data.fold}: its {split} split is empty")
-    durations, problems = scan_items(items, corpus.dimensions, min_seconds)
-    if problems and cfg.data.on_bad_audio == "error":
-        raise BadItemsError(f"{corpus.name}: " + report(problems, len(items)))
-    if problems:
-        write_skipped(out_dir / "skipped_items.csv", problems)
-        log.warning(report(problems, len(items), out_dir / "skipped_items.csv"))
+    durations, _ = check_items(items, corpus, min_seconds, cfg.data.on_bad_audio, out_dir)
     return [item for item in items if item.id in durations], durations
 
 

@@ -313,8 +313,10 @@ class PartialStore:
         return {int(i) for block in self.blocks.get(kind, []) for i in block["indices"]}
 
     def save(self, kind: str, indices: list[int], predictions: np.ndarray, embeddings: np.ndarray | None) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.root / "settings.json", json.dumps(self.settings, indent=2))
+        settings_file = self.root / "settings.json"
+        if not settings_file.is_file():  # with the first block
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_atomically(settings_file, json.dumps(self.settings, indent=2))
         block = {"indices": np.asarray(indices), "predictions": predictions}
         if embeddings is not None:
             block["embeddings"] = embeddings

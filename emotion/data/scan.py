@@ -93,17 +93,26 @@ def usable_corpus(corpus: Corpus, cfg: DictConfig, out_dir: Path) -> tuple[Corpu
 
     With `data.on_bad_audio=error` any problem stops the job here, before a model is built.
     """
-    items = corpus.splits.all
-    durations, problems = scan_items(items, corpus.dimensions, cfg.min_seconds)
-    if problems and cfg.on_bad_audio == "error":
+    durations, problems = check_items(corpus.splits.all, corpus, cfg.min_seconds, cfg.on_bad_audio, out_dir)
+    if problems:
+        corpus = replace(corpus, splits=corpus.splits.without({p.item.id for p in problems}))
+    _require_every_split(corpus, cfg)
+    return corpus, durations
+
+
+def check_items(
+    items: list[Item], corpus: Corpus, min_seconds: float, on_bad_audio: str, out_dir: Path
+) -> tuple[dict[str, float], list[Problem]]:
+    """Each usable item's duration, and the problems of the others: with `on_bad_audio=error` any problem
+    stops the job here; with `skip` they are listed in out_dir/skipped_items.csv and logged."""
+    durations, problems = scan_items(items, corpus.dimensions, min_seconds)
+    if problems and on_bad_audio == "error":
         raise BadItemsError(f"{corpus.name}: " + report(problems, len(items)))
     if problems:
         skipped_file = out_dir / "skipped_items.csv"
         write_skipped(skipped_file, problems)
         log.warning(report(problems, len(items), skipped_file))
-        corpus = replace(corpus, splits=corpus.splits.without({p.item.id for p in problems}))
-    _require_every_split(corpus, cfg)
-    return corpus, durations
+    return durations, problems
 
 
 def _require_every_split(corpus: Corpus, cfg: DictConfig) -> None:

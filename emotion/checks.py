@@ -83,8 +83,8 @@ CHOICES = {
     "encoder.freeze": (True, False),
     "encoder.feature_cache": (True, False),
 }
-# Keys under which any name is valid: encoder.random_init takes any WavLMConfig keyword.
-OPEN_KEYS = ("encoder.random_init",)
+# Keys under which any name is valid: encoder.random_init takes any WavLMConfig keyword, search.space any key to search.
+OPEN_KEYS = ("encoder.random_init", "search.space")
 
 
 class ConfigError(CompactHydraException, ValueError):

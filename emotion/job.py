@@ -6,8 +6,8 @@ Nothing here imports torch before the config has passed its checks, so that a ty
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -26,11 +26,13 @@ from emotion.files import process_lock
 from emotion.logger import JobInfo, NoRun, open_run, redact_secrets
 from emotion.signals import EXIT_INTERRUPTED, STOP, GracefulStop, Interrupted
 from emotion.sweeps.folders import JOB_LOCK
-from emotion.training.outputs import metrics_record, write_json
+from emotion.training.outputs import metrics_record, read_metrics, write_json
 
 log = logging.getLogger(__name__)
 
 EXIT_CONFIG_ERROR = 2  # as command-line tools exit on a usage error
+# A job that ended so is not run again: it completed, or its search pruned it (emotion.sweeps.pruning).
+FINAL = ("completed", "pruned")
 
 
 def run_job(cfg: DictConfig) -> float:
@@ -60,10 +62,10 @@ def run_job(cfg: DictConfig) -> float:
 
 
 def _run_in_folder(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
-    previous = _read_metrics(out_dir / "metrics.json")
-    if previous and previous["status"] == "completed":
-        log.info("%s: completed before (metrics.json), skipping", out_dir)
-        return previous["val_best"]["ccc_mean"]
+    previous = read_metrics(out_dir / "metrics.json")
+    if previous and previous["status"] in FINAL:
+        log.info("%s: %s before (metrics.json), skipping", out_dir, previous["status"])
+        return (previous["val_best"] or {}).get("ccc_mean", math.nan)
     if previous:  # it failed or was stopped: training goes on from its last checkpoint (trainer.resume=auto)
         log.info("%s: its previous run ended %s: %s", out_dir, previous["status"], previous.get("error"))
     where = {
@@ -154,13 +156,6 @@ def _record_failure(cfg: DictConfig, out_dir: Path, error: str) -> None:
     write_json(out_dir / "metrics.json", metrics_record("failed", cfg.data.fold, cfg.model.profile, error=error))
 
 
-def _read_metrics(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def tracker_summary(metrics: dict) -> dict:
     """metrics.json flattened for the tracker: `test/ccc_v`, `params/total`, `best_epoch`, …"""
     summary = {}
@@ -178,11 +173,16 @@ def describe_job(cfg: DictConfig, out_dir: Path) -> JobInfo:
     group = cfg.logger.group
     if group is None and hydra.mode == RunMode.MULTIRUN:
         group = cfg.name
+    name = redact_secrets(overrides or cfg.data.name)
+    tags = [cfg.model.profile] if cfg.model.kind == "baseline" else [cfg.model.profile, cfg.encoder.name]
+    trial = OmegaConf.select(cfg, "search.trial")  # a search's job: its trial's number names and tags it
+    if trial is not None:
+        name, tags = f"trial {trial}: {name}", [*tags, f"trial {trial}"]
     return JobInfo(
         # The job's folder names its run: a requeued or resumed job goes on with the same W&B run.
         run_id=hashlib.sha1(str(out_dir.resolve()).encode()).hexdigest()[:16],
-        name=redact_secrets(overrides or cfg.data.name),
+        name=name,
         group=group,
         job_type=f"fold{cfg.data.fold}" if cfg.data.fold is not None else cfg.data.get("test_set", "test"),
-        tags=[cfg.model.profile] if cfg.model.kind == "baseline" else [cfg.model.profile, cfg.encoder.name],
+        tags=tags,
     )

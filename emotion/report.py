@@ -27,6 +27,10 @@ from omegaconf import OmegaConf
 
 from emotion.files import locked, write_atomically
 from emotion.sweeps.jobs import Row, collect_jobs, expected_runs, group_rows
+from emotion.sweeps.markdown import number, table_line
+from emotion.sweeps.search_report import SearchRecord, read_search
+from emotion.sweeps.search_report import markdown as search_markdown
+from emotion.sweeps.search_report import plot as search_plot
 
 if TYPE_CHECKING:
     from emotion.sweeps.comparison import RowResults
@@ -62,11 +66,18 @@ class ReportSettings:
 
 def summarise(sweep_dir: Path, settings: ReportSettings | None = None) -> tuple[list[str], list[dict]]:
     """Column names and one record per configuration, best validation first."""
+    columns, records, _ = _summarise(sweep_dir, settings)
+    return columns, records
+
+
+def _summarise(sweep_dir: Path, settings: ReportSettings | None) -> tuple[list[str], list[dict], SearchRecord | None]:
+    """summarise's columns and records, and the sweep's search (None for a grid)."""
     # On first use: the sweep callback imports this module in every job before its config is checked,
     # and the comparison brings torch.
     from emotion.sweeps.comparison import RowResults
 
     settings = settings or ReportSettings()
+    search = read_search(sweep_dir)
     jobs = collect_jobs(sweep_dir)
     rows = group_rows(jobs)
     expected = expected_runs(sweep_dir, jobs)
@@ -82,12 +93,26 @@ def summarise(sweep_dir: Path, settings: ReportSettings | None = None) -> tuple[
         if reference is not None and i != reference:
             record.update(_differences(results[i], results[reference], settings))
     order = sorted(range(len(records)), key=lambda i: _rank(records[i], settings.select))
-    columns = ["profile", *config_keys, "params_m", "peak_mem_gb", "min_per_epoch", "selected", settings.select]
+    trial_column = []
+    if search is not None:  # which trials ran each row's configuration
+        trial_column = ["trials"]
+        for row, record in zip(rows, records, strict=True):
+            record["trials"] = " ".join(map(str, search.trials_of(row.overrides)))
+    columns = [
+        *trial_column,
+        "profile",
+        *config_keys,
+        "params_m",
+        "peak_mem_gb",
+        "min_per_epoch",
+        "selected",
+        settings.select,
+    ]
     columns += [f"{key}_{stat}" for key, _ in SCORES for stat in ("mean", "std", "seed_std", "pooled")]
     columns += ["reference"]
     columns += [f"{key}_{stat}" for key, _ in SCORES for stat in DIFFERENCE_STATS]
     columns += ["runs_done", "runs_failed", "runs_expected", "missing"]
-    return columns, [records[i] for i in order]
+    return columns, [records[i] for i in order], search
 
 
 def _complete(record: dict) -> bool:
@@ -163,7 +188,7 @@ def _missing(row: Row, expected: list[tuple]) -> str:
         if run in done:
             continue
         job = by_run.get(run)
-        why = "not run" if job is None else ("running or killed" if job.metrics is None else job.status)
+        why = "not run" if job is None else ("running or killed" if job.metrics is None else _ended(job))
         fold, seed = run
         missing.append(
             " ".join(
@@ -171,6 +196,13 @@ def _missing(row: Row, expected: list[tuple]) -> str:
             )
         )
     return "; ".join(missing)
+
+
+def _ended(job) -> str:
+    if job.status == "pruned":
+        epochs = job.metrics.get("epochs") or 0
+        return f"pruned after {epochs} epoch{'s' if epochs != 1 else ''}"
+    return job.status
 
 
 def _reference_row(rows: list[Row], reference: str | None, selected: int | None) -> int | None:
@@ -217,11 +249,27 @@ def write_summary(sweep_dir: str | Path, settings: ReportSettings | None = None)
     sweep_dir = Path(sweep_dir)
     settings = settings or ReportSettings()
     with locked(sweep_dir / ".summary.lock"):
-        columns, records = summarise(sweep_dir, settings)
+        columns, records, search = _summarise(sweep_dir, settings)
+        text = _markdown(columns, records, settings)
+        if search is not None:
+            text = "\n".join(_search_lines(search, records, settings)) + "\n\n" + text
+            search_plot(search, sweep_dir / "search.png", SELECTABLE[settings.select])
         write_atomically(sweep_dir / "summary.csv", _csv_text(columns, records))
-        write_atomically(sweep_dir / "summary.md", _markdown(columns, records, settings))
+        write_atomically(sweep_dir / "summary.md", text)
         _plot(records, _config_keys(columns), sweep_dir / "summary.png")
     return sweep_dir / "summary.md"
+
+
+def _search_lines(search: SearchRecord, records: list[dict], settings: ReportSettings) -> list[str]:
+    """The search's trials and its best trial, with the test scores of the best trial's row."""
+    best = search.best
+    row = (
+        None
+        if best is None
+        else next((r for r in records if all(r.get(key) == value for key, value in best.config.items())), None)
+    )
+    tested = ", ".join(f"{name} {_mean_std(row, key)}" for key, name in SCORES) if row else None
+    return search_markdown(search, SELECTABLE[settings.select], tested)
 
 
 def _csv_text(columns: list[str], records: list[dict]) -> str:
@@ -234,7 +282,7 @@ def _csv_text(columns: list[str], records: list[dict]) -> str:
 
 
 def _config_keys(columns: list[str]) -> list[str]:
-    return columns[1 : columns.index("params_m")]
+    return columns[columns.index("profile") + 1 : columns.index("params_m")]
 
 
 def _varying(keys: list[str], records: list[dict]) -> list[str]:
@@ -249,13 +297,13 @@ def _markdown(columns: list[str], records: list[dict], settings: ReportSettings)
     select = SELECTABLE[settings.select]
     header = ["", "profile", *keys, "params (M)", "peak mem (GB)", "min/epoch", select]
     header += [*(name for _, name in SCORES), *(f"pooled {name}" for _, name in SCORES), "runs"]
-    lines = [_table_line(header), "|" + "---|" * len(header)]
+    lines = [table_line(header), "|" + "---|" * len(header)]
     for r in records:
         runs = f"{r['runs_done']}/{r['runs_expected']}" + (f" ({r['runs_failed']} failed)" if r["runs_failed"] else "")
-        cells = ["★" if r["selected"] else "", r["profile"], *(r[k] for k in keys), _num(r["params_m"], 2)]
-        cells += [_num(r["peak_mem_gb"], 1), _num(r["min_per_epoch"], 2), _num(r[settings.select], 3)]
-        cells += [*(_mean_std(r, key) for key, _ in SCORES), *(_num(r[f"{key}_pooled"], 3) for key, _ in SCORES)]
-        lines.append(_table_line([*cells, runs]))
+        cells = ["★" if r["selected"] else "", r["profile"], *(r[k] for k in keys), number(r["params_m"], 2)]
+        cells += [number(r["peak_mem_gb"], 1), number(r["min_per_epoch"], 2), number(r[settings.select], 3)]
+        cells += [*(_mean_std(r, key) for key, _ in SCORES), *(number(r[f"{key}_pooled"], 3) for key, _ in SCORES)]
+        lines.append(table_line([*cells, runs]))
     lines += ["", *_legend(select)]
     if common:
         lines += ["", f"Every row: {' '.join(common)}."]
@@ -289,21 +337,17 @@ def _comparison(records: list[dict], reference: dict, keys: list[str], settings:
         f"resamples, seed {settings.seed}). Runs of one fold share its test speakers: with several seeds, "
         "they are not independent, and the p-value leans optimistic.",
         "",
-        _table_line(header),
+        table_line(header),
         "|" + "---|" * len(header),
     ]
     for r in records:
         if r["reference"]:
             continue
         cells = [r["profile"], *(r[k] for k in keys), r.get("ccc_v_diff_runs", 0)]
-        cells += [f"{_signed(r[f'{key}_diff'])} ({_num(r[f'{key}_diff_p'], 3)})" for key, _ in SCORES]
+        cells += [f"{_signed(r[f'{key}_diff'])} ({number(r[f'{key}_diff_p'], 3)})" for key, _ in SCORES]
         cells += [_interval(r, key) for key, _ in SCORES]
-        lines.append(_table_line(cells))
+        lines.append(table_line(cells))
     return lines
-
-
-def _table_line(cells) -> str:
-    return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def _interval(record: dict, key: str) -> str:
@@ -322,10 +366,6 @@ def _mean_std(record: dict, key: str) -> str:
         return "–"
     text = f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
     return text if math.isnan(seeds) else f"{text} (seeds ± {seeds:.3f})"
-
-
-def _num(value: float, digits: int) -> str:
-    return "–" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _plot(records: list[dict], config_keys: list[str], path: Path) -> None:

@@ -86,6 +86,15 @@ def _comparable(config: DictConfig, ignored: list[str]) -> dict:
     return config
 
 
+# A search's study (emotion.sweeps.search), in its sweep's folder.
+STUDY_FILE = "search.db"
+
+
+def study_storage(sweep_dir: Path) -> str:
+    """The study's storage URL, as Optuna and optuna-dashboard take it."""
+    return f"sqlite:///{(sweep_dir / STUDY_FILE).resolve()}"
+
+
 # Held by the process running a job, for the job's whole life.
 JOB_LOCK = ".job.lock"
 

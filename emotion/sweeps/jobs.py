@@ -104,9 +104,22 @@ def group_rows(jobs: list[Job]) -> list[Row]:
 
 def expected_runs(sweep_dir: Path, jobs: list[Job]) -> list[tuple[str | None, str | None]]:
     """The (fold, seed) runs the sweep asks of every configuration (from multirun.yaml), else those seen."""
-    folds = _swept_values(sweep_dir, FOLD_KEY) or sorted({job.fold for job in jobs}, key=str)
+    folds = (
+        _swept_values(sweep_dir, FOLD_KEY) or _searched_folds(sweep_dir) or sorted({job.fold for job in jobs}, key=str)
+    )
     seeds = _swept_values(sweep_dir, SEED_KEY) or sorted({job.seed for job in jobs}, key=str)
     return list(itertools.product(folds or [None], seeds or [None]))
+
+
+def _searched_folds(sweep_dir: Path) -> list[str] | None:
+    """A search's folds (search.folds): each of its configurations trains on them."""
+    try:
+        multirun = OmegaConf.load(sweep_dir / "multirun.yaml")
+    except OSError:
+        return None
+    if not str(OmegaConf.select(multirun, "hydra.sweeper._target_", default="")).endswith("SearchSweeper"):
+        return None
+    return [str(fold) for fold in OmegaConf.select(multirun, "search.folds", default=None) or []] or None
 
 
 def _swept_values(sweep_dir: Path, key: str) -> list[str] | None:

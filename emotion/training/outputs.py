@@ -40,6 +40,14 @@ def metrics_record(status: str, fold: int, profile: str, **fields) -> dict:
     return record
 
 
+def read_metrics(path: Path) -> dict | None:
+    """A metrics.json record; None when there is none (yet), or it is unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def write_json(path: Path, obj: dict) -> None:
     write_atomically(path, json.dumps(obj, indent=2) + "\n")
 

@@ -1,1 +1,2 @@
-"""Hydra launchers of the emotion project (found by Hydra through the hydra_plugins namespace)."""
+"""Hydra plugins of the emotion project, its launchers and its search sweeper (Hydra finds them through
+the hydra_plugins namespace)."""

@@ -8,6 +8,9 @@ Hydra's basic launcher (same folders, same callbacks), only side by side. Withou
 just slots, so `devices=[0,1]` runs two jobs at a time on the CPU. Each job's threads get an equal share of
 the CPU cores (OMP_NUM_THREADS, unless already set).
 
+Several `launch` calls at once (a search starts one job at a time, from several threads) share the
+devices: at most one job per device, whichever call started it.
+
 Hydra's own submitit_local launcher starts every job at once with the same devices, and the joblib
 launcher cannot give jobs different devices; hence this small plugin.
 """
@@ -21,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +69,8 @@ class GpuPoolLauncher(Launcher):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
+        self._free: list[int] | None = None  # the devices no job runs on, once known
+        self._free_lock = threading.Lock()
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -74,7 +80,7 @@ class GpuPoolLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         work_dir = Path(str(self.config.hydra.sweep.dir)) / ".launcher"
         work_dir.mkdir(parents=True, exist_ok=True)
-        devices = self.devices if self.devices is not None else _all_devices()
+        devices = self.slots()
         threads = _cpu_share(len(devices))
         log.info(f"Launching {len(job_overrides)} jobs on devices {devices}, one job per device at a time")
 
@@ -85,9 +91,7 @@ class GpuPoolLauncher(Launcher):
         passed_on = False  # the stop request, to the running jobs
         try:
             while running or (queue and not stop.requested):
-                for device in [d for d in devices if d not in running]:
-                    if not queue or stop.requested:
-                        break
+                while queue and not stop.requested and (device := self._take_device()) is not None:
                     index, overrides = queue.pop(0)
                     running[device] = self._start(index, list(overrides), device, work_dir, threads)
                 if stop.requested and not passed_on:
@@ -99,14 +103,31 @@ class GpuPoolLauncher(Launcher):
                     if job.process.poll() is not None:
                         results[job.index] = _collect(job)
                         del running[device]
+                        self._give_back(device)
                         log.info(f"\t#{job.index} ended on device {device}: {_outcome(job, results[job.index])}")
                 time.sleep(self.poll_seconds)
         except BaseException:  # a second signal or an error here: take the running jobs down, not leave them orphaned
             _stop([job.process for job in running.values()])
+            for device in running:
+                self._give_back(device)
             raise
         if stop.requested:
             raise SystemExit(EXIT_INTERRUPTED)
         return [results[index] for index in sorted(results)]
+
+    def slots(self) -> list[int]:
+        """The devices jobs run on: one job at a time on each."""
+        return self.devices if self.devices is not None else _all_devices()
+
+    def _take_device(self) -> int | None:
+        with self._free_lock:
+            if self._free is None:
+                self._free = list(self.slots())
+            return self._free.pop(0) if self._free else None
+
+    def _give_back(self, device: int) -> None:
+        with self._free_lock:
+            self._free.append(device)
 
     def _start(self, index: int, overrides: list[str], device: int, work_dir: Path, threads: dict) -> _Running:
         log.info(f"\t#{index} on device {device}: {' '.join(filter_overrides(overrides))}")

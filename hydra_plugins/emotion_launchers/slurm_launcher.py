@@ -10,6 +10,7 @@ Ctrl-C would end the submitting process alone and leave the jobs running, unwatc
 import logging
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,21 +34,30 @@ class StoppableSlurmLauncher(SlurmLauncher):
         # The sweep's jobs carry its folder as their SLURM comment: a stop finds every one of them, even one
         # that sbatch accepted a moment before submitit could record its id.
         self.params["comment"] = _sweep_comment(self.config.hydra.sweep.dir)
+        if threading.current_thread() is not threading.main_thread():
+            # Launched by a search, a job at a time from its threads: the search takes the signals and
+            # calls cancel_jobs (Python lets the main thread alone handle them).
+            return super().launch(job_overrides, initial_job_idx)
         previous = {sig: signal.signal(sig, _request_stop) for sig in STOP_SIGNALS}
         try:
             return super().launch(job_overrides, initial_job_idx)
         except StopRequested as request:
             for sig in STOP_SIGNALS:  # a second signal must not cut the cancelling short
                 signal.signal(sig, _ignore_while_cancelling)
-            jobs = _queued_jobs(self.params["comment"])
-            log.warning(f"{request}: cancelling SLURM jobs {' '.join(jobs)}; running ones save and stop")
-            if jobs:
-                subprocess.run(["scancel", *jobs], check=False)
-                _wait_until_gone(jobs)
+            log.warning(f"{request}: cancelling the sweep's SLURM jobs; running ones save and stop")
+            self.cancel_jobs()
             raise SystemExit(EXIT_INTERRUPTED) from None
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def cancel_jobs(self) -> None:
+        """Cancel the sweep's queued and running SLURM jobs and wait until they have left the queue."""
+        jobs = _queued_jobs(_sweep_comment(self.config.hydra.sweep.dir))
+        if jobs:
+            log.warning(f"cancelling SLURM jobs {' '.join(jobs)}")
+            subprocess.run(["scancel", *jobs], check=False)
+            _wait_until_gone(jobs)
 
 
 def _sweep_comment(sweep_dir: str) -> str:

@@ -183,12 +183,14 @@ def _missing(row: Row, expected: list[tuple]) -> str:
     """The expected runs without a result, and why: `fold 2 seed 1 (failed); fold 3 seed 0 (not run)`."""
     by_run = {job.run: job for job in row.jobs}
     done = {job.run for job in row.done}
+    # A search's pruned trial leaves its other folds unrun on purpose.
+    not_run = "not run: its trial was pruned" if row.finished("pruned") else "not run"
     missing = []
     for run in expected:
         if run in done:
             continue
         job = by_run.get(run)
-        why = "not run" if job is None else ("running or killed" if job.metrics is None else _ended(job))
+        why = not_run if job is None else ("running or killed" if job.metrics is None else _ended(job))
         fold, seed = run
         missing.append(
             " ".join(

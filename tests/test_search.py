@@ -10,16 +10,19 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import optuna
 import pytest
 
-from emotion.sweeps.folders import study_storage
+from emotion.signals import GracefulStop
+from emotion.sweeps.folders import register_resolver, study_storage
 from emotion.sweeps.pruning import Pruned, PruneWatch, fold_means, request_prune
-from emotion.sweeps.search import SearchError, _fixed_overrides
+from emotion.sweeps.search import JobPlan, Search, SearchError, SearchSettings, _fixed_overrides
 from emotion.sweeps.space import SpaceError, parse_space
-from tests.conftest import ROOT, SMALL_DEMO, WITHOUT_LOCAL, read_csv, run_train
+from emotion.training.outputs import write_history, write_json
+from tests.conftest import ROOT, SMALL_DEMO, WITHOUT_LOCAL, compose_config, read_csv, run_train
 from tests.wandb_records import run_summary
 
 
@@ -112,6 +115,51 @@ def test_a_space_key_no_job_has_stops_the_search_before_any_trial(cache_dir, tmp
     assert result.returncode == 1
     assert "optim.lrr" in result.stderr
     assert not (tmp_path / "multirun" / "search" / "search.db").exists()
+
+
+def test_a_pruned_trials_running_jobs_stop_and_its_waiting_jobs_never_start(tmp_path, monkeypatch):
+    """The scheduler with stand-in jobs that write what real ones do (history.csv, metrics.json) and stop
+    on the prune marker: one slot, three folds; a hopeless trial is pruned on its first fold."""
+    compose = partial(_compose, tmp_path)
+    monkeypatch.setattr("emotion.sweeps.search.POLL_SECONDS", 0.05)
+    launched = []
+
+    def job(overrides: list[str], index: int) -> None:
+        launched.append(index)
+        folder = Path(compose(overrides).hydra.sweep.dir) / str(compose(overrides).hydra.sweep.subdir)
+        folder.mkdir(parents=True)
+        good = "optim.lr=0.003" in overrides
+        watch, rows = PruneWatch(folder, every_seconds=0), []
+        for epoch in (1, 2, 3):
+            rows.append({"epoch": epoch, "val_ccc_mean": 0.1 * epoch if good else 0.0})
+            write_history(folder / "history.csv", rows)
+            time.sleep(0.3)  # the search looks every 0.05 s
+            try:
+                watch.check()
+            except Pruned as pruned:
+                write_json(folder / "metrics.json", {"status": "pruned", "error": str(pruned)})
+                return
+        write_json(folder / "metrics.json", {"status": "completed", "val_best": {"ccc_mean": rows[-1]["val_ccc_mean"]}})
+
+    settings = SearchSettings(n_trials=2, folds=(1, 2, 3), startup_trials=1, prune_from_epoch=1)
+    study = optuna.create_study(direction="maximize", pruner=settings.make_pruner())
+    study.enqueue_trial({"optim.lr": 3e-3})
+    study.enqueue_trial({"optim.lr": 1e-7})
+    space = parse_space({"optim.lr": "choice(1e-7, 3e-3)"})
+    plan = JobPlan(["sweep=search", "experiment=demo", "logger=none"], settings.folds, compose)
+    Search(study, settings, space, plan, job, parallel=1, stop=GracefulStop()).run()
+
+    good, hopeless = study.trials
+    assert good.state == optuna.trial.TrialState.COMPLETE and good.value == pytest.approx(0.3)
+    assert hopeless.state == optuna.trial.TrialState.PRUNED and hopeless.user_attrs["pruned_at_epoch"] == 1
+    assert launched == [0, 1, 2, 3]  # the hopeless trial's folds 2 and 3 (jobs 4 and 5) never started
+    (pruned,) = tmp_path.glob("*optim.lr=1e-07*/metrics.json")
+    assert json.loads(pruned.read_text())["status"] == "pruned"
+
+
+def _compose(sweep_dir: Path, overrides: list[str]):
+    register_resolver()  # the job folder's name
+    return compose_config([*overrides, f"hydra.sweep.dir={sweep_dir}"], return_hydra_config=True)
 
 
 # The acceptance search: 6 trials of 2 folds × 3 epochs, where one learning rate is hopeless.

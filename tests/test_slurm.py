@@ -96,3 +96,23 @@ def job_records(sweep) -> list[dict]:
 
 def slurm_ids(sweep) -> set[str]:
     return {job["slurm_job_id"] for job in job_records(sweep)}
+
+
+@pytest.mark.slow
+def test_a_search_runs_its_trials_as_slurm_jobs_side_by_side(slurm, cache_dir, tmp_path):
+    import optuna
+
+    from emotion.sweeps.folders import study_storage
+
+    on_the_cluster = [item for item in ON_THE_TEST_CLUSTER if not item.startswith("data.fold=")]
+    search = ["sweep=search", "name=search", "search.n_trials=2", "search.folds=[1]", "search.pruner=none"]
+    space = ["~search.space", "+search.space={model.dropout: 'interval(0.0, 0.3)'}", "trainer.max_epochs=1"]
+    run_train([*on_the_cluster, *search, *space], cache_dir, cwd=tmp_path)
+    sweep = tmp_path / "multirun" / "search"
+    records = job_records(sweep)
+    assert len(records) == 2 and len(slurm_ids(sweep)) == 2 and None not in slurm_ids(sweep)
+    assert max(r["started"] for r in records) < min(r["ended"] for r in records)  # side by side
+    study = optuna.load_study(study_name="search", storage=study_storage(sweep))
+    values = sorted(trial.value for trial in study.trials)
+    metrics = [json.loads(path.read_text()) for path in sweep.glob("*/metrics.json")]
+    assert values == pytest.approx(sorted(m["val_best"]["ccc_mean"] for m in metrics))

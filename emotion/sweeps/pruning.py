@@ -67,9 +67,10 @@ def best_so_far(history: Path, score: str) -> list[float]:
 
 
 def fold_means(curves: list[list[float]], ended: list[bool]) -> list[float]:
-    """The trial's value at each epoch: the mean over its folds of their best-so-far scores, at every epoch
-    all of them have reached. A fold that ended (early stopping, last epoch) keeps its last value, so that
-    at the trial's end the last value is the trial's own (the mean of the folds' best validation scores)."""
+    """The trial's value at each epoch: the mean over the folds given (those that have started) of their
+    best-so-far scores, at every epoch all of them have reached. A fold that ended (early stopping, last
+    epoch) keeps its last value, so that once all folds are given and ended, the last value is the trial's
+    own (the mean of the folds' best validation scores)."""
     if not curves or any(not curve for curve in curves):
         return []
     running = [len(curve) for curve, done in zip(curves, ended, strict=True) if not done]

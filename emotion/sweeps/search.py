@@ -4,9 +4,9 @@
 
 The sampler proposes a configuration from `search.space`; its jobs (one per fold) go through the sweep's
 launcher, one `launch` call per job from a thread of its own, so that a job starts the moment a slot frees,
-not when a batch ends. After every epoch the trial's value so far (the mean over its folds of their best
-validation score: see emotion.sweeps.pruning) goes to the pruner, which may stop the trial: its running jobs
-end `pruned`, its waiting ones never start. A finished trial's value is the mean of its jobs' best
+not when a batch ends. After every epoch the trial's value so far (the mean over its started folds of their
+best validation score: see emotion.sweeps.pruning) goes to the pruner, which may stop the trial: its running
+jobs end `pruned`, its waiting ones never start. A finished trial's value is the mean of its jobs' best
 validation score (`report.select`); no test score ever reaches the study.
 
 The study lives in the sweep's folder (search.db, Optuna's SQLite storage). The same command again
@@ -226,6 +226,7 @@ class Search:
         self.launch, self.parallel, self.stop, self.on_stop = launch, parallel, stop, on_stop
         self.active: list[TrialRun] = []
         self.failures_in_a_row = 0
+        self.threads: ThreadPoolExecutor | None = None  # while running: where the jobs' launches run
 
     def run(self) -> None:
         self.active = [run for run in map(self._resume, self._unfinished()) if run is not None]
@@ -277,7 +278,7 @@ class Search:
 
     def _ask(self) -> TrialRun | None:
         """A new trial, or None when the study has all its trials."""
-        if len(self.study.trials) >= self.settings.n_trials:
+        if self._begun() >= self.settings.n_trials:
             return None
         trial = self.study.ask({dim.key: dim.distribution() for dim in self.space})
         config = [dim.override(trial.params[dim.key]) for dim in self.space]
@@ -357,8 +358,10 @@ class Search:
             for index, launched in list(run.running.items()):
                 if launched.done():
                     del run.running[index]
-                    if launched.exception() is not None and not isinstance(launched.exception(), SystemExit):
-                        log.error("trial %d: job #%d: %s", run.number, index, launched.exception())
+                    error = launched.exception()
+                    # A stopped job's launch may end in an error (SLURM's cancelled job): no news then.
+                    if error is not None and not isinstance(error, SystemExit) and not self.stop.requested:
+                        log.error("trial %d: job #%d: %s", run.number, index, error)
             if run.over or (self.stop.requested and not run.running):
                 self.active.remove(run)
                 self._finish(run)
@@ -367,7 +370,12 @@ class Search:
         return sum(len(run.running) for run in self.active)
 
     def _more_to_do(self) -> bool:
-        return any(run.waiting for run in self.active) or len(self.study.trials) < self.settings.n_trials
+        return any(run.waiting for run in self.active) or self._begun() < self.settings.n_trials
+
+    def _begun(self) -> int:
+        """The study's trials that have begun (a trial enqueued with Optuna's enqueue_trial waits to be asked)."""
+        waiting = (optuna.trial.TrialState.WAITING,)
+        return len(self.study.trials) - len(self.study.get_trials(deepcopy=False, states=waiting))
 
     # --- pruning ------------------------------------------------------------------------------------
 
@@ -377,10 +385,13 @@ class Search:
                 self._report(run)
 
     def _report(self, run: TrialRun, final: bool = False) -> None:
-        """Give the study the trial's value at each epoch all its folds have reached (every epoch, once
-        `final`); prune it when the pruner says so."""
+        """Give the study the trial's value at each epoch that all its started folds have reached (once
+        `final`, all its folds and every epoch); prune it when the pruner says so.
+
+        Started folds, not all: with fewer slots than folds, the first folds' epochs decide whether the
+        others start at all (the basic launcher prunes a trial after its first fold's epochs)."""
         curves, ended = [], []
-        for job in run.jobs:
+        for job in run.jobs if final else [job for job in run.jobs if job not in run.waiting]:
             curves.append(best_so_far(job.folder / "history.csv", self.settings.objective))
             ended.append(final or _status(job) in ("completed", "pruned"))
         values = fold_means(curves, ended)
@@ -419,12 +430,13 @@ def run_search(
     arguments: list[str],
     launch: Launch,
     capacity: int,
+    suggested: int,
     compose: Callable[[list[str]], DictConfig],
     stop: GracefulStop,
     on_stop: Callable[[], None] | None = None,
 ) -> None:
-    """The search `config.search` describes, with the command line's `arguments`; jobs go to `launch`, at
-    most `capacity` at once (search.parallel, when set, may lower it)."""
+    """The search `config.search` describes, with the command line's `arguments`; jobs go to `launch`,
+    `suggested` at once with search.parallel=auto, else search.parallel of them, at most `capacity`."""
     settings = SearchSettings.of(config)
     space = parse_space(OmegaConf.to_container(config.search.space, resolve=True))
     plan = JobPlan(_fixed_overrides(arguments), settings.folds, compose)
@@ -439,7 +451,7 @@ def run_search(
         study = open_study(sweep_dir, str(config.name), settings)
         study.set_user_attr("fixed", plan.fixed)
         study.set_user_attr("all_folds", _all_folds(compose(plan.fixed)))
-        parallel = capacity if settings.parallel == "auto" else min(capacity, settings.parallel)
+        parallel = suggested if settings.parallel == "auto" else min(capacity, settings.parallel)
         log.info(
             "search %s: %d of %d trials in %s; %d jobs at once; dashboard: optuna-dashboard %s",
             config.name,

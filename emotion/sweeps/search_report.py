@@ -122,7 +122,7 @@ def markdown(search: SearchRecord, heading: str, best_tested: str | None) -> lis
     best = search.best
     lines = [
         f"Search `{search.name}`: {len(search.trials)}{asked} trials ({made or 'none yet'}). A trial trains one "
-        f"configuration on folds {', '.join(search.folds)}; its value is {heading}, the mean of its jobs' best "
+        f"configuration on {_folds(search.folds)}; its value is {heading}, the mean of its jobs' best "
         "validation epochs (a pruned trial's: at the epoch it was pruned). Progress: search.png; the study: "
         f"`optuna-dashboard {search.storage}`.",
         "",
@@ -144,12 +144,16 @@ def markdown(search: SearchRecord, heading: str, best_tested: str | None) -> lis
     if best is not None:
         lines += [
             "",
-            f"★ Best trial by validation: {best.number}, {heading} {best.value:.3f}. Its test CCC over folds "
-            f"{', '.join(search.folds)}: {best_tested or 'not yet'}. To train it on every fold:",
+            f"★ Best trial by validation: {best.number}, {heading} {best.value:.3f}. Its test CCC over "
+            f"{_folds(search.folds)}: {best_tested or 'not yet'}. To train it on every fold:",
             "",
             f"    {search.command(best)}",
         ]
     return lines
+
+
+def _folds(folds: list[str]) -> str:
+    return f"fold{'s' if len(folds) > 1 else ''} {', '.join(folds)}"
 
 
 def plot(search: SearchRecord, path: Path, heading: str) -> None:

@@ -56,11 +56,13 @@ class SearchSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # as Hydra's own sweeper: the report reads it
+        capacity, suggested = self._capacity()
         run_search(
             self.config,
             arguments,
             launch=self._launch,
-            capacity=self._capacity(),
+            capacity=capacity,
+            suggested=suggested,
             compose=self._compose,
             stop=STOP.install(),
             on_stop=getattr(self.launcher, "cancel_jobs", None),  # SLURM: its jobs take no signal from here
@@ -72,12 +74,13 @@ class SearchSweeper(Sweeper):
     def _compose(self, overrides: list[str]) -> DictConfig:
         return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
 
-    def _capacity(self) -> int:
-        """How many jobs the launcher runs at once: one per GPU of the pool, SLURM's array parallelism (at
-        most SLURM_PARALLEL), one for Hydra's basic launcher, which runs them in this process."""
+    def _capacity(self) -> tuple[int, int]:
+        """How many jobs the launcher can run at once, and how many a search runs with search.parallel=auto:
+        one per GPU of the pool; one for Hydra's basic launcher, which runs them in this process; on SLURM,
+        hydra.launcher.array_parallelism, by default at most SLURM_PARALLEL."""
         if hasattr(self.launcher, "slots"):
-            return len(self.launcher.slots())
+            return len(self.launcher.slots()), len(self.launcher.slots())
         params = getattr(self.launcher, "params", None)
         if isinstance(params, dict) and "array_parallelism" in params:
-            return min(int(params["array_parallelism"]), SLURM_PARALLEL)
-        return 1
+            return int(params["array_parallelism"]), min(int(params["array_parallelism"]), SLURM_PARALLEL)
+        return 1, 1

@@ -18,10 +18,6 @@ PRUNE_MARKER = ".prune"
 WORST_CCC = -1.0
 
 
-class Pruned(Exception):
-    """The job's trial was pruned by its search."""
-
-
 def request_prune(folder: Path, why: str) -> None:
     (folder / PRUNE_MARKER).write_text(json.dumps({"why": why, "at": time.time()}) + "\n")
 
@@ -33,21 +29,26 @@ class PruneWatch:
     def __init__(self, folder: Path, every_seconds: float = 1.0):
         self.marker = folder / PRUNE_MARKER
         self.every_seconds = every_seconds
+        self.why: str | None = None  # once pruned: what the search said
         self._next_look = 0.0
 
-    def check(self, force: bool = False) -> None:
-        """Raise Pruned when the marker is there."""
+    @property
+    def requested(self) -> bool:
+        return self.why is not None
+
+    def check(self, force: bool = False) -> bool:
+        """Whether the job was pruned (looking again if `force`, or when it is time to)."""
         now = time.monotonic()
-        if not force and now < self._next_look:
-            return
+        if self.requested or (not force and now < self._next_look):
+            return self.requested
         self._next_look = now + self.every_seconds
         try:
-            why = json.loads(self.marker.read_text())["why"]
+            self.why = json.loads(self.marker.read_text())["why"]
         except FileNotFoundError:
-            return
+            pass
         except (OSError, ValueError, KeyError):  # being written
-            why = "pruned by its search"
-        raise Pruned(why)
+            self.why = "pruned by its search"
+        return self.requested
 
 
 def best_so_far(history: Path, score: str) -> list[float]:

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 LOCK_FILE = ".search.lock"
 TRIAL_KEY = "search.trial"  # set in each job: the number of its trial (W&B names and tags runs with it)
-POLL_SECONDS = 1.0
+POLL_SECONDS = 0.5  # how often the search looks at its jobs (their history.csv and metrics.json)
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "halving", "none")
 GIVE_UP_AFTER_FAILURES = 3  # trials in a row that failed with no trial yet finished: the setup is broken
@@ -294,8 +294,6 @@ class Search:
 
     def _finish(self, run: TrialRun) -> None:
         """Tell the study how the trial ended, from its jobs' metrics.json."""
-        if run.pruned_at is None:  # the epochs of folds that ended before the others
-            self._report(run, final=True)
         metrics = [_metrics(job) for job in run.jobs]
         statuses = [m.get("status") for m in metrics]
         if run.pruned_at is not None or "pruned" in statuses:
@@ -303,6 +301,7 @@ class Search:
             log.info("trial %d: pruned at epoch %s", run.number, run.pruned_at or run.reported)
             self.failures_in_a_row = 0
         elif all(status == "completed" for status in statuses):
+            self._report(run, final=True)  # the epochs some folds reached after others had ended
             folds = [m["val_best"][self.settings.score] for m in metrics]
             run.trial.set_user_attr("fold_values", folds)
             self.study.tell(run.trial, statistics.fmean(folds))
@@ -405,7 +404,7 @@ class Search:
     def _prune(self, run: TrialRun, epoch: int, value: float) -> None:
         run.pruned_at = epoch
         run.trial.set_user_attr("pruned_at_epoch", epoch)
-        why = f"trial {run.number} pruned at epoch {epoch}: {self.settings.objective} {value:.4f} over its folds"
+        why = f"trial {run.number} pruned at epoch {epoch}: {self.settings.objective} {value:.4f} (its folds' mean)"
         log.info("%s (%s pruner); %d waiting jobs will not start", why, self.settings.pruner, len(run.waiting))
         run.waiting = []
         for index in run.running:

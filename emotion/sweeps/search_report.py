@@ -69,7 +69,6 @@ def read_search(sweep_dir: Path) -> SearchRecord | None:
         return None
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = study_storage(sweep_dir)
     names = optuna.get_all_study_names(storage)
     multirun = _multirun(sweep_dir)

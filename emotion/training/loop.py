@@ -27,7 +27,7 @@ from emotion.features.normalisation import speaker_norm, statistics
 from emotion.logger import Run
 from emotion.models.model import MambaEMA, build_model, count_parameters
 from emotion.signals import GracefulStop
-from emotion.sweeps.pruning import Pruned, PruneWatch
+from emotion.sweeps.pruning import PruneWatch
 from emotion.trained import initialise_from, model_recipe, unseen_warning
 from emotion.training.checkpoints import load_checkpoint, load_latest, restore_rng, rng_state, save_checkpoint
 from emotion.training.devices import autocast, peak_memory, resolve_device, resolve_precision
@@ -128,56 +128,58 @@ def fit(
         )
 
     pruning = PruneWatch(out_dir)  # a search may end this job early: see emotion.sweeps.pruning
-    try:
-        while not progress.finished:
-            epoch = progress.epoch
-            progress.start_clock()
-            train_loader.dataset.set_epoch(epoch)
-            train_loader.batch_sampler.set_epoch(epoch, first_batch=progress.batches_done)
-            train_one_epoch(
-                model,
-                train_loader,
-                optimisation,
-                device,
-                precision,
-                progress,
-                checkpoint=save_last,
-                checkpoint_every=cfg.trainer.checkpoint_every_steps,
-                stop=stop,
-                prune=pruning,
-                max_bad_steps=cfg.trainer.max_bad_steps,
-                desc=f"epoch {epoch}/{cfg.trainer.max_epochs}",
-                show_bar=cfg.trainer.progress_bar,
-            )
-            val = ccc_scores(predict(model, val_loader, device, precision), val_labels, corpus.dimensions)
-            row = {
-                "epoch": epoch,
-                "train_loss": progress.mean_loss,
-                "train_ccc_mean": progress.ccc_mean(corpus.dimensions),
-                **{f"val_{k}": v for k, v in val.items()},
-                "lr": optimisation.lr,
-                "padding": progress.padding,
-                "bad_steps": progress.bad_steps,
-                "seconds": progress.elapsed(),
-            }
-            run.log(row, step=epoch)
-            log.info(
-                "epoch %d: loss %.4f, val CCC %s, %.1f s", epoch, row["train_loss"], format_scores(val), row["seconds"]
-            )
+    while not progress.finished:
+        epoch = progress.epoch
+        progress.start_clock()
+        train_loader.dataset.set_epoch(epoch)
+        train_loader.batch_sampler.set_epoch(epoch, first_batch=progress.batches_done)
+        train_one_epoch(
+            model,
+            train_loader,
+            optimisation,
+            device,
+            precision,
+            progress,
+            checkpoint=save_last,
+            checkpoint_every=cfg.trainer.checkpoint_every_steps,
+            stop=stop,
+            prune=pruning,
+            max_bad_steps=cfg.trainer.max_bad_steps,
+            desc=f"epoch {epoch}/{cfg.trainer.max_epochs}",
+            show_bar=cfg.trainer.progress_bar,
+        )
+        if pruning.requested:  # between two steps: the epoch is left unfinished
+            break
+        val = ccc_scores(predict(model, val_loader, device, precision), val_labels, corpus.dimensions)
+        row = {
+            "epoch": epoch,
+            "train_loss": progress.mean_loss,
+            "train_ccc_mean": progress.ccc_mean(corpus.dimensions),
+            **{f"val_{k}": v for k, v in val.items()},
+            "lr": optimisation.lr,
+            "padding": progress.padding,
+            "bad_steps": progress.bad_steps,
+            "seconds": progress.elapsed(),
+        }
+        run.log(row, step=epoch)
+        log.info(
+            "epoch %d: loss %.4f, val CCC %s, %.1f s", epoch, row["train_loss"], format_scores(val), row["seconds"]
+        )
 
-            if stopper.update(val["ccc_mean"], epoch):
-                best = {"model": model.checkpoint_state(), "recipe": recipe, "epoch": epoch, "val": val}
-                save_checkpoint(checkpoints / "best.pt", best)
-            progress.end_epoch(row, finished=stopper.should_stop or epoch == cfg.trainer.max_epochs)
-            save_last()  # first: an epoch in history.csv is one a resumed job does not train again
-            write_history(out_dir / "history.csv", progress.history)
-            if stopper.should_stop:
-                log.info("early stop: no better validation CCC for %d epochs", stopper.patience)
-            stop.check()
-            pruning.check(force=True)
-    except Pruned as pruned:
-        log.info("pruned: %s", pruned)
-        return pruned_record(cfg, checkpoints / "best.pt", progress, device, model, str(pruned))
+        if stopper.update(val["ccc_mean"], epoch):
+            best = {"model": model.checkpoint_state(), "recipe": recipe, "epoch": epoch, "val": val}
+            save_checkpoint(checkpoints / "best.pt", best)
+        progress.end_epoch(row, finished=stopper.should_stop or epoch == cfg.trainer.max_epochs)
+        save_last()  # first: an epoch in history.csv is one a resumed job does not train again
+        write_history(out_dir / "history.csv", progress.history)
+        if stopper.should_stop:
+            log.info("early stop: no better validation CCC for %d epochs", stopper.patience)
+        stop.check()
+        if pruning.check(force=True):
+            break
+    if pruning.requested:
+        log.info("pruned: %s", pruning.why)
+        return pruned_record(cfg, checkpoints / "best.pt", progress, device, model, pruning.why)
 
     best = load_checkpoint(checkpoints / "best.pt", device)
     model.load_checkpoint_state(best["model"])
@@ -225,8 +227,8 @@ def train_one_epoch(
 
     `checkpoint()` is called every `checkpoint_every` optimizer steps, at a step's end, when no gradient is
     waiting to be accumulated, so that nothing but the checkpoint is needed to go on; and, when `stop` has
-    caught a signal, once more before stopping. `prune` raises Pruned between steps once the job's search
-    has pruned its trial: nothing more is saved, a pruned job is not resumed.
+    caught a signal, once more before stopping. Between steps, it returns early once `prune` sees that the
+    job's search has pruned its trial: nothing more is saved, a pruned job is not resumed.
     """
     progress = progress or Progress()
     model.train()
@@ -266,8 +268,8 @@ def train_one_epoch(
                 if checkpoint:
                     checkpoint()
                 stop.check()
-            if prune is not None:
-                prune.check()
+            if prune is not None and prune.check():
+                return progress
         bar.set_postfix(loss=f"{progress.mean_loss:.4f}", lr=f"{optimisation.lr:.2e}")
     return progress
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from omegaconf import OmegaConf
 
 from emotion.signals import GracefulStop
 from emotion.sweeps.folders import register_resolver, study_storage
@@ -95,6 +96,22 @@ def test_the_command_line_may_not_sweep_or_pick_folds_beside_a_search():
         _fixed_overrides(["model.d_hidden=256,384"])
     with pytest.raises(SearchError, match=r"search.folds"):
         _fixed_overrides(["data.fold=3"])
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ({"n_trial": 5}, "search.n_trial: not a search setting"),
+        ({"pruner": "hyperband"}, "search.pruner='hyperband': one of median, halving, none"),
+        ({"folds": []}, "search.folds is empty"),
+        ({"parallel": 0}, "search.parallel=0"),
+    ],
+)
+def test_a_bad_search_setting_is_one_error_naming_it(setting, named):
+    cfg = OmegaConf.create({"search": {"n_trials": 6, "folds": [1, 2], "space": {}, **setting}})
+    with pytest.raises(SearchError) as error:
+        SearchSettings.of(cfg)
+    assert named in str(error.value)
 
 
 def test_a_space_key_no_job_has_stops_the_search_before_any_trial(cache_dir, tmp_path):

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
 
 FOLD_KEY = "data.fold"
 SEED_KEY = "trainer.seed"
@@ -72,11 +71,18 @@ def collect_jobs(sweep_dir: Path) -> list[Job]:
 
 def job_overrides(folder: Path) -> dict[str, str]:
     """The overrides a job folder was made with, less those that change no result (Hydra's exclude_keys)."""
-    hydra = OmegaConf.load(folder / ".hydra" / "hydra.yaml").hydra
-    ignored = set(hydra.job.config.override_dirname.exclude_keys)
-    typed = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []
+    hydra = _read_yaml(folder / ".hydra" / "hydra.yaml")["hydra"]
+    ignored = set(hydra["job"]["config"]["override_dirname"]["exclude_keys"])
+    typed = _read_yaml(folder / ".hydra" / "overrides.yaml") or []
     overrides = dict(item.split("=", 1) for item in typed)
     return {key: value for key, value in overrides.items() if key not in ignored}
+
+
+def _read_yaml(path: Path):
+    """A job's .hydra file as plain data, with libyaml's parser: the table reads every job's files after
+    every job, and OmegaConf's own loading takes ten times as long."""
+    with open(path) as f:
+        return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _seed(folder: Path, overrides: dict[str, str]) -> str | None:
@@ -84,7 +90,7 @@ def _seed(folder: Path, overrides: dict[str, str]) -> str | None:
     if SEED_KEY in overrides:
         return overrides[SEED_KEY]
     config = folder / ".hydra" / "config.yaml"
-    seed = OmegaConf.select(OmegaConf.load(config), SEED_KEY) if config.is_file() else None
+    seed = (_read_yaml(config).get("trainer") or {}).get("seed") if config.is_file() else None
     return None if seed is None else str(seed)
 
 
@@ -104,32 +110,42 @@ def group_rows(jobs: list[Job]) -> list[Row]:
 
 def expected_runs(sweep_dir: Path, jobs: list[Job]) -> list[tuple[str | None, str | None]]:
     """The (fold, seed) runs the sweep asks of every configuration (from multirun.yaml), else those seen."""
+    multirun = read_multirun(sweep_dir)
     folds = (
-        _swept_values(sweep_dir, FOLD_KEY) or _searched_folds(sweep_dir) or sorted({job.fold for job in jobs}, key=str)
+        _swept_values(multirun, FOLD_KEY) or _searched_folds(multirun) or sorted({job.fold for job in jobs}, key=str)
     )
-    seeds = _swept_values(sweep_dir, SEED_KEY) or sorted({job.seed for job in jobs}, key=str)
+    seeds = _swept_values(multirun, SEED_KEY) or sorted({job.seed for job in jobs}, key=str)
     return list(itertools.product(folds or [None], seeds or [None]))
 
 
-def _searched_folds(sweep_dir: Path) -> list[str] | None:
-    """A search's folds (search.folds): each of its configurations trains on them."""
+def read_multirun(sweep_dir: Path) -> dict:
+    """The sweep's multirun.yaml (its config as launched) as plain data; empty when there is none."""
     try:
-        multirun = OmegaConf.load(sweep_dir / "multirun.yaml")
+        return _read_yaml(sweep_dir / "multirun.yaml") or {}
     except OSError:
-        return None
-    if not str(OmegaConf.select(multirun, "hydra.sweeper._target_", default="")).endswith("SearchSweeper"):
-        return None
-    return [str(fold) for fold in OmegaConf.select(multirun, "search.folds", default=None) or []] or None
+        return {}
 
 
-def _swept_values(sweep_dir: Path, key: str) -> list[str] | None:
+def _searched_folds(multirun: dict) -> list[str] | None:
+    """A search's folds (search.folds): each of its configurations trains on them."""
+    sweeper = (multirun.get("hydra") or {}).get("sweeper") or {}
+    if not str(sweeper.get("_target_", "")).endswith("SearchSweeper"):
+        return None
+    return [str(fold) for fold in (multirun.get("search") or {}).get("folds") or []] or None
+
+
+def _swept_values(multirun: dict, key: str) -> list[str] | None:
     """The values `key` takes in the sweep's command line or named sweep; None when it is not set there."""
-    try:
-        multirun = OmegaConf.load(sweep_dir / "multirun.yaml")
-        task = list(multirun.hydra.overrides.task)
-        params = multirun.hydra.sweeper.params or {}
-    except (OSError, AttributeError):
-        return None
+    hydra = multirun.get("hydra") or {}
+    task = (hydra.get("overrides") or {}).get("task") or []
+    params = (hydra.get("sweeper") or {}).get("params") or {}
+    for text in [*task, *(f"{name}={value}" for name, value in params.items())]:
+        override = OverridesParser.create().parse_overrides([text])[0]
+        if override.key_or_group == key:
+            if override.is_sweep_override():
+                return [str(value) for value in override.sweep_string_iterator()]
+            return [str(override.value())]
+    return None
     for text in [*task, *(f"{name}={value}" for name, value in params.items())]:
         override = OverridesParser.create().parse_overrides([text])[0]
         if override.key_or_group == key:

@@ -17,6 +17,7 @@ thread; the job threads only launch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import statistics
 import time
@@ -55,8 +56,8 @@ class SearchError(ValueError):
 class SearchSettings:
     """`search.*` of the sweep's config, checked."""
 
-    n_trials: int
-    folds: tuple
+    n_trials: int = 40
+    folds: tuple = (1, 2)
     sampler: str = "tpe"
     seed: int | None = 0
     pruner: str = "median"
@@ -68,19 +69,15 @@ class SearchSettings:
     @classmethod
     def of(cls, cfg: DictConfig) -> SearchSettings:
         search = OmegaConf.to_container(cfg.search, resolve=True)
-        settings = cls(
-            n_trials=search["n_trials"],
-            folds=tuple(search["folds"] or ()),
-            sampler=search["sampler"],
-            seed=search["seed"],
-            pruner=search["pruner"],
-            startup_trials=search["startup_trials"],
-            prune_from_epoch=search["prune_from_epoch"],
-            parallel=search["parallel"],
-            objective=OmegaConf.select(cfg, "report.select", default="val_ccc_mean"),
-        )
-        settings.check()
-        return settings
+        known = {field.name for field in dataclasses.fields(cls)} - {"objective"}
+        unknown = sorted(set(search) - known - {"space", "trial"})
+        if unknown:
+            raise SearchError(f"search.{unknown[0]}: not a search setting; they are {', '.join(sorted(known))}")
+        settings = {key: value for key, value in search.items() if key in known}
+        settings["folds"] = tuple(settings.get("folds") or ())
+        checked = cls(**settings, objective=OmegaConf.select(cfg, "report.select", default="val_ccc_mean"))
+        checked.check()
+        return checked
 
     def check(self) -> None:
         problems = []

@@ -12,9 +12,8 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from emotion.sweeps.folders import STUDY_FILE, study_storage
+from emotion.sweeps.jobs import read_multirun
 from emotion.sweeps.markdown import number, table_line
 
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
@@ -71,7 +70,7 @@ def read_search(sweep_dir: Path) -> SearchRecord | None:
 
     storage = study_storage(sweep_dir)
     names = optuna.get_all_study_names(storage)
-    multirun = _multirun(sweep_dir)
+    multirun = read_multirun(sweep_dir)
     name = str(multirun.get("name")) if multirun.get("name") in names else (names[0] if names else None)
     if name is None:
         return None
@@ -87,13 +86,6 @@ def read_search(sweep_dir: Path) -> SearchRecord | None:
         all_folds=list(study.user_attrs.get("all_folds", [])),
         storage=storage,
     )
-
-
-def _multirun(sweep_dir: Path) -> dict:
-    try:
-        return OmegaConf.to_container(OmegaConf.load(sweep_dir / "multirun.yaml"), resolve=False)
-    except (OSError, ValueError):
-        return {}
 
 
 def _line(trial) -> TrialLine:

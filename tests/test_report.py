@@ -12,13 +12,26 @@ import pytest
 import yaml
 from scipy import stats
 
-from emotion.report import ReportSettings, _label, summarise, write_summary
+from emotion.report import ReportSettings, _label, summarise, summarise_sweep, write_summary
 from emotion.sweeps.comparison import concordance
 from tests.conftest import ROOT
 
 
-def write_job(sweep, overrides, status=None, ccc_v=None, peak=1.0, seconds=60.0, val_v=0.5, predictions=None, seed=42):
-    """A job folder as train.py leaves it; `predictions`: (ids, true, pred) of valence, for predictions.csv."""
+def write_job(
+    sweep,
+    overrides,
+    status=None,
+    ccc_v=None,
+    peak=1.0,
+    seconds=60.0,
+    val_v=0.5,
+    predictions=None,
+    seed=42,
+    val_a=0.7,
+    **extra,
+):
+    """A job folder as train.py leaves it; `predictions`: (ids, true, pred[, speakers]) of valence, for
+    predictions.csv; `extra`: more metrics.json fields."""
     folder = sweep / ",".join(overrides)
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
@@ -30,10 +43,11 @@ def write_job(sweep, overrides, status=None, ccc_v=None, peak=1.0, seconds=60.0,
             "status": status,
             "profile": "max",
             "test": {"ccc_a": 0.8, "ccc_v": ccc_v, "ccc_d": None, "ccc_mean": 0.5},
-            "val_best": {"ccc_a": 0.7, "ccc_v": val_v, "ccc_d": None, "ccc_mean": (0.7 + val_v) / 2},
+            "val_best": {"ccc_a": val_a, "ccc_v": val_v, "ccc_d": None, "ccc_mean": (val_a + val_v) / 2},
             "peak_mem_gb": peak,
             "sec_per_epoch": seconds,
             "params": {"total": 3_000_000, "trainable": 2_000_000},
+            **extra,
         }
     elif status == "failed":
         metrics = {"status": status, "profile": "max", "error": "ValueError: boom"}
@@ -41,18 +55,21 @@ def write_job(sweep, overrides, status=None, ccc_v=None, peak=1.0, seconds=60.0,
         return folder  # still running: no metrics.json yet
     (folder / "metrics.json").write_text(json.dumps(metrics))
     if predictions is not None:
-        ids, true, pred = predictions
+        ids, true, pred, *speakers = predictions
         with open(folder / "predictions.csv", "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["id", "valence_true", "valence_pred"])
-            writer.writerows(zip(ids, (f"{v:.4f}" for v in true), (f"{v:.4f}" for v in pred), strict=True))
+            writer.writerow(["id", *(["speaker"] if speakers else []), "valence_true", "valence_pred"])
+            for i, item in enumerate(ids):
+                writer.writerow([item, *(speaker[i] for speaker in speakers), f"{true[i]:.4f}", f"{pred[i]:.4f}"])
     return folder
 
 
-def multirun(sweep, task: list[str]) -> None:
+def multirun(sweep, task: list[str], report: dict | None = None) -> None:
     sweep.mkdir(parents=True, exist_ok=True)
-    hydra = {"hydra": {"overrides": {"task": task}, "sweeper": {"params": None}}}
-    (sweep / "multirun.yaml").write_text(yaml.safe_dump(hydra))
+    config = {"hydra": {"overrides": {"task": task}, "sweeper": {"params": None}}}
+    if report is not None:
+        config["report"] = report
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump(config))
 
 
 @pytest.fixture
@@ -88,8 +105,14 @@ def test_rows_are_configurations_with_mean_and_sample_std_over_their_runs(sweep)
     assert large["missing"] == "fold 2 seed 42 (failed); fold 3 seed 42 (running or killed)"
 
 
+def ranking_table(summary_md) -> list[str]:
+    """The lines of summary.md from the ranking view's header on."""
+    lines = summary_md.read_text().splitlines()
+    return lines[next(i for i, line in enumerate(lines) if line.startswith("|  | profile |")) :]
+
+
 def test_the_markdown_table_shows_mean_std_failures_and_what_is_missing(sweep):
-    table = write_summary(sweep).read_text().splitlines()
+    table = ranking_table(write_summary(sweep))
     assert table[0].startswith(
         "|  | profile | model.d_hidden | params (M) | peak mem (GB) | min/epoch | val CCC mean |"
     )
@@ -131,6 +154,55 @@ def test_a_row_with_runs_missing_cannot_beat_complete_rows(tmp_path):
     assert [(r["model.d_hidden"], r["selected"]) for r in records] == [("256", True), ("384", False)]
     with pytest.raises(ValueError, match="give key=value overrides"):
         summarise(sweep, ReportSettings(reference="model.d_hidden"))
+
+
+def test_a_row_with_more_runs_than_the_latest_sweep_asks_is_complete(tmp_path):
+    sweep = tmp_path / "sweep"
+    for fold in (1, 2, 3, 4, 5):  # an earlier sweep ran dropout 0.0 on every fold ...
+        write_job(sweep, [f"data.fold={fold}", "model.dropout=0.0"], "completed", ccc_v=0.5, val_v=0.6)
+    multirun(sweep, ["model.dropout=0.0,0.3", "data.fold=1,2"])  # ... the latest one asks for folds 1 and 2
+    for fold in (1, 2):
+        write_job(sweep, [f"data.fold={fold}", "model.dropout=0.3"], "completed", ccc_v=0.6, val_v=0.4)
+    _, records = summarise(sweep)
+    wide = next(r for r in records if r["model.dropout"] == "0.0")
+    assert (wide["runs_done"], wide["runs_expected"], wide["complete"], wide["selected"]) == (5, 2, True, True)
+    assert "| 5/2 |" in write_summary(sweep).read_text()
+
+
+def test_the_report_uses_the_sweeps_own_settings_unless_told_otherwise(tmp_path):
+    sweep = tmp_path / "sweep"
+    multirun(sweep, ["model.d_hidden=256,384", "data.fold=1,2"], report={"select": "val_ccc_a", "bootstrap": 20})
+    for fold in (1, 2):  # 256 is better on validation arousal, 384 on the validation mean
+        write_job(sweep, [f"data.fold={fold}", "model.d_hidden=256"], "completed", 0.5, val_v=0.2, val_a=0.8)
+        write_job(sweep, [f"data.fold={fold}", "model.d_hidden=384"], "completed", 0.5, val_v=0.9, val_a=0.6)
+    write_summary(sweep)
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    assert "val_ccc_a" in rows[0] and rows[0]["model.d_hidden"] == "256"
+    assert "(20 resamples" in (sweep / "summary.md").read_text()
+    report = [sys.executable, "-m", "emotion.report", str(sweep), "--select", "val_ccc_mean"]
+    subprocess.run(report, cwd=ROOT, capture_output=True, check=True)
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    assert "val_ccc_mean" in rows[0] and rows[0]["model.d_hidden"] == "384"
+    assert "(20 resamples" in (sweep / "summary.md").read_text()  # what was not told stays the sweep's
+
+
+def test_rows_whose_test_speakers_a_model_had_seen_are_marked_and_never_chosen(tmp_path):
+    sweep = tmp_path / "sweep"
+    multirun(sweep, ["model.d_hidden=64,128,256", "data.fold=1,2"])
+    leak = "the model trained or validated on 2 of the evaluated speakers"
+    for fold in (1, 2):
+        write_job(sweep, [f"data.fold={fold}", "model.d_hidden=64"], "completed", 0.5, val_v=0.5)
+        evaluated = {"data": {"seen_in_training": [leak]}}
+        write_job(sweep, [f"data.fold={fold}", "model.d_hidden=128"], "completed", 0.9, val_v=0.9, **evaluated)
+        started = {"init_from": {"checkpoint": "x/best.pt", "seen_test_speakers": 2, "warning": "w"}}
+        write_job(sweep, [f"data.fold={fold}", "model.d_hidden=256"], "completed", 0.8, val_v=0.8, **started)
+    summary = summarise_sweep(sweep)
+    by_width = {r["model.d_hidden"]: r for r in summary.records}
+    assert by_width["128"]["seen"] == leak and "model.init_from" in by_width["256"]["seen"]
+    assert [r["model.d_hidden"] for r in summary.records if r["selected"]] == ["64"]
+    assert {summary.record_of(choice.row)["model.d_hidden"] for choice in summary.nested.choices} == {"64"}
+    text = write_summary(sweep).read_text()
+    assert "| ⚠ | max | 128 |" in text and f"- max d_hidden=128: {leak}" in text
 
 
 def rng_predictions(rng, ids, true, noise):
@@ -184,27 +256,12 @@ def test_repeats_pool_their_predictions_and_say_how_far_seeds_move_the_headline(
     assert np.isnan(narrow["ccc_a_pooled"])  # no arousal predictions written
 
 
-def test_rows_are_compared_with_the_reference_by_scipys_paired_test_and_a_reproducible_bootstrap(seeded_sweep):
+def test_the_reference_row_and_its_bootstrap_are_reproducible_and_named(seeded_sweep):
     settings = ReportSettings(reference="model.d_hidden=128", bootstrap=300, seed=7)
     _, records = summarise(seeded_sweep, settings)
     narrow = next(r for r in records if r["model.d_hidden"] == "64")
     assert next(r for r in records if r["model.d_hidden"] == "128")["reference"]
-
-    def test_scores(width):
-        scores = {}
-        for fold in (1, 2):
-            for seed in (0, 1):
-                metrics = seeded_sweep / f"data.fold={fold},model.d_hidden={width},trainer.seed={seed}" / "metrics.json"
-                if json.loads(metrics.read_text())["status"] == "completed":
-                    scores[fold, seed] = json.loads(metrics.read_text())["test"]["ccc_v"]
-        return scores
-
-    mine, theirs = test_scores("64"), test_scores("128")
-    shared = sorted(set(mine) & set(theirs))
-    assert narrow["ccc_v_diff_runs"] == len(shared) == 3  # the failed run pairs with nothing
-    expected = stats.ttest_rel([mine[run] for run in shared], [theirs[run] for run in shared])
-    assert narrow["ccc_v_diff_p"] == pytest.approx(expected.pvalue, rel=1e-12)
-    assert narrow["ccc_v_diff"] == pytest.approx(np.mean([mine[run] - theirs[run] for run in shared]))
+    assert narrow["ccc_v_diff_folds"] == 2  # the failed run's fold still has the other seed
     low, high, observed = narrow["ccc_v_pooled_diff_low"], narrow["ccc_v_pooled_diff_high"], narrow["ccc_v_pooled_diff"]
     assert low < observed < high
     _, again = summarise(seeded_sweep, settings)
@@ -216,6 +273,164 @@ def test_rows_are_compared_with_the_reference_by_scipys_paired_test_and_a_reprod
     assert f"[{low:+.3f}, {high:+.3f}]" in table
     with pytest.raises(ValueError, match="names 0 rows"):
         summarise(seeded_sweep, ReportSettings(reference="model.d_hidden=512"))
+
+
+def direct_ccc(pred, true) -> float:
+    """Lin's CCC written out with numpy's population moments."""
+    pred, true = np.asarray(pred, dtype=float), np.asarray(true, dtype=float)
+    covariance = np.mean((pred - pred.mean()) * (true - true.mean()))
+    return 2 * covariance / (pred.var() + true.var() + (pred.mean() - true.mean()) ** 2)
+
+
+SPEAKERS_PER_FOLD, UTTERANCES_PER_SPEAKER = 4, 12
+NOISE = {"64": 0.5, "128": 0.8, "256": 0.9}  # the speaker-level part of each configuration's error
+
+
+@pytest.fixture
+def speaker_sweep(tmp_path):
+    """Three configurations × 3 folds × 2 seeds; each fold has its own 4 speakers of 12 utterances. Errors are
+    mostly per speaker (a speaker's utterances move together), as real predictions' are."""
+    sweep = tmp_path / "speakers"
+    multirun(sweep, ["model.d_hidden=64,128,256", "data.fold=1,2,3", "trainer.seed=0,1"])
+    rng = np.random.default_rng(3)
+    folds = {}
+    for fold in (1, 2, 3):
+        speakers = [f"f{fold}s{s}" for s in range(SPEAKERS_PER_FOLD) for _ in range(UTTERANCES_PER_SPEAKER)]
+        truth = 3 + np.repeat(rng.normal(0, 0.8, SPEAKERS_PER_FOLD), UTTERANCES_PER_SPEAKER)
+        folds[fold] = (
+            [f"f{fold}_{i:02d}" for i in range(len(speakers))],
+            truth + rng.normal(0, 0.3, len(truth)),
+            speakers,
+        )
+    for width, noise in NOISE.items():
+        for fold, (ids, truth, speakers) in folds.items():
+            for seed in (0, 1):
+                speaker_error = np.repeat(rng.normal(0, noise, SPEAKERS_PER_FOLD), UTTERANCES_PER_SPEAKER)
+                pred = truth + speaker_error + rng.normal(0, 0.2, len(truth))
+                overrides = [f"data.fold={fold}", f"model.d_hidden={width}", f"trainer.seed={seed}"]
+                ccc_v = direct_ccc(np.round(pred, 4), np.round(truth, 4))
+                val = {"64": 0.6, "128": 0.5, "256": 0.4}[width] + 0.01 * seed
+                write_job(
+                    sweep, overrides, "completed", ccc_v, val_v=val, seed=seed, predictions=(ids, truth, pred, speakers)
+                )
+    return sweep
+
+
+def runs_by_fold(sweep, width) -> dict[int, list[dict]]:
+    runs = {}
+    for fold in (1, 2, 3):
+        for seed in (0, 1):
+            folder = sweep / f"data.fold={fold},model.d_hidden={width},trainer.seed={seed}"
+            runs.setdefault(fold, []).append(json.loads((folder / "metrics.json").read_text()))
+    return runs
+
+
+def test_configurations_are_tested_over_folds_with_seeds_averaged_and_holm_adjusted(speaker_sweep):
+    from statsmodels.stats.multitest import multipletests
+
+    _, records = summarise(speaker_sweep, ReportSettings(bootstrap=50))
+    by_width = {r["model.d_hidden"]: r for r in records}
+    assert by_width["64"]["reference"]  # the best validation: every other row is compared with it
+    fold_means = {
+        width: [np.mean([run["test"]["ccc_v"] for run in runs]) for runs in runs_by_fold(speaker_sweep, width).values()]
+        for width in NOISE
+    }
+    p_values = []
+    for width in ("128", "256"):
+        expected = stats.ttest_rel(fold_means[width], fold_means["64"])  # n = 3 folds, not 6 runs
+        assert by_width[width]["ccc_v_diff_folds"] == 3
+        assert by_width[width]["ccc_v_diff_p"] == pytest.approx(expected.pvalue, rel=1e-9)
+        assert by_width[width]["ccc_v_diff"] == pytest.approx(np.mean(fold_means[width]) - np.mean(fold_means["64"]))
+        p_values.append(expected.pvalue)
+    _, holm, _, _ = multipletests(p_values, method="holm")
+    assert [by_width[width]["ccc_v_diff_p_holm"] for width in ("128", "256")] == pytest.approx(list(holm), rel=1e-9)
+    assert holm[0] != pytest.approx(p_values[0])  # two comparisons: the adjustment moved something
+    assert "n = folds" in write_summary(speaker_sweep, ReportSettings(bootstrap=50)).read_text()
+
+
+def pooled_seed(sweep, width, seed):
+    """A seed's predictions of every fold, concatenated: ids, speakers, true, pred."""
+    rows = [
+        row
+        for fold in (1, 2, 3)
+        for row in csv.DictReader(
+            open(sweep / f"data.fold={fold},model.d_hidden={width},trainer.seed={seed}" / "predictions.csv")
+        )
+    ]
+    true, pred = (np.array([float(row[f"valence_{kind}"]) for row in rows]) for kind in ("true", "pred"))
+    return [row["id"] for row in rows], [row["speaker"] for row in rows], true, pred
+
+
+def test_the_bootstrap_resamples_speakers_with_all_their_utterances(speaker_sweep):
+    settings = ReportSettings(reference="model.d_hidden=64", bootstrap=400, seed=11)
+    _, records = summarise(speaker_sweep, settings)
+    wide = next(r for r in records if r["model.d_hidden"] == "128")
+    data = {width: [pooled_seed(speaker_sweep, width, seed) for seed in (0, 1)] for width in ("64", "128")}
+    ids, speakers, true, _ = data["64"][0]
+    speaker_names = sorted(set(speakers))
+
+    def difference(chosen) -> float:
+        """Pooled CCC difference (mean over seeds) on the utterances of the resampled speakers, concatenated."""
+        rows = np.concatenate([[i for i, s in enumerate(speakers) if s == speaker_names[k]] for k in chosen])
+        return np.mean(
+            [
+                direct_ccc(data["128"][s][3][rows], true[rows]) - direct_ccc(data["64"][s][3][rows], true[rows])
+                for s in (0, 1)
+            ]
+        )
+
+    assert wide["ccc_v_pooled_diff"] == pytest.approx(difference(range(len(speaker_names))), abs=1e-7)
+    # The same resamples, drawn by scipy from the same seed, computed by concatenating each resample's speakers.
+    direct = stats.bootstrap(
+        (np.arange(len(speaker_names)),),
+        difference,
+        n_resamples=400,
+        batch=100,
+        vectorized=False,
+        method="percentile",
+        rng=np.random.default_rng(11),
+    ).confidence_interval
+    assert (wide["ccc_v_pooled_diff_low"], wide["ccc_v_pooled_diff_high"]) == pytest.approx(
+        (direct.low, direct.high), abs=1e-7
+    )
+    # Resampling utterances as if independent gives a narrower interval on errors that cluster by speaker.
+    utterance_rows = np.arange(len(ids))
+    utterances = stats.bootstrap(
+        (utterance_rows,),
+        lambda rows: np.mean(
+            [
+                direct_ccc(data["128"][s][3][rows], true[rows]) - direct_ccc(data["64"][s][3][rows], true[rows])
+                for s in (0, 1)
+            ]
+        ),
+        n_resamples=400,
+        vectorized=False,
+        method="percentile",
+        rng=np.random.default_rng(11),
+    ).confidence_interval
+    assert utterances.high - utterances.low < 0.7 * (direct.high - direct.low)
+
+
+def test_pooled_ccc_averages_only_seeds_that_have_every_fold_and_refuses_repeated_utterances(tmp_path):
+    sweep = tmp_path / "pooled"
+    multirun(sweep, ["data.fold=1,2", "trainer.seed=0,1"])
+    rng = np.random.default_rng(0)
+    truth = {fold: rng.uniform(1, 5, 30) for fold in (1, 2)}
+    for fold, seed in ((1, 0), (2, 0), (1, 1)):  # seed 1 has no fold 2
+        ids = [f"f{fold}_{i}" for i in range(30)]
+        predictions = rng_predictions(rng, ids, truth[fold], 0.8)
+        write_job(
+            sweep, [f"data.fold={fold}", f"trainer.seed={seed}"], "completed", 0.5, seed=seed, predictions=predictions
+        )
+    (row,) = summarise(sweep)[1]
+    values = np.concatenate([read_predictions_csv(sweep / f"data.fold={fold},trainer.seed=0")[1] for fold in (1, 2)])
+    assert row["ccc_v_pooled"] == pytest.approx(direct_ccc(values[:, 1], values[:, 0]), abs=1e-7)
+    # The same utterance tested in two runs of one seed: one of them would be dropped.
+    duplicate = write_job(
+        sweep, ["data.fold=2", "trainer.seed=1"], "completed", 0.5, seed=1, predictions=(["f1_0"], [3.0], [3.1])
+    )
+    with pytest.raises(ValueError, match=f"'f1_0' is in the test predictions of both .*{duplicate.name}"):
+        summarise(sweep)
 
 
 def test_the_report_command_prints_the_table(sweep):

@@ -1,49 +1,64 @@
-"""How sure a difference between two configurations is: pooled CCC, a paired test over runs, a paired
-bootstrap over utterances. The tests are scipy's; CCC is the one the model is trained and scored with.
+"""How sure a number is: CCC on numpy arrays, pooled CCC, a paired test over folds, a paired bootstrap over
+speakers and Holm's adjustment for many comparisons. The tests themselves are scipy's and statsmodels'.
 
-Two rows are compared on what both have: the (fold, seed) runs both completed and, for the bootstrap, the
-test utterances both predicted in each of those runs.
+Each uses the unit the data is independent in. The runs of one fold share its test speakers, so a
+configuration's seeds are averaged within each fold before two configurations are tested over folds
+(n = folds). Utterances cluster by speaker (and dialogue), so the bootstrap resamples speakers, each with
+all their utterances: an utterance bootstrap's interval is too narrow.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import statistics
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-import torch
 from scipy import stats
 
 from emotion.sweeps.jobs import Job
-from emotion.training.metrics import ccc
 
 DIMENSION_KEYS = {"arousal": "ccc_a", "valence": "ccc_v", "dominance": "ccc_d"}
+Run = tuple  # (fold, seed), as emotion.sweeps.jobs.Job.run
+
+
+def concordance(pred, true, weights=None) -> np.ndarray:
+    """Lin's concordance correlation coefficient along the last axis, with population moments, as training
+    scores it (emotion.training.metrics.ccc):
+
+        ccc = 2 cov(x, y) / (var(x) + var(y) + (mean(x) − mean(y))²)
+
+    `true` and `weights` broadcast against `pred`; leading axes are independent problems. `weights` count each
+    item so many times (a bootstrap resample's multiplicities): the CCC of the items repeated so.
+
+    >>> float(concordance([1.0, 2.0, 3.0], [2.0, 3.0, 4.0]).round(4))  # 2·(2/3) / (2/3 + 2/3 + 1)
+    0.5714
+    """
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    shape = np.broadcast_shapes(pred.shape, true.shape, np.shape(weights) if weights is not None else ())
+    weights = np.ones(shape) if weights is None else np.broadcast_to(np.asarray(weights, dtype=np.float64), shape)
+    total = weights.sum(axis=-1, keepdims=True)
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        return (weights * values).sum(axis=-1, keepdims=True) / total
+
+    pred_mean, true_mean = mean(pred), mean(true)
+    pred_var, true_var = mean((pred - pred_mean) ** 2), mean((true - true_mean) ** 2)
+    covariance = mean((pred - pred_mean) * (true - true_mean))
+    return (2 * covariance / (pred_var + true_var + (pred_mean - true_mean) ** 2 + 1e-8))[..., 0]
 
 
 @dataclass(frozen=True)
 class RunPredictions:
-    """One run's test predictions (predictions.csv): true and predicted values per utterance id."""
+    """One run's test predictions (its predictions.csv): true and predicted values per utterance."""
 
+    folder: Path
     ids: tuple[str, ...]
+    speakers: tuple[str, ...] | None  # None in a predictions.csv written before it named speakers
     true: dict[str, np.ndarray]  # score key (ccc_v, …) → values in `ids` order
     pred: dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class RowResults:
-    """A configuration's completed runs, by (fold, seed): test scores and predictions."""
-
-    scores: dict[tuple, dict[str, float | None]]
-    predictions: dict[tuple, RunPredictions]
-
-    @classmethod
-    def of(cls, jobs: list[Job]) -> RowResults:
-        predictions = {job.run: run for job in jobs if (run := read_predictions(job)) is not None}
-        return cls({job.run: job.metrics["test"] for job in jobs}, predictions)
-
-    def values(self, key: str) -> dict[tuple, float]:
-        return {run: scores[key] for run, scores in self.scores.items() if scores.get(key) is not None}
 
 
 def read_predictions(job: Job) -> RunPredictions | None:
@@ -57,26 +72,88 @@ def read_predictions(job: Job) -> RunPredictions | None:
     def columns(kind: str) -> dict[str, np.ndarray]:
         return {DIMENSION_KEYS[dim]: np.array([float(row[f"{dim}_{kind}"]) for row in rows]) for dim in dims}
 
-    return RunPredictions(tuple(row["id"] for row in rows), columns("true"), columns("pred"))
+    speakers = tuple(row["speaker"] for row in rows) if rows and "speaker" in rows[0] else None
+    return RunPredictions(job.folder, tuple(row["id"] for row in rows), speakers, columns("true"), columns("pred"))
 
 
-def concordance(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """CCC along the last axis; `true` is broadcast to `pred`'s shape, leading axes are independent problems."""
-    pred_t = torch.as_tensor(pred, dtype=torch.float64)
-    true_t = torch.as_tensor(true, dtype=torch.float64).expand(pred_t.shape)
-    return ccc(pred_t.movedim(-1, 0), true_t.movedim(-1, 0)).numpy()
+@dataclass(frozen=True)
+class RowResults:
+    """A configuration's completed runs, by (fold, seed): test scores, validation score, predictions."""
+
+    scores: dict[Run, dict[str, float | None]]
+    validation: dict[Run, float]  # the selected validation score (report.select) of each run's best epoch
+    predictions: dict[Run, RunPredictions]
+    folds: list  # the folds the sweep expects of the row: pooled CCC is over seeds that have all of them
+
+    @classmethod
+    def of(cls, jobs: list[Job], select: str, folds: list) -> RowResults:
+        """`select`: the key of the validation score in metrics.json's val_best (ccc_mean, ccc_v, …)."""
+        validation = {
+            job.run: value for job in jobs if (value := (job.metrics.get("val_best") or {}).get(select)) is not None
+        }
+        predictions = {job.run: run for job in jobs if (run := read_predictions(job)) is not None}
+        return cls({job.run: job.metrics["test"] for job in jobs}, validation, predictions, folds)
+
+    def values(self, key: str) -> dict[Run, float]:
+        return {run: scores[key] for run, scores in self.scores.items() if scores.get(key) is not None}
+
+    def fold_means(self, key: str) -> dict:
+        """Test score `key` per fold, averaged over the fold's seeds: the unit that is independent."""
+        return by_fold(self.values(key))
 
 
-def pooled_ccc(results: RowResults, key: str) -> float:
-    """CCC over every test prediction of each seed's folds together, averaged over seeds: the number many
-    IEMOCAP papers report, beside the mean over folds."""
-    seeds = sorted({seed for _, seed in results.predictions}, key=str)
-    per_seed = []
-    for seed in seeds:
-        pred, true = _pooled(results, seed, key)
-        if pred:
-            ids = sorted(pred)
-            per_seed.append(concordance(np.array([pred[i] for i in ids]), np.array([true[i] for i in ids])))
+def by_fold(values: dict[Run, float]) -> dict:
+    """Per fold, the mean over its runs (seeds) of `values`."""
+    folds: dict = {}
+    for (fold, _), value in values.items():
+        folds.setdefault(fold, []).append(value)
+    return {fold: statistics.fmean(runs) for fold, runs in folds.items()}
+
+
+@dataclass(frozen=True)
+class Pool:
+    """One seed's test predictions on one dimension, over every fold of a row together."""
+
+    ids: list[str]
+    speakers: list[str]  # each utterance's own id where predictions.csv names no speaker
+    true: np.ndarray
+    pred: np.ndarray
+
+
+def pools(predictions: dict[Run, RunPredictions], key: str, folds: list) -> dict:
+    """Per seed whose runs cover all of `folds`: its predictions on `key` pooled over them. A seed missing a
+    fold is left out: its pool would be another set of utterances, and an average over seeds would mix sets.
+    An utterance predicted by two runs of one seed is an error: one of them would be silently dropped."""
+    by_seed: dict = {}
+    for (fold, seed), run in predictions.items():
+        if key in run.pred:
+            by_seed.setdefault(seed, {})[fold] = run
+    result = {}
+    for seed, runs in sorted(by_seed.items(), key=lambda item: str(item[0])):
+        if not set(folds) <= set(runs):
+            continue
+        ids, speakers, true, pred, where = [], [], [], [], {}
+        for fold in folds:
+            run = runs[fold]
+            for item in run.ids:
+                if item in where:
+                    raise ValueError(
+                        f"utterance {item!r} is in the test predictions of both {where[item]} and {run.folder}: "
+                        "a row's runs of one seed must test disjoint utterances; remove the duplicated job"
+                    )
+                where[item] = run.folder
+            ids += run.ids
+            speakers += run.speakers or run.ids
+            true.append(run.true[key])
+            pred.append(run.pred[key])
+        result[seed] = Pool(ids, speakers, np.concatenate(true), np.concatenate(pred))
+    return result
+
+
+def pooled_ccc(predictions: dict[Run, RunPredictions], key: str, folds: list) -> float:
+    """CCC over every test prediction of a seed's folds together, averaged over the seeds that have every
+    fold: the number many IEMOCAP papers report, beside the mean over folds. NaN while no seed has them all."""
+    per_seed = [concordance(pool.pred, pool.true) for pool in pools(predictions, key, folds).values()]
     return float(np.mean(per_seed)) if per_seed else math.nan
 
 
@@ -84,22 +161,22 @@ def pooled_ccc(results: RowResults, key: str) -> float:
 class Difference:
     """A row's test CCC minus the reference's on one dimension."""
 
-    runs: int  # (fold, seed) runs both have
-    mean: float  # of the per-run differences
-    p_value: float  # paired t-test over those runs (NaN below two, or when every difference is the same)
+    folds: int  # folds both have
+    mean: float  # of the per-fold differences (each fold's seeds averaged first)
+    p_value: float  # paired t-test over those folds (NaN below two, or when every difference is the same)
     pooled: float  # pooled CCC difference over the utterances both predicted
-    low: float  # its paired bootstrap 95% interval
+    low: float  # its paired speaker-bootstrap 95% interval
     high: float
 
 
 def compare(row: RowResults, reference: RowResults, key: str, resamples: int, seed: int) -> Difference:
-    """`row` − `reference` on score `key` (ccc_v, …): over the runs both have, and over their utterances."""
-    mine, theirs = row.values(key), reference.values(key)
+    """`row` − `reference` on score `key` (ccc_v, …): over the folds both have, and over their utterances."""
+    mine, theirs = row.fold_means(key), reference.fold_means(key)
     shared = sorted(set(mine) & set(theirs), key=str)
-    deltas = [mine[run] - theirs[run] for run in shared]
+    deltas = [mine[fold] - theirs[fold] for fold in shared]
     p_value = math.nan
     if len(shared) >= 2 and np.ptp(deltas) > 0:
-        p_value = float(stats.ttest_rel([mine[run] for run in shared], [theirs[run] for run in shared]).pvalue)
+        p_value = float(stats.ttest_rel([mine[fold] for fold in shared], [theirs[fold] for fold in shared]).pvalue)
     pooled, low, high = paired_bootstrap(row, reference, key, resamples, seed)
     return Difference(len(shared), float(np.mean(deltas)) if deltas else math.nan, p_value, pooled, low, high)
 
@@ -107,22 +184,35 @@ def compare(row: RowResults, reference: RowResults, key: str, resamples: int, se
 def paired_bootstrap(
     row: RowResults, reference: RowResults, key: str, resamples: int, seed: int
 ) -> tuple[float, float, float]:
-    """The pooled-CCC difference (row − reference) and its percentile 95% interval, resampling utterances
-    with replacement: one resample serves both rows and every seed, so that only the models differ."""
-    a, b, true = _aligned(row, reference, key)
-    if true is None or len(true) < 3:
+    """The pooled-CCC difference (row − reference) and its percentile 95% interval, resampling speakers with
+    replacement, each with all their utterances: one resample serves both rows and every seed, so that only
+    the models differ. Over the seeds both rows pool and the utterances both predicted."""
+    mine, theirs = pools(row.predictions, key, row.folds), pools(reference.predictions, key, reference.folds)
+    seeds = [seed_ for seed_ in mine if seed_ in theirs]
+    if not seeds:
+        return math.nan, math.nan, math.nan
+    shared = set.intersection(*(set(mine[s].ids) & set(theirs[s].ids) for s in seeds))
+    first = mine[seeds[0]]
+    order = [i for i, item in enumerate(first.ids) if item in shared]
+    ids = [first.ids[i] for i in order]
+    a = np.stack([_in_order(mine[s], ids) for s in seeds])
+    b = np.stack([_in_order(theirs[s], ids) for s in seeds])
+    true = first.true[order]
+    speakers, speaker_of = np.unique([first.speakers[i] for i in order], return_inverse=True)
+    if len(speakers) < 2:
         return math.nan, math.nan, math.nan
 
-    def difference(indices: np.ndarray, axis: int = -1) -> np.ndarray:
-        """Mean over seeds of pooled CCC, row minus reference, for utterance `indices` (…, utterances)."""
-        idx = indices.astype(int)
-        return (concordance(a[:, idx], true[idx]) - concordance(b[:, idx], true[idx])).mean(axis=0)
+    def difference(resampled: np.ndarray, axis: int = -1) -> np.ndarray:
+        """Mean over seeds of pooled CCC, row minus reference, for resamples of speaker indices (…, speakers)."""
+        weights = speaker_counts(resampled, len(speakers))[..., speaker_of][..., None, :]  # (…, 1, utterances)
+        return (concordance(a, true, weights) - concordance(b, true, weights)).mean(axis=-1)
 
-    observed = float(difference(np.arange(len(true))))
+    everyone = np.arange(len(speakers))
+    observed = float(difference(everyone))
     if resamples <= 0:
         return observed, math.nan, math.nan
     result = stats.bootstrap(
-        (np.arange(len(true)),),
+        (everyone,),
         difference,
         n_resamples=resamples,
         batch=100,
@@ -134,24 +224,29 @@ def paired_bootstrap(
     return observed, float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def _aligned(row: RowResults, reference: RowResults, key: str):
-    """Both rows' predictions (seeds, utterances) over the seeds both have and the utterances both
-    predicted in each of them, and those utterances' true values; Nones when there are none."""
-    seeds = sorted({seed for _, seed in row.predictions} & {seed for _, seed in reference.predictions}, key=str)
-    pairs = [(_pooled(row, seed, key), _pooled(reference, seed, key)) for seed in seeds]
-    if not pairs:
-        return None, None, None
-    ids = sorted(set.intersection(*(set(mine[0]) & set(theirs[0]) for mine, theirs in pairs)))
-    a = np.array([[mine[0][i] for i in ids] for mine, _ in pairs])
-    b = np.array([[theirs[0][i] for i in ids] for _, theirs in pairs])
-    return a, b, np.array([pairs[0][0][1][i] for i in ids])
+def speaker_counts(resampled: np.ndarray, n_speakers: int) -> np.ndarray:
+    """How often each speaker is drawn in each resample: (…, draws) indices → (…, n_speakers) counts."""
+    resampled = np.asarray(resampled, dtype=int)
+    flat = resampled.reshape(-1, resampled.shape[-1])
+    counts = np.zeros((len(flat), n_speakers))
+    np.add.at(counts, (np.arange(len(flat))[:, None], flat), 1)
+    return counts.reshape(*resampled.shape[:-1], n_speakers)
 
 
-def _pooled(results: RowResults, seed, key: str) -> tuple[dict[str, float], dict[str, float]]:
-    """One seed's predictions and true values on `key`, by utterance id, over its folds."""
-    pred, true = {}, {}
-    for (_, run_seed), run in results.predictions.items():
-        if run_seed == seed and key in run.pred:
-            pred.update(zip(run.ids, run.pred[key], strict=True))
-            true.update(zip(run.ids, run.true[key], strict=True))
-    return pred, true
+def _in_order(pool: Pool, ids: list[str]) -> np.ndarray:
+    position = {item: i for i, item in enumerate(pool.ids)}
+    return pool.pred[[position[item] for item in ids]]
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment (statsmodels' multipletests) of one family of p-values, such as every row
+    compared with one reference on one dimension; NaN stays NaN and out of the family."""
+    from statsmodels.stats.multitest import multipletests
+
+    tested = [i for i, p in enumerate(p_values) if not math.isnan(p)]
+    adjusted = [math.nan] * len(p_values)
+    if tested:
+        _, corrected, _, _ = multipletests([p_values[i] for i in tested], method="holm")
+        for i, p in zip(tested, corrected, strict=True):
+            adjusted[i] = float(p)
+    return adjusted

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import yaml
 from hydra.errors import CompactHydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 from emotion.data.corpora import config_problems as data_problems
+from emotion.data.corpus import DIMENSIONS
+from emotion.data.manifest import read_manifest
+from emotion.selection import select_problems
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -102,6 +105,7 @@ def check_config(cfg: DictConfig) -> None:
         *_choice_problems(cfg),
         *model_problems,
         *data_problems(cfg.data),
+        *_select_problems(cfg),
     ]
     if problems:
         raise ConfigError(
@@ -224,6 +228,23 @@ def _baseline_problems(cfg: DictConfig) -> list[str]:
     if regressor == "svr" and (kernel := _value(cfg, "model.svr_kernel")) not in SVR_KERNELS:
         problems.append(f"model.svr_kernel={kernel!r}: must be one of {', '.join(SVR_KERNELS)}")
     return problems
+
+
+def _select_problems(cfg: DictConfig) -> list[str]:
+    """report.select must be a validation score the corpus has: it keeps every job's best epoch."""
+    select = _value(cfg, "report.select")
+    return [] if select is None else select_problems(select, _corpus_dimensions(cfg.data))
+
+
+def _corpus_dimensions(data: DictConfig) -> tuple[str, ...] | None:
+    """The dimensions the configured corpus is labelled with; None when its manifest cannot tell (the data
+    checks report why)."""
+    if data.name != "csv":
+        return DIMENSIONS
+    try:
+        return read_manifest(data.manifest)[1]
+    except (ValueError, OSError, MissingMandatoryValue):
+        return None
 
 
 def _init_from_problems(cfg: DictConfig) -> list[str]:

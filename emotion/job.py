@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from emotion.checks import ConfigError, check_config
 from emotion.files import process_lock
 from emotion.logger import JobInfo, NoRun, open_run, redact_secrets
+from emotion.selection import score_key
 from emotion.signals import EXIT_INTERRUPTED, STOP, GracefulStop, Interrupted
 from emotion.sweeps.folders import JOB_LOCK
 from emotion.training.outputs import metrics_record, read_metrics, write_json
@@ -36,8 +37,8 @@ FINAL = ("completed", "pruned")
 
 
 def run_job(cfg: DictConfig) -> float:
-    """Train the job `cfg` describes; returns its best validation CCC mean (what a Hydra sweeper optimises:
-    never a test score).
+    """Train the job `cfg` describes; returns its best validation score, `report.select` (what a Hydra sweeper
+    optimises: never a test score).
 
     A job whose folder already holds a completed metrics.json is not trained again. The first SIGTERM or
     SIGINT stops the job at its next safe point, resumable, and keeps a sweep's next job from starting: the
@@ -65,7 +66,7 @@ def _run_in_folder(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
     previous = read_metrics(out_dir / "metrics.json")
     if previous and previous["status"] in FINAL:
         log.info("%s: %s before (metrics.json), skipping", out_dir, previous["status"])
-        return (previous["val_best"] or {}).get("ccc_mean", math.nan)
+        return selected_score(cfg, previous)
     if previous:  # it failed or was stopped: training goes on from its last checkpoint (trainer.resume=auto)
         log.info("%s: its previous run ended %s: %s", out_dir, previous["status"], previous.get("error"))
     where = {
@@ -91,7 +92,14 @@ def _run_in_folder(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
     finally:
         write_json(out_dir / "job.json", {**where, "ended": time.time()})
     log.info("wrote %s", out_dir / "metrics.json")
-    return metrics["val_best"]["ccc_mean"]
+    return selected_score(cfg, metrics)
+
+
+def selected_score(cfg: DictConfig, metrics: dict) -> float:
+    """The job's best validation score on report.select: the epoch it kept was chosen by the same score."""
+    select = score_key(OmegaConf.select(cfg, "report.select", default="val_ccc_mean"))
+    value = (metrics.get("val_best") or {}).get(select)
+    return math.nan if value is None else value
 
 
 def _train(cfg: DictConfig, out_dir: Path, stop: GracefulStop, where: dict) -> dict:

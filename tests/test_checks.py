@@ -49,6 +49,7 @@ from tests.trees import csv_tree
         ("model.time_mask_width=0", "model.time_mask_width=0: must be a positive whole number"),
         ("data.speaker_norm=1", "data.speaker_norm=1: must be one of True, False"),
         ("model.init_from=/no/such/job", "model.init_from='/no/such/job': no such checkpoint"),
+        ("report.select=test_ccc_v", "report.select='test_ccc_v': must be one of val_ccc_mean, val_ccc_v"),
     ],
 )
 def test_each_check_names_the_key_the_value_and_what_is_valid(override, expected):
@@ -159,3 +160,12 @@ def test_config_problems_are_printed_alone_at_once_without_loading_torch(cache_d
     assert result.stderr.startswith("1 config problem(s); nothing was run:\n  model.d_hiden: not a key")
     assert "Traceback" not in result.stderr and "torch was imported" not in result.stdout + result.stderr
     assert json.loads((out / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_selecting_on_a_dimension_the_corpus_has_no_labels_of_is_caught_up_front(tmp_path):
+    manifest = csv_tree(tmp_path / "corpus", ["path", "speaker", "arousal", "valence", "fold"])
+    job = ["experiment=demo", "data=csv", f"data.manifest={manifest}", "data.fold=1"]
+    check_config(compose_config([*job, "report.select=val_ccc_v"]))
+    with pytest.raises(ConfigError) as error:
+        check_config(compose_config([*job, "report.select=val_ccc_d"]))
+    assert "report.select=val_ccc_d: the corpus has no dominance labels (it has arousal, valence)" in str(error.value)

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from emotion.signals import GracefulStop
 from emotion.sweeps.folders import register_resolver, study_storage
-from emotion.sweeps.pruning import PruneWatch, fold_means, request_prune
+from emotion.sweeps.pruning import PruneWatch, best_so_far, fold_means, request_prune
 from emotion.sweeps.search import JobPlan, Search, SearchError, SearchSettings, _fixed_overrides
 from emotion.sweeps.space import SpaceError, parse_space
 from emotion.training.outputs import write_history, write_json
@@ -77,6 +77,13 @@ def test_the_trial_value_at_an_epoch_waits_for_every_fold_and_ended_folds_keep_t
     # the second fold stopped early after 2 epochs: its best stays in the mean
     assert fold_means([[0.1, 0.2, 0.3], [0.3, 0.5]], [False, True]) == pytest.approx([0.2, 0.35, 0.4])
     assert fold_means([[0.1], [0.3, 0.5]], [True, True]) == pytest.approx([0.2, 0.3])
+
+
+def test_the_pruner_reads_a_history_whose_corpus_lacks_a_dimension(tmp_path):
+    rows = [{"epoch": e, "val_ccc_mean": m, "val_ccc_d": ""} for e, m in ((1, 0.2), (2, 0.5), (3, 0.4))]
+    write_history(tmp_path / "history.csv", rows)
+    assert best_so_far(tmp_path / "history.csv", "val_ccc_mean") == [0.2, 0.5, 0.5]
+    assert best_so_far(tmp_path / "history.csv", "val_ccc_d") == [-1.0, -1.0, -1.0]  # no score: the worst
 
 
 def test_a_job_sees_its_trial_pruned_through_its_folder(tmp_path):

@@ -61,7 +61,7 @@ def best_so_far(history: Path, score: str) -> list[float]:
         return []
     curve, best = [], WORST_CCC  # an epoch without a score (NaN) counts as the worst there is
     for row in rows:
-        value = float(row[score])
+        value = float(row[score] or "nan")  # empty: a dimension the corpus has no labels of
         best = max(best, WORST_CCC if math.isnan(value) else value)
         curve.append(best)
     return curve

@@ -25,10 +25,16 @@ MAX_LOADER_WORKERS = 4  # decoding and cropping audio: more than this only takes
 
 @dataclass(frozen=True)
 class CpuBudget:
-    threads: int  # torch's intra-op threads and BLAS in the job's own process
-    loader_workers: int  # data loader processes, one thread each
-    feature_workers: int  # processes computing acoustic features before training, one thread each
+    threads: int  # the job's share of the cores, which the model's threads and the loader workers split
+    loader_workers: int  # data loader processes, one thread each, running while the model computes
+    feature_workers: int  # acoustic feature processes, before training (nothing else runs): one per core
     source: str  # where `threads` comes from
+
+    @property
+    def model_threads(self) -> int:
+        """torch's intra-op threads and BLAS in the job's own process: the share less the loader workers,
+        which run at the same time; one at least."""
+        return max(1, self.threads - self.loader_workers)
 
     def record(self) -> dict:
         """What job.json keeps: the budget and what torch runs with."""
@@ -60,8 +66,9 @@ def cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
 
 
 def job_budget(cfg) -> CpuBudget:
-    """A training job's budget from its config."""
-    return cpu_budget(cfg.trainer.cpu_threads, cfg.data.num_workers, cfg.data.acoustic_workers)
+    """A training job's budget from its config. The baseline loads no batches: its share is all scikit-learn's."""
+    loader_workers = 0 if cfg.model.kind == "baseline" else cfg.data.num_workers
+    return cpu_budget(cfg.trainer.cpu_threads, loader_workers, cfg.data.acoustic_workers)
 
 
 def cpu_budget(cpu_threads, num_workers, feature_workers) -> CpuBudget:
@@ -75,7 +82,7 @@ def cpu_budget(cpu_threads, num_workers, feature_workers) -> CpuBudget:
         threads, source = int(os.environ["SLURM_CPUS_PER_TASK"]), "SLURM_CPUS_PER_TASK"
     else:
         threads, source = available_cores(), "the cores it may use"
-    # The main process runs the model: workers take the cores left, one at least when there is a second.
+    # Workers are inside the share: they take the cores beyond the model's one (at most 4), the model the rest.
     workers = min(MAX_LOADER_WORKERS, threads - 1) if num_workers == "auto" else int(num_workers)
     return CpuBudget(threads, workers, feature_workers or threads, source)
 
@@ -85,14 +92,15 @@ def apply(budget: CpuBudget) -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(budget.threads)
-    threadpool_limits(budget.threads)  # BLAS and OpenMP pools numpy and scikit-learn already started
+    torch.set_num_threads(budget.model_threads)
+    threadpool_limits(budget.model_threads)  # BLAS and OpenMP pools numpy and scikit-learn already started
     for variable in THREAD_VARIABLES:
-        os.environ[variable] = str(budget.threads)
+        os.environ[variable] = str(budget.model_threads)
     log.info(
-        "CPU budget: %d thread(s) (%s), %d data loader worker(s), %d feature process(es)",
+        "CPU budget: %d core(s) (%s): %d model thread(s) and %d data loader worker(s); %d feature process(es)",
         budget.threads,
         budget.source,
+        budget.model_threads,
         budget.loader_workers,
         budget.feature_workers,
     )

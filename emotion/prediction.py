@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from emotion.cpu import available_cores
 from emotion.data.corpus import Item
 from emotion.data.dataset import Segment, windows
+from emotion.data.manifest import audio_path
 from emotion.data.scan import Problem, scan_items
 from emotion.features.normalisation import speaker_norm
 from emotion.files import write_atomically
@@ -70,7 +71,8 @@ class OutputFiles:
 
 def read_inputs(source: str | Path) -> list[Item]:
     """The recordings `source` names: one audio file, every audio file under a folder (sorted), or the rows of
-    a CSV manifest (a `path` column, relative to the manifest's folder; optionally `speaker`)."""
+    a CSV manifest (a `path` column, relative to the manifest's folder; optionally `speaker`). A manifest's
+    paths leading outside its folder are unusable, as in training: listed with why, never read."""
     source = Path(str(source)).expanduser()
     if source.suffix.lower() == ".csv" and source.is_file():
         return _manifest_items(source)
@@ -90,12 +92,15 @@ def _manifest_items(manifest: Path) -> list[Item]:
         if "path" not in (reader.fieldnames or ()):
             raise InputError(f"input={str(manifest)!r}: a manifest needs a path column (it has {reader.fieldnames})")
         rows = list(reader)
-    root = manifest.parent
-    return [_item(root / row["path"], row["path"], row.get("speaker") or "") for row in rows]
+    items = []
+    for line, row in enumerate(rows, start=2):
+        path, outside = audio_path(manifest, row["path"], line)
+        items.append(_item(path, row["path"], row.get("speaker") or "", outside))
+    return items
 
 
-def _item(path: Path, shown: str, speaker: str = "") -> Item:
-    return Item(id=shown, path=path, speaker=speaker, labels=())
+def _item(path: Path, shown: str, speaker: str = "", unusable: str | None = None) -> Item:
+    return Item(id=shown, path=path, speaker=speaker, labels=(), unusable=unusable)
 
 
 def run_predict(cfg: DictConfig) -> OutputFiles:
@@ -261,15 +266,20 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 def _run_settings(cfg: DictConfig, models: list[TrainedModel], items: list[Item]) -> dict:
     """What decides a run's results: a resumed run must have the same, or its blocks would not fit."""
-    files = hashlib.sha1("\n".join(f"{item.id}\t{item.path}" for item in items).encode()).hexdigest()
     predict = OmegaConf.to_container(cfg.predict, resolve=True)
     return {
         # A checkpoint rewritten in place (a job trained on) is another model.
         "checkpoints": [[str(m.path), m.path.stat().st_size, m.path.stat().st_mtime_ns] for m in models],
         "precision": models[0].precision,
-        "files": files,
+        "files": _digest(f"{item.id}\t{item.path}" for item in items),
+        # A speaker-normalised model standardises each speaker's files with that speaker's statistics.
+        "speakers": _digest(item.speaker for item in items),
         **{key: predict[key] for key in ("window_seconds", "window_hop_seconds", "embeddings")},
     }
+
+
+def _digest(lines) -> str:
+    return hashlib.sha1("\n".join(lines).encode()).hexdigest()
 
 
 class PartialStore:
@@ -300,7 +310,7 @@ class PartialStore:
             changed = sorted(key for key in {**saved, **self.settings} if saved.get(key) != self.settings.get(key))
             raise InputError(
                 f"predict.resume=true, but {self.root} was written with other {', '.join(changed)} "
-                "(checkpoints, the input's files, or windows and embeddings settings); run without "
+                "(checkpoints, the input's files or their speakers, or windows and embeddings settings); run without "
                 "predict.resume=true to start over"
             )
         for block in sorted(self.root.glob("*.npz")):

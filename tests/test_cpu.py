@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-import pytest
+import os
 
-from emotion.cpu import SHARE_VARIABLE, available_cores, cgroup_quota, cpu_budget, share_environment
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
+
+from emotion.cpu import (
+    SHARE_VARIABLE,
+    THREAD_VARIABLES,
+    apply,
+    available_cores,
+    cgroup_quota,
+    cpu_budget,
+    job_budget,
+    share_environment,
+)
+from tests.conftest import compose_config
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +47,39 @@ def test_a_launchers_share_then_slurm_then_the_setting_decide(monkeypatch):
         5,
         "trainer.cpu_threads",
     )
+
+
+@pytest.mark.parametrize(
+    ("share", "num_workers", "expected"),
+    [
+        (1, "auto", (0, 1)),  # loading runs in the job's process
+        (2, "auto", (1, 1)),
+        (4, "auto", (3, 1)),
+        (8, "auto", (4, 4)),  # at most 4 workers: the model keeps the rest
+        (2, 3, (3, 1)),  # more workers than the share, by hand: the model keeps one thread
+    ],
+)
+def test_loader_workers_share_the_jobs_cores_with_the_models_threads(share, num_workers, expected):
+    budget = cpu_budget(share, num_workers, None)
+    assert (budget.loader_workers, budget.model_threads, budget.feature_workers) == (*expected, share)
+
+
+def test_applying_a_budget_runs_torch_and_blas_on_the_cores_the_loader_workers_leave(monkeypatch):
+    for variable in THREAD_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)  # restored after the test
+    before = torch.get_num_threads()
+    try:
+        with threadpool_limits(limits=None):  # restores the BLAS pools' sizes after the test
+            apply(cpu_budget(4, 2, None))
+            assert torch.get_num_threads() == 2
+            assert {os.environ[variable] for variable in THREAD_VARIABLES} == {"2"}
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_baseline_loads_no_batches_so_its_whole_share_is_the_models():
+    budget = job_budget(compose_config(["model=baseline", "trainer.cpu_threads=4"]))
+    assert (budget.loader_workers, budget.model_threads) == (0, 4)
 
 
 def test_side_by_side_jobs_split_the_cores_and_their_pools_wait_passively():

@@ -21,6 +21,7 @@ from emotion.features.acoustic_cache import AcousticCache
 from emotion.features.encoder_cache import FeatureCacheError, Piece, ensure_features
 from emotion.files import locked
 from emotion.models.encoder import SpeechEncoder, load_wavlm
+from emotion.training.devices import autocast as precision_context
 from tests.conftest import compose_config, csv_job, run_train
 from tests.trees import long_csv_tree, speech
 
@@ -44,14 +45,14 @@ def utterances(folder, count):
     return pieces
 
 
-def ensure(encoder, pieces, cache, max_gb=1.0):
+def ensure(encoder, pieces, cache, max_gb=1.0, autocast=None):
     return ensure_features(
         encoder,
         pieces,
         cache,
         SR,
         device=torch.device("cpu"),
-        autocast=nullcontext(),
+        autocast=autocast or nullcontext(),
         batch_size=2,
         workers=0,
         max_gb=max_gb,
@@ -93,6 +94,23 @@ def test_other_weights_or_input_handling_get_their_own_entries(tmp_path):
     raw = frozen_encoder()
     raw.normalize_waveform = False
     assert ensure(raw, pieces, tmp_path / "cache").dir != base
+
+
+def test_states_computed_in_one_precision_are_never_read_for_another(tmp_path, monkeypatch):
+    pieces, cpu = utterances(tmp_path / "audio", 2), torch.device("cpu")
+    encoder = frozen_encoder()
+    fp32 = ensure(encoder, pieces, tmp_path / "cache", autocast=precision_context(cpu, "fp32"))
+    bf16 = ensure(encoder, pieces, tmp_path / "cache", autocast=precision_context(cpu, "bf16"))
+    assert bf16.dir != fp32.dir
+    piece = next(iter(pieces))
+    assert not np.array_equal(bf16.read(piece), fp32.read(piece))  # what reading the other's states would change
+
+    def fail(*_):
+        raise AssertionError("recomputed cached states")
+
+    monkeypatch.setattr("emotion.features.encoder_cache._compute", fail)
+    for precision, store in (("fp32", fp32), ("bf16", bf16)):  # each finds its own entries again, whichever came first
+        assert ensure(encoder, pieces, tmp_path / "cache", autocast=precision_context(cpu, precision)).dir == store.dir
 
 
 def test_the_size_limit_stops_before_any_work_with_the_key_to_change(tmp_path):

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from emotion.data.corpora import load_corpus
-from emotion.data.scan import BadItemsError, usable_corpus
+from emotion.data.manifest import read_manifest
+from emotion.data.scan import BadItemsError, scan_items, usable_corpus
 from emotion.logger import REDACTED, redact_secrets
+from emotion.prediction import read_inputs
 from tests.conftest import SMALL_DEMO, compose_config, csv_job, run_train
 from tests.trees import csv_tree
 
@@ -62,6 +66,26 @@ def test_manifest_paths_leading_outside_the_corpus_are_reported_together_and_nev
     assert len(corpus.splits.all) == 12 and all(item.path.is_relative_to(manifest.parent) for item in corpus.splits.all)
     with open(tmp_path / "skipped_items.csv", newline="") as f:
         assert [row["id"] for row in csv.DictReader(f)] == ["passwd", "outside"]
+
+
+def test_a_prediction_manifest_treats_paths_leading_outside_its_folder_as_training_does(tmp_path):
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    sf.write(folder / "inside.wav", np.zeros(16000), 16000)
+    (tmp_path / "outside.wav").write_bytes(b"not audio: an unreadable file if it were read")
+    manifest = folder / "manifest.csv"
+    paths = ["inside.wav", "../outside.wav", str(tmp_path / "outside.wav"), "sub/../inside.wav"]
+    manifest.write_text("id,path,speaker,arousal\n" + "".join(f"u{i},{path},s1,3.0\n" for i, path in enumerate(paths)))
+
+    items = read_inputs(manifest)
+    durations, problems = scan_items(items, (), min_seconds=0.5)
+    assert sorted(durations) == ["inside.wav", "sub/../inside.wav"]
+    reasons = {problem.item.id: problem.reason for problem in problems}
+    assert list(reasons) == paths[1:3]
+    assert reasons["../outside.wav"].startswith("line 3: path='../outside.wav' leads outside the corpus folder")
+    # The very paths and reasons training's reader gives for the same rows.
+    training_items, _ = read_manifest(manifest)
+    assert [(item.path, item.unusable) for item in items] == [(item.path, item.unusable) for item in training_items]
 
 
 def test_ids_that_look_like_paths_write_nothing_outside_the_job(cache_dir, tmp_path):

@@ -59,10 +59,7 @@ def _item(row: dict, manifest: Path, dimensions: tuple[str, ...], line: int) -> 
     fold = row.get("fold")
     if fold is not None and not fold.strip().lstrip("-").isdigit():
         raise ValueError(f"{manifest}, line {line}: fold={fold!r}; folds are whole numbers.")
-    # Lexically, not resolve(): a corpus folder may hold symbolic links to audio on another disk.
-    root = Path(os.path.abspath(manifest.parent))
-    path = Path(os.path.normpath(root / row["path"]))
-    outside = not path.is_relative_to(root)
+    path, outside = audio_path(manifest, row["path"], line)
     return Item(
         id=row.get("id") or Path(row["path"]).stem,
         path=path,
@@ -70,11 +67,20 @@ def _item(row: dict, manifest: Path, dimensions: tuple[str, ...], line: int) -> 
         labels=tuple(parse_label(row[dim]) for dim in dimensions),
         fold=None if fold is None else int(fold),
         split=None if split is None else SPLIT_NAMES[split.strip().lower()],
-        # Reported with every other unusable item before training, and never read.
-        unusable=(
-            f"line {line}: path={row['path']!r} leads outside the corpus folder {root}; audio paths are relative "
-            "to the manifest's folder and stay inside it (put the manifest at the corpus's top)"
-        )
-        if outside
-        else None,
+        unusable=outside,
+    )
+
+
+def audio_path(manifest: Path, listed: str, line: int) -> tuple[Path, str | None]:
+    """The audio file a manifest's row names, relative to the manifest's folder, and why it may not be read:
+    None, or that it leads outside that folder (an absolute path, or one through `..`). Such a row is
+    reported with every other unusable item, and never read. Training's and predict.py's manifests alike."""
+    # Lexically, not resolve(): a corpus folder may hold symbolic links to audio on another disk.
+    root = Path(os.path.abspath(manifest.parent))
+    path = Path(os.path.normpath(root / listed))
+    if path.is_relative_to(root):
+        return path, None
+    return path, (
+        f"line {line}: path={listed!r} leads outside the corpus folder {root}; audio paths are relative to the "
+        "manifest's folder and stay inside it (put the manifest at the corpus's top)"
     )

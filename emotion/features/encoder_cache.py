@@ -6,9 +6,11 @@ chunk of a long one), read memory-mapped:
 
     <cache_dir>/features/<encoder>/<aa>/<audio>[@<start>+<length>].L<layer>.npy
 
-<encoder> hashes the encoder's weights and configuration, so a retrained or different encoder never reads
-stale states; <audio> hashes the file's bytes (emotion.data.content). With one file per layer, a job reads
-whatever layers earlier jobs computed, for any layer set: a cache built for more layers serves fewer.
+<encoder> hashes the encoder's weights and configuration and the precision it runs in (bf16 or fp16
+autocast rounds its states differently from fp32), so a retrained or different encoder, or one run in another
+precision, never reads states it would not have computed; <audio> hashes the file's bytes
+(emotion.data.content). With one file per layer, a job reads whatever layers earlier jobs computed, for any
+layer set: a cache built for more layers serves fewer.
 Entries are written to a temporary name and renamed, and one job at a time builds (a lock file): the others
 wait, then find what it wrote.
 """
@@ -103,13 +105,14 @@ def ensure_features(
     """The store of `encoder`'s states for `pieces` (each with its length in samples), computing what is missing
     in batches of at most `batch_size` pieces and `max_batch_samples` samples of audio (padding included).
 
-    `encoder` is the frozen SpeechEncoder; its `layers` are the hidden states stored. The expected size is
+    `encoder` is the frozen SpeechEncoder; its `layers` are the hidden states stored, computed under `autocast`
+    (whose precision is part of the store's key). The expected size is
     logged before anything is computed; more than `max_gb` in this encoder's cache, or more than the disk
     has free, stops with an error before any work. A requested `stop` ends the build between batches (what
     is written stays) by raising Interrupted.
     """
     store = FeatureStore(
-        Path(cache_dir) / "features" / encoder_fingerprint(encoder, sample_rate),
+        Path(cache_dir) / "features" / encoder_fingerprint(encoder, sample_rate, autocast_dtype(autocast, device)),
         tuple(encoder.layers),
         content_hashes(sorted({piece.path for piece in pieces}), Path(cache_dir)),
     )
@@ -132,8 +135,16 @@ def ensure_features(
     return store
 
 
-def encoder_fingerprint(encoder: SpeechEncoder, sample_rate: int) -> str:
-    """A hash of everything that decides the encoder's hidden states: weights, configuration, input handling."""
+def autocast_dtype(autocast, device: torch.device) -> str:
+    """The dtype `device` computes in inside the `autocast` context: float32 where it enables no autocast.
+    Read from the context itself, so that the cache's key is whatever precision the states are computed in."""
+    with autocast:
+        return str(torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else torch.float32)
+
+
+def encoder_fingerprint(encoder: SpeechEncoder, sample_rate: int, dtype: str) -> str:
+    """A hash of everything that decides the encoder's hidden states: weights, configuration, input handling,
+    and the `dtype` it computes in."""
     config = {
         key: value
         for key, value in encoder.wavlm.config.to_dict().items()
@@ -143,6 +154,7 @@ def encoder_fingerprint(encoder: SpeechEncoder, sample_rate: int) -> str:
         "format": CACHE_FORMAT,
         "sample_rate": sample_rate,
         "normalize_waveform": encoder.normalize_waveform,
+        "dtype": dtype,
         "config": config,
     }
     digest = hashlib.blake2b(json.dumps(settings, sort_keys=True, default=str).encode(), digest_size=12)

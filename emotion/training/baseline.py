@@ -31,13 +31,14 @@ from emotion.features.acoustic_cache import AcousticCache
 from emotion.features.normalisation import functionals_matrix, speaker_norm
 from emotion.logger import Run
 from emotion.signals import GracefulStop
-from emotion.training.devices import peak_memory
+from emotion.training.devices import peak_memory, reset_peak_memory
 from emotion.training.metrics import ccc_scores, format_scores
 from emotion.training.outputs import metrics_record, write_history, write_predictions
 
 log = logging.getLogger(__name__)
 
 HYPERPARAMETER = {"svr": "C", "ridge": "alpha"}  # what validation chooses, as scikit-learn names it
+CPU = torch.device("cpu")  # where scikit-learn runs
 
 
 def make_regressor(cfg: DictConfig, value: float) -> Pipeline:
@@ -61,6 +62,7 @@ def fit_baseline(
 ) -> dict:
     """Fit, select on validation, test; returns the metrics.json record. predictions.csv holds the test
     split; history.csv one row per candidate with its validation CCC per dimension."""
+    reset_peak_memory(CPU)
     corpus, _ = usable_corpus(load_corpus(cfg.data), cfg.data, out_dir)
     cache = AcousticCache(cfg.paths.cache_dir, cfg.data.sample_rate, None, frame_sets=(), functionals=FUNCTIONALS)
     files = cache.ensure([item.path for item in corpus.splits.all], (budget or job_budget(cfg)).feature_workers, stop)
@@ -91,7 +93,7 @@ def fit_baseline(
     write_history(out_dir / "history.csv", search)
     write_predictions(
         out_dir / "predictions.csv",
-        [item.id for item in splits["test"]],
+        splits["test"],
         corpus.scale.denormalise(labels["test"]),
         corpus.scale.denormalise(test_pred),
         corpus.dimensions,
@@ -106,7 +108,7 @@ def fit_baseline(
         best_epoch=1,
         epochs=1,
         sec_per_epoch=seconds,
-        **peak_memory(torch.device("cpu")),
+        **peak_memory(CPU),
         params={"total": n_values, "trainable": n_values},
         device="cpu",
     )

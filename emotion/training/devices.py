@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import resource
+import sys
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
 from emotion.checks import PRECISIONS
+
+log = logging.getLogger(__name__)
+
+# Linux: the process's peak resident memory (VmHWM, in kB), and what resets it. getrusage's ru_maxrss
+# cannot be reset, and it is carried over from the parent through fork and exec.
+PEAK_RSS, PEAK_RSS_RESET = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
 
 def resolve_device(name: str, key: str = "trainer.device") -> torch.device:
@@ -38,8 +47,26 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start measuring the job's peak memory from here: Hydra's basic launcher runs a sweep's jobs one after
+    another in one process, whose peak would otherwise be the largest earlier job's."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        PEAK_RSS_RESET.write_text("5")  # Linux: VmHWM becomes the current resident size
+    except OSError as error:
+        log.warning("%s: %s; peak_mem_gb is then the process's peak since it started", PEAK_RSS_RESET, error)
+
+
 def peak_memory(device: torch.device) -> dict:
+    """The peak since the last reset_peak_memory: the GPU's allocated memory, or on the CPU the process's
+    resident memory (data loader workers, other processes, are not counted)."""
     if device.type == "cuda":
         return {"peak_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9, "mem_kind": "cuda_max_allocated"}
-    # ru_maxrss is in kilobytes on Linux: the whole process's peak, which includes the Python runtime.
-    return {"peak_mem_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, "mem_kind": "cpu_peak_rss"}
+    try:
+        status = PEAK_RSS.read_text()
+        kilobytes = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):  # no /proc (macOS): the process's lifetime peak, which nothing resets
+        kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == "darwin" else 1)
+    return {"peak_mem_gb": kilobytes * 1024 / 1e9, "mem_kind": "cpu_peak_rss"}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +20,7 @@ from omegaconf import DictConfig
 from emotion.data.dataset import Batch, UtteranceDataset
 from emotion.data.sampler import capped_batches
 from emotion.models.model import MambaEMA
+from emotion.training.devices import peak_memory
 from emotion.training.metrics import ccc_loss
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class Preflight:
 
     @property
     def halving_helps(self) -> bool:
-        """On the CPU the measure is the process's peak RSS, which a smaller batch cannot lower."""
+        """On the CPU the measure is the job's peak RSS so far, which a smaller batch cannot lower."""
         return self.device.type == "cuda"
 
     def measure(self, worst: WorstBatch) -> float:
@@ -184,7 +184,7 @@ class Preflight:
         finally:
             self.model.zero_grad(set_to_none=True)
         if not cuda:
-            needed = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+            needed = peak_memory(self.device)["peak_mem_gb"]  # the job's peak RSS so far, not an earlier job's
         else:
             needed = torch.cuda.max_memory_allocated(self.device) / 1e9
             needed += self.optimizer_gb if worst.phase != "feature cache build" else 0.0

@@ -1,9 +1,11 @@
 """evaluate.py: score trained models on any corpus and split, without training.
 
     python evaluate.py ckpt=<file | job folder | folder of jobs> data=<corpus> [data.fold=… | data.test_set=…]
+    python evaluate.py ckpt=… data=<corpus> evaluate.split=all data.fold=null    # every item, no fold
 
 Writes metrics.json (status `evaluated`) and predictions.csv into its own output folder, as a training job
-does for its test split, so that the sweep report reads these runs too.
+does for its test split, so that the sweep report reads these runs too. Its `data` says how many of the
+evaluated speakers the models trained or validated on, compared speaker by speaker: their scores are no test.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from emotion.data.corpus import Item
 from emotion.data.scan import check_items, scan_items
 from emotion.features.encoder_cache import ensure_features
 from emotion.features.normalisation import speaker_norm
-from emotion.trained import TrainedModel, load_models, unseen_warning
-from emotion.training.devices import autocast, peak_memory
+from emotion.trained import SeenSpeakers, TrainedModel, load_models, seen_speakers
+from emotion.training.devices import autocast, peak_memory, reset_peak_memory
 from emotion.training.inference import item_means
 from emotion.training.metrics import ccc_scores, format_scores
 from emotion.training.outputs import metrics_record, write_predictions
@@ -34,10 +36,12 @@ SPLITS = ("train", "val", "test", "all")
 def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     """Score the models `cfg.ckpt` names (their mean, for several) on `cfg.evaluate.split` of `cfg.data`;
     returns the metrics.json record, written with predictions.csv into `out_dir`."""
-    if cfg.evaluate.split not in SPLITS:
-        raise ValueError(f"evaluate.split={cfg.evaluate.split!r}: must be one of {', '.join(SPLITS)}")
+    split = cfg.evaluate.split
+    if split not in SPLITS:
+        raise ValueError(f"evaluate.split={split!r}: must be one of {', '.join(SPLITS)}")
     models = load_models(cfg.ckpt, cfg.evaluate.device, cfg.evaluate.precision)
-    corpus = load_corpus(cfg.data)
+    reset_peak_memory(models[0].device)  # from here, the models loaded: an evaluate sweep shares one process
+    corpus = load_corpus(cfg.data, whole=split == "all")
     items, durations = _usable_items(corpus, cfg, out_dir, max(model.min_seconds for model in models))
     first = models[0]
     shared = tuple(dim for dim in first.dimensions if dim in corpus.dimensions)
@@ -49,9 +53,11 @@ def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     unscored = sorted(set(first.dimensions) ^ set(corpus.dimensions))
     if unscored:
         log.warning("scored on %s only; %s is in the model or the corpus, not both", ", ".join(shared), unscored)
-    seen = [warning for model in models if (warning := _seen(model, corpus, cfg))]
-    for warning in dict.fromkeys(seen):
-        log.warning("%s", warning)
+    what = "the whole corpus" if split == "all" else f"its {split} split"
+    seen = [seen_speakers(model.recipe, corpus, items, what, split, cfg.data.fold) for model in models]
+    reasons = [f"{model.path}: {each.warning}" for model, each in zip(models, seen, strict=True) if each.warning]
+    for reason in reasons:
+        log.warning("%s", reason)
     scale_note = _scale_note(first, corpus)
     if scale_note["mapped"]:
         log.warning("%s", scale_note["how"])
@@ -62,17 +68,14 @@ def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     true = true[:, [corpus.dimensions.index(dim) for dim in shared]]
     # CCC is the same on [0, 1] as on either rating scale: both map to it by one affine function.
     scores = ccc_scores(pred, true, shared)
-    log.info("%s, %s split (%d items): CCC %s", corpus.name, cfg.evaluate.split, len(items), format_scores(scores))
+    log.info("%s, %s split (%d items): CCC %s", corpus.name, split, len(items), format_scores(scores))
     write_predictions(
-        out_dir / "predictions.csv",
-        [item.id for item in items],
-        corpus.scale.denormalise(true),
-        corpus.scale.denormalise(pred),
-        shared,
+        out_dir / "predictions.csv", items, corpus.scale.denormalise(true), corpus.scale.denormalise(pred), shared
     )
+    fold = None if split == "all" else cfg.data.fold  # every item: no fold chose them
     return metrics_record(
         "evaluated",
-        cfg.data.fold,
+        fold,
         first.recipe["model"]["profile"],
         test=scores,
         # What the models were kept for in training: evaluated runs are ranked by it too, never by `test`.
@@ -83,11 +86,13 @@ def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
         checkpoints=[str(model.path) for model in models],
         data={
             "name": corpus.name,
-            "fold": cfg.data.fold,
+            "fold": fold,
             "test_set": cfg.data.get("test_set"),
-            "split": cfg.evaluate.split,
+            "split": split,
             "items": len(items),
-            "seen_in_training": sorted(set(seen)),
+            "speakers": seen[0].total,
+            "seen_speakers": _seen_count(seen),
+            "seen_in_training": reasons,
         },
         scale=scale_note,
     )
@@ -157,13 +162,12 @@ def _mean_validation(models: list[TrainedModel]) -> dict | None:
     return mean
 
 
-def _seen(model: TrainedModel, corpus: Corpus, cfg: DictConfig) -> str | None:
-    """Whether the evaluated items can have been among the model's training or validation items."""
-    if cfg.evaluate.split == "test":
-        return unseen_warning(model.recipe, corpus.name, cfg.data.fold, "this test split")
-    if model.recipe["corpus"] == corpus.name:
-        return f"the model was trained on {corpus.name}: its {cfg.evaluate.split} split is no test of it"
-    return None
+def _seen_count(seen: list[SeenSpeakers]) -> int | None:
+    """How many evaluated speakers any of the models trained or validated on (an ensemble's models may each
+    know others); None when a checkpoint does not record its speakers."""
+    if any(each.keys is None for each in seen):
+        return None
+    return len(set().union(*(each.keys for each in seen)))
 
 
 def _scale_note(model: TrainedModel, corpus: Corpus) -> dict:

@@ -4,8 +4,9 @@
 A checkpoint (`best.pt`, `last.pt`) holds the model's state and its recipe: the resolved model and encoder
 configs, the encoder's architecture, where the encoder's weights are (in the checkpoint, or at
 `encoder.source` for a frozen pretrained one), the dimensions and label scale it predicts, the sample rate,
-frame grid and chunking it was evaluated with, and the package version. Plain containers only, so that it
-loads with `weights_only=True`.
+frame grid and chunking it was evaluated with, the package version, and the speakers it trained and
+validated on (hashed), which evaluate.py and `model.init_from` compare with the speakers they test on. Plain
+containers only, so that it loads with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -45,9 +46,14 @@ class CheckpointError(ValueError):
     pass
 
 
-def model_recipe(cfg: DictConfig, corpus: Corpus, model: MambaEMA) -> dict:
-    """What rebuilds `model` without its job folder; stored in every checkpoint beside the weights."""
+def model_recipe(cfg: DictConfig, corpus: Corpus, model: MambaEMA, start: Initialisation | None = None) -> dict:
+    """What rebuilds `model` without its job folder, and whom it learned from; stored in every checkpoint
+    beside the weights. `start`: the checkpoint `model` was initialised from (model.init_from)."""
     encoder = model.encoder
+    # A model started from another learned from that one's speakers too.
+    inherited = set()
+    if start is not None and "speakers" in start.recipe:
+        inherited = {*start.recipe["speakers"]["trained"], *start.recipe["speakers"]["validated"]}
 
     def resolved(node: DictConfig) -> dict:
         return redact_secrets(OmegaConf.to_container(node, resolve=True))
@@ -65,6 +71,10 @@ def model_recipe(cfg: DictConfig, corpus: Corpus, model: MambaEMA) -> dict:
         "data": {key: cfg.data[key] for key in MODEL_DATA_KEYS},
         "grid": {"window": encoder.grid.window, "hop": encoder.grid.hop},
         "trained": {"fold": cfg.data.fold, "seed": cfg.trainer.seed},
+        "speakers": {
+            "trained": sorted(corpus.speaker_keys(corpus.splits.train) | inherited),
+            "validated": sorted(corpus.speaker_keys(corpus.splits.val)),
+        },
     }
 
 
@@ -317,6 +327,14 @@ class Initialisation:
     fresh: list[str]  # the model's keys the checkpoint lacks (new heads), trained from scratch
     unused: list[str]  # the checkpoint's keys the model lacks (heads it does not predict), left out
 
+    def record(self, corpus: Corpus, fold: int | None) -> dict:
+        """metrics.json's `init_from`: this checkpoint, and how many of the job's test speakers (of `corpus`,
+        test fold `fold`) it trained or validated on: those scores would be no test."""
+        seen = seen_speakers(self.recipe, corpus, corpus.splits.test, "this job's test split", "test", fold)
+        if seen.warning:
+            log.warning("model.init_from=%s: %s", self.checkpoint, seen.warning)
+        return {"checkpoint": str(self.checkpoint), "seen_test_speakers": seen.count, "warning": seen.warning}
+
 
 def initialise_from(model: MambaEMA, path: str | Path) -> Initialisation:
     """Load into `model` the weights of the checkpoint at `path` (`model.init_from`) that it has too.
@@ -361,13 +379,41 @@ def initialise_from(model: MambaEMA, path: str | Path) -> Initialisation:
     return Initialisation(paths[0], checkpoint["recipe"], fresh, unused)
 
 
-def unseen_warning(recipe: dict, corpus: str, fold, what: str) -> str | None:
-    """Why `what` (this model's test items, a fine-tuning's test split) may hold what the model of `recipe`
-    trained on: the same corpus cut for another test fold. None when nothing says so."""
+@dataclass(frozen=True)
+class SeenSpeakers:
+    """Which speakers of the items a model is scored on it trained or validated on."""
+
+    keys: set[str] | None  # their Corpus.speaker_keys; None: the checkpoint records no speakers
+    total: int  # the known speakers of the items
+    warning: str | None  # why the scores are no test; None when nothing says so
+
+    @property
+    def count(self) -> int | None:
+        return None if self.keys is None else len(self.keys)
+
+
+def seen_speakers(recipe: dict, corpus: Corpus, items: list[Item], what: str, split: str, fold) -> SeenSpeakers:
+    """Which speakers of `items` (`what`, as the warning names them) the model of `recipe` trained or
+    validated on. A checkpoint from before recipes recorded speakers is compared as then, approximately: by
+    corpus name and by `fold` when `items` are the test split (`split`)."""
+    speakers = corpus.speaker_keys(items)
+    if "speakers" not in recipe:
+        return SeenSpeakers(None, len(speakers), _seen_by_corpus(recipe, corpus.name, split, fold, what))
+    seen = speakers & {*recipe["speakers"]["trained"], *recipe["speakers"]["validated"]}
+    warning = (
+        f"the model trained or validated on {len(seen)} of the {len(speakers)} speakers of {what} ({corpus.name}): "
+        "the scores are not a test"
+    )
+    return SeenSpeakers(seen, len(speakers), warning if seen else None)
+
+
+def _seen_by_corpus(recipe: dict, corpus: str, split: str, fold, what: str) -> str | None:
+    """The same corpus, cut for another test fold, or not its test split."""
     trained = recipe["trained"]["fold"]
-    if recipe["corpus"] != corpus or trained is None or fold is None or trained == fold:
+    if recipe["corpus"] != corpus or (split == "test" and (trained is None or fold is None or trained == fold)):
         return None
     return (
-        f"the model was trained on {corpus} with data.fold={trained}, so {what} (data.fold={fold}) was part of "
-        "its training or validation data: the scores are not a test"
+        f"the model was trained on {corpus} with data.fold={trained}, so {what} may hold speakers it trained or "
+        "validated on: the scores are not a test (approximate: its checkpoint records no speakers, so only the "
+        "corpus name and the fold were compared)"
     )

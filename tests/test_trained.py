@@ -18,14 +18,25 @@ from emotion import load_model
 from emotion.cli import quote_paths
 from emotion.data.corpora import load_corpus
 from emotion.data.dataset import Segment, windows
+from emotion.evaluation import run_evaluate
 from emotion.models.encoder import EncoderNotFoundError, load_wavlm
 from emotion.models.model import build_model
-from emotion.prediction import run_predict
+from emotion.prediction import InputError, run_predict
 from emotion.report import summarise
-from emotion.trained import CheckpointError, TrainedModel, find_checkpoints, initialise_from, read_checkpoint, rebuild
-from emotion.training.checkpoints import load_checkpoint
+from emotion.trained import (
+    CheckpointError,
+    TrainedModel,
+    find_checkpoints,
+    initialise_from,
+    model_recipe,
+    read_checkpoint,
+    rebuild,
+    seen_speakers,
+)
+from emotion.training.checkpoints import load_checkpoint, save_checkpoint
 from emotion.training.metrics import ccc_loss
 from tests.conftest import CONF, SMALL_DEMO, compose_config, read_csv, run_script, run_train
+from tests.trees import csv_tree
 
 DIMS = ("arousal", "valence", "dominance")
 # A few epochs, so that the predictions vary (one epoch leaves some clipped to the scale's edge).
@@ -63,11 +74,26 @@ def predictions_by_file(table: Path) -> dict[str, np.ndarray]:
     return {Path(row["path"]).stem: np.array([float(row[dim]) for dim in DIMS]) for row in read_csv(table)}
 
 
-def manifest_of(paths, folder: Path) -> Path:
-    """A prediction manifest listing `paths` (absolute, so relative to nothing)."""
+def manifest_of(paths, folder: Path, speakers=None) -> Path:
+    """A prediction manifest listing `paths` through links in `folder/audio` (a manifest's paths stay inside its
+    folder), with their `speakers` (default: none)."""
+    paths = [Path(path) for path in paths]
+    (folder / "audio").mkdir(exist_ok=True)
+    for path in paths:
+        if not (folder / "audio" / path.name).is_symlink():
+            (folder / "audio" / path.name).symlink_to(path)
+    rows = zip(paths, speakers or [""] * len(paths), strict=True)
     manifest = folder / "manifest.csv"
-    manifest.write_text("path\n" + "".join(f"{path}\n" for path in paths))
+    manifest.write_text("path,speaker\n" + "".join(f"audio/{path.name},{speaker}\n" for path, speaker in rows))
     return manifest
+
+
+def predict_config(ckpt: Path, input_: Path, output: Path, *overrides: str):
+    """predict.py's configuration, for run_predict in this process."""
+    overrides = [f"ckpt={ckpt}", f"input={input_}", f"output={output}", *overrides, "predict.progress_bar=false"]
+    quote_paths(overrides)  # as predict.py does: job folders' names hold `=` and `,`
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("predict", overrides)
 
 
 def test_predict_py_gives_each_file_the_prediction_its_training_job_wrote(trained, cache_dir, tmp_path):
@@ -86,7 +112,7 @@ def test_predict_py_gives_each_file_the_prediction_its_training_job_wrote(traine
     assert float(rows[0]["duration_s"]) == pytest.approx(sf.info(files[Path(rows[0]["path"]).stem]).duration, abs=1e-3)
     # The pooled vectors, in the CSV's row order, are what the Python API's embed gives.
     vectors = np.load(tmp_path / "preds.embeddings.npy")
-    wave, rate = sf.read(rows[-1]["path"])
+    wave, rate = sf.read(tmp_path / rows[-1]["path"])
     vector = load_model(trained.jobs[1]).embed(wave, rate)
     assert vectors.shape == (len(rows), len(vector))
     np.testing.assert_allclose(vectors[-1], vector, atol=1e-4)
@@ -123,6 +149,8 @@ def test_evaluate_py_reproduces_the_jobs_test_scores(trained, cache_dir, tmp_pat
         "test_set": None,
         "split": "test",
         "items": 8,
+        "speakers": 2,
+        "seen_speakers": 0,
         "seen_in_training": [],
     }
     assert metrics["val_best"] == job["val_best"]  # what the checkpoint was kept for, not a test score
@@ -134,8 +162,120 @@ def test_evaluating_a_fold_the_model_trained_on_says_it_is_no_test(trained, cach
     out = tmp_path / "evaluation"
     args = [f"ckpt={trained.jobs[2]}", *SMALL_DEMO, "data.fold=1", f"hydra.run.dir={out}"]
     result = run_script("evaluate.py", args, cache_dir)
-    (seen,) = json.loads((out / "metrics.json").read_text())["data"]["seen_in_training"]
-    assert "trained on demo with data.fold=2" in seen and "not a test" in result.stderr + result.stdout
+    data = json.loads((out / "metrics.json").read_text())["data"]
+    # Fold 2's model trained on sessions 4, 5 and 1: both speakers of session 1.
+    reason = "the model trained or validated on 2 of the 2 speakers of its test split (demo): the scores are not a test"
+    assert (data["speakers"], data["seen_speakers"]) == (2, 2)
+    assert data["seen_in_training"] == [f"{trained.jobs[2] / 'checkpoints' / 'best.pt'}: {reason}"]
+    assert reason in result.stderr + result.stdout
+
+
+def evaluate_in_process(overrides: list[str], out: Path) -> dict:
+    """evaluate.py's metrics.json record, without the seconds a process start costs."""
+    overrides = [*overrides, "local=none", "evaluate.progress_bar=false", "evaluate.workers=0"]
+    quote_paths(overrides)  # as evaluate.py does: job folders' names hold `=` and `,`
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("evaluate", [*overrides, "evaluate.acoustic_workers=1"])
+    out.mkdir(parents=True)
+    return run_evaluate(cfg, out)
+
+
+def untrained_checkpoint(overrides: list[str], path: Path) -> Path:
+    """A checkpoint as training writes it (model_recipe), of a model that never trained: what its recipe says
+    of its corpus and speakers is what is tested, not its predictions."""
+    cfg = compose_config(["experiment=demo", *overrides])
+    corpus = load_corpus(cfg.data)
+    model = build_model(cfg.model, cfg.encoder, corpus.dimensions)
+    save_checkpoint(path, {"model": model.checkpoint_state(), "recipe": model_recipe(cfg, corpus, model)})
+    return path
+
+
+def test_a_checkpoint_records_the_speakers_it_trained_and_validated_on_hashed(trained):
+    recipe = read_checkpoint(trained.jobs[1] / "checkpoints" / "best.pt")["recipe"]
+    corpus = load_corpus(compose_config([*SHORT, "data.fold=1"]).data)
+    # Fold 1: tests session 1, validates on session 2, trains on sessions 3–5, two speakers each.
+    assert {item.fold for item in corpus.splits.val} == {2}
+    assert recipe["speakers"] == {
+        "trained": sorted(corpus.speaker_keys(corpus.splits.train)),
+        "validated": sorted(corpus.speaker_keys(corpus.splits.val)),
+    }
+    assert (len(recipe["speakers"]["trained"]), len(recipe["speakers"]["validated"])) == (6, 2)
+    assert not {item.speaker for item in corpus.splits.all} & {*recipe["speakers"]["trained"]}  # no ids kept
+
+
+def test_an_ensemble_evaluated_on_every_item_without_a_fold_counts_the_speakers_any_model_knows(trained, tmp_path):
+    metrics = evaluate_in_process(
+        [f"ckpt={trained.sweep}", *SMALL_DEMO, "evaluate.split=all", "data.fold=null"], tmp_path / "all"
+    )
+    reason = (
+        "the model trained or validated on 8 of the 10 speakers of the whole corpus (demo): the scores are not a test"
+    )
+    assert metrics["fold"] is None
+    assert metrics["data"] == {
+        "name": "demo",
+        "fold": None,
+        "test_set": None,
+        "split": "all",
+        "items": 40,
+        "speakers": 10,
+        "seen_speakers": 10,  # fold 1's model never saw session 1, fold 2's never session 2: together, all
+        "seen_in_training": [f"{trained.jobs[fold] / 'checkpoints' / 'best.pt'}: {reason}" for fold in (1, 2)],
+    }
+
+
+def test_a_model_of_one_csv_corpus_is_tested_cleanly_on_another_and_not_on_its_own(cache_dir, tmp_path):
+    columns = ["path", "speaker", "arousal", "valence", "dominance", "fold"]
+    manifest = {name: csv_tree(tmp_path / name, columns) for name in ("ravdess", "cremad")}
+    ckpt = untrained_checkpoint(["data=csv", f"data.manifest={manifest['ravdess']}", "data.fold=1"], tmp_path / "r.pt")
+    every_item = ["evaluate.split=all", "data.fold=null"]
+    # Both corpora name their six speakers s0…s5: different people, told apart by the corpus's name.
+    other = evaluate_in_process(
+        [f"ckpt={ckpt}", "data=csv", f"data.manifest={manifest['cremad']}", *every_item], tmp_path / "c"
+    )
+    assert (other["data"]["name"], other["data"]["speakers"]) == ("cremad", 6)
+    assert (other["data"]["seen_speakers"], other["data"]["seen_in_training"]) == (0, [])
+    own = evaluate_in_process(
+        [f"ckpt={ckpt}", "data=csv", f"data.manifest={manifest['ravdess']}", *every_item], tmp_path / "r"
+    )
+    # Fold 1 (speaker % 3 + 1) tests s0 and s3; the model validated on s1, s4 and trained on s2, s5.
+    assert (own["data"]["speakers"], own["data"]["seen_speakers"]) == (6, 4)
+    assert own["data"]["seen_in_training"] == [
+        f"{ckpt}: the model trained or validated on 4 of the 6 speakers of the whole corpus (ravdess): the scores "
+        "are not a test"
+    ]
+
+
+def test_speaker_folds_made_with_another_seed_are_no_test_of_the_same_fold(cache_dir, tmp_path):
+    manifest = csv_tree(tmp_path / "corpus", ["path", "speaker", "arousal", "valence", "dominance"])
+    data = ["data=csv", f"data.manifest={manifest}", "data.n_folds=3", "data.fold=1"]
+    ckpt = untrained_checkpoint([*data, "data.split_seed=0"], tmp_path / "seed0.pt")
+    tests = {
+        seed: {i.speaker for i in load_corpus(compose_config([*data, f"data.split_seed={seed}"]).data).splits.test}
+        for seed in (0, 1)
+    }
+    assert tests == {0: {"s3", "s4"}, 1: {"s1", "s4"}}  # s1 is among seed 0's training or validation speakers
+    metrics = evaluate_in_process([f"ckpt={ckpt}", *data, "data.split_seed=1"], tmp_path / "seed1")
+    assert (metrics["data"]["speakers"], metrics["data"]["seen_speakers"]) == (2, 1)
+    assert metrics["data"]["seen_in_training"] == [
+        f"{ckpt}: the model trained or validated on 1 of the 2 speakers of its test split (corpus): the scores are "
+        "not a test"
+    ]
+
+
+def test_a_checkpoint_without_speakers_still_loads_and_is_compared_by_corpus_and_fold(trained, tmp_path):
+    state = load_checkpoint(trained.jobs[2] / "checkpoints" / "best.pt")
+    del state["recipe"]["speakers"]  # as checkpoints were written before they recorded speakers
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    metrics = evaluate_in_process([f"ckpt={old}", *SMALL_DEMO, "data.fold=1"], tmp_path / "evaluation")
+    assert (metrics["data"]["speakers"], metrics["data"]["seen_speakers"]) == (2, None)
+    assert metrics["data"]["seen_in_training"] == [
+        f"{old}: the model was trained on demo with data.fold=2, so its test split may hold speakers it trained or "
+        "validated on: the scores are not a test (approximate: its checkpoint records no speakers, so only the "
+        "corpus name and the fold were compared)"
+    ]
+    corpus = load_corpus(compose_config([*SHORT, "data.fold=2"]).data)
+    assert seen_speakers(state["recipe"], corpus, corpus.splits.test, "its test split", "test", 2).warning is None
 
 
 def test_evaluate_py_maps_predictions_to_another_rating_scale_and_says_so(trained, cache_dir, tmp_path):
@@ -263,18 +403,8 @@ def test_an_interrupted_prediction_resumes_where_it_stopped(trained, cache_dir, 
     files = list(trained.test_files(1).values())
 
     def predict_cfg(output: Path, resume: bool):
-        overrides = [
-            f"ckpt={trained.jobs[1]}",
-            f"input={manifest_of(files, tmp_path)}",
-            f"output={output}",
-            "predict.save_every=3",
-            "predict.workers=0",
-            f"predict.resume={str(resume).lower()}",
-            "predict.progress_bar=false",
-        ]
-        quote_paths(overrides)  # as predict.py does: job folders' names hold `=` and `,`
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("predict", overrides)
+        resuming = ["predict.save_every=3", "predict.workers=0", f"predict.resume={str(resume).lower()}"]
+        return predict_config(trained.jobs[1], manifest_of(files, tmp_path), output, *resuming)
 
     fresh = run_predict(predict_cfg(tmp_path / "fresh.csv", resume=False))
     blocks = []
@@ -307,6 +437,31 @@ def test_an_interrupted_prediction_resumes_where_it_stopped(trained, cache_dir, 
     assert blocks == [len(files) - 6]  # only what the interrupted run had left
     assert output.read_text() == fresh.table.read_text()
     assert not (tmp_path / "preds.partial").exists()
+
+
+def test_a_resumed_prediction_whose_speakers_changed_reuses_no_block(trained, tmp_path, monkeypatch):
+    files, output = list(trained.test_files(1).values()), tmp_path / "preds.csv"
+    resuming = ["predict.save_every=3", "predict.workers=0"]
+    real_outputs, blocks = TrainedModel.outputs, []
+
+    def counted(self, dataset, *args, **kwargs):
+        blocks.append(len(dataset))
+        if len(blocks) == 2 and interrupting:
+            raise KeyboardInterrupt
+        return real_outputs(self, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(TrainedModel, "outputs", counted)
+    interrupting, one_speaker = True, manifest_of(files, tmp_path, ["s0"] * len(files))
+    with pytest.raises(KeyboardInterrupt):
+        run_predict(predict_config(trained.jobs[1], one_speaker, output, *resuming))
+    assert len(list((tmp_path / "preds.partial").glob("*.npz"))) == 1
+
+    # A speaker-normalised model would standardise these files with other statistics.
+    other_speakers = manifest_of(files, tmp_path, [f"s{i % 2}" for i in range(len(files))])
+    interrupting, blocks[:] = False, []
+    with pytest.raises(InputError, match=r"written with other speakers \(.*run without predict.resume=true"):
+        run_predict(predict_config(trained.jobs[1], other_speakers, output, *resuming, "predict.resume=true"))
+    assert blocks == [] and not output.exists()
 
 
 def test_a_missing_or_foreign_checkpoint_is_one_clear_error(trained, cache_dir, tmp_path):
@@ -362,6 +517,23 @@ def test_init_from_starts_from_the_checkpoints_weights_and_its_first_loss(traine
     assert losses[0].item() == pytest.approx(losses[1].item(), abs=1e-6)
 
 
+def test_init_from_counts_the_test_speakers_its_checkpoint_trained_or_validated_on(trained):
+    _, model = model_for([])
+    corpus = load_corpus(compose_config([*SHORT, "data.fold=1"]).data)
+    for fold, seen, warning in (
+        (1, 0, None),
+        (
+            2,
+            2,
+            "the model trained or validated on 2 of the 2 speakers of this job's test split (demo): the scores "
+            "are not a test",
+        ),
+    ):
+        best = trained.jobs[fold] / "checkpoints" / "best.pt"
+        record = initialise_from(model, best).record(corpus, 1)
+        assert record == {"checkpoint": str(best), "seen_test_speakers": seen, "warning": warning}
+
+
 def test_init_from_fine_tunes_another_head_set_and_names_keys_that_do_not_fit(trained):
     best = trained.jobs[1] / "checkpoints" / "best.pt"
     cfg = compose_config(SHORT)
@@ -382,6 +554,17 @@ def test_a_job_from_a_checkpoint_validates_as_the_checkpoint_did(trained, cache_
     val_best = json.loads((trained.jobs[1] / "metrics.json").read_text())["val_best"]
     for key in ("ccc_a", "ccc_v", "ccc_d"):
         assert float(val[f"val_{key}"]) == pytest.approx(val_best[key], abs=1e-5)
+    start = trained.jobs[1] / "checkpoints" / "best.pt"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["init_from"] == {"checkpoint": str(start), "seen_test_speakers": 0, "warning": None}
+    # The fine-tuned model learned from its start's speakers too: session 2's, which it validated on.
+    started, fine_tuned = (
+        read_checkpoint(path)["recipe"]["speakers"] for path in (start, out / "checkpoints" / "best.pt")
+    )
+    assert fine_tuned == {
+        "trained": sorted({*started["trained"], *started["validated"]}),
+        "validated": started["validated"],
+    }
 
     other = tmp_path / "wider"
     wider = [*args, f"hydra.run.dir={other}", "model.d_hidden=128", f"model.init_from={trained.jobs[1]}"]

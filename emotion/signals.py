@@ -49,6 +49,12 @@ class GracefulStop:
     def requested(self) -> bool:
         return self.received is not None
 
+    def request(self, why: str) -> None:
+        """Stop as a SIGTERM would: the work that checks this request saves and stops at its next safe point."""
+        if not self.requested:
+            self.received = signal.SIGTERM
+            log.warning("stopping: %s; running work saves and stops", why)
+
     def check(self, what: str = "last.pt holds everything to resume") -> None:
         """Raise Interrupted when a stop was requested; `what` tells what is kept."""
         if self.requested:

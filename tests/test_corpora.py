@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from emotion.data.corpora import load_corpus
-from emotion.data.corpus import LabelScale
+from emotion.checks import check_config
+from emotion.data.corpora import config_problems, load_corpus
+from emotion.data.corpus import Corpus, Item, LabelScale, Splits
 from tests.conftest import CONF, compose_config, run_train
 from tests.trees import csv_tree, iemocap_tree, msp_podcast_tree
 
@@ -61,6 +63,21 @@ def test_iemocap_fold_k_tests_exactly_session_k_and_shares_no_speaker_with_train
         assert {item.fold for item in splits.val} == {fold % 5 + 1}
     else:  # 20% of the 8 training speakers, rounded: 2 speakers
         assert len(speakers["val"]) == 2 and {item.fold for item in splits.val} <= set(range(1, 6)) - {fold}
+
+
+@pytest.mark.parametrize("validation", ["next_session", "speaker_holdout"])
+def test_an_excluded_fold_is_in_no_split_as_if_the_corpus_had_no_such_fold(iemocap, validation):
+    root, truth = iemocap
+    job = ["data=iemocap", f"data.root={root}", f"data.validation={validation}"]
+    splits = load_corpus(data_config([*job, "data.fold=5", "data.exclude_fold=1"])).splits
+    assert {item.fold for item in splits.all} == {2, 3, 4, 5}
+    assert len(splits.all) == sum(t["session"] != 1 for t in truth.values())
+    if validation == "next_session":  # fold 5's next is the first fold the corpus has left: 2
+        assert {item.fold for item in splits.val} == {2}
+    with pytest.raises(ValueError, match="data.exclude_fold=3: the job's test fold"):
+        load_corpus(data_config([*job, "data.fold=3", "data.exclude_fold=3"]))
+    with pytest.raises(ValueError, match=r"data.exclude_fold=9: must be one of IEMOCAP's folds \[1, 2, 3, 4, 5\]"):
+        load_corpus(data_config([*job, "data.fold=3", "data.exclude_fold=9"]))
 
 
 def test_a_fold_outside_iemocap_names_the_valid_folds(iemocap):
@@ -125,6 +142,8 @@ def test_msp_podcast_refuses_a_fold(msp):
     root, _ = msp
     with pytest.raises(ValueError, match=r"data.fold=2: MSP-Podcast has fixed splits.*data.test_set"):
         load_corpus(data_config(["data=msp_podcast", f"data.root={root}", "data.fold=2"]))
+    with pytest.raises(ValueError, match=r"data.exclude_fold=1: MSP-Podcast has no folds"):
+        load_corpus(data_config(["data=msp_podcast", f"data.root={root}", "data.exclude_fold=1"]))
 
 
 def test_csv_with_a_fold_column_cross_validates(tmp_path):
@@ -155,6 +174,46 @@ def test_csv_without_folds_makes_speaker_grouped_folds(tmp_path):
             folds_of_speaker.setdefault(item.speaker, set()).add(fold)
         assert not {i.speaker for i in splits.train} & {i.speaker for i in splits.test}
     assert len(folds_of_speaker) == 10 and all(len(folds) == 1 for folds in folds_of_speaker.values())
+
+
+def test_a_csv_corpus_is_named_after_its_folder_or_data_corpus_name_and_its_speakers_after_both(tmp_path):
+    manifests = {
+        name: csv_tree(tmp_path / name, ["path", "speaker", "arousal", "fold"]) for name in ("ravdess", "cremad")
+    }
+    corpus_of = {name: ["data=csv", f"data.manifest={path}", "data.fold=1"] for name, path in manifests.items()}
+    corpora = {name: load_corpus(data_config(overrides)) for name, overrides in corpus_of.items()}
+    assert [corpus.name for corpus in corpora.values()] == ["ravdess", "cremad"]
+    # Both name their speakers s0…s5: different people, whose recorded keys differ.
+    keys = {name: corpus.speaker_keys(corpus.splits.all) for name, corpus in corpora.items()}
+    assert len(keys["ravdess"]) == len(keys["cremad"]) == 6 and not keys["ravdess"] & keys["cremad"]
+    named = ["experiment=demo", *corpus_of["cremad"], "data.corpus_name=CREMA-D"]
+    check_config(compose_config(named))  # a key the config checks know
+    assert load_corpus(compose_config(named).data).name == "CREMA-D"
+
+
+def test_speakers_a_corpus_does_not_know_are_no_one():
+    corpus = Corpus("MSP-Podcast", Splits([], [], []), LabelScale(1.0, 7.0))
+    items = [Item(str(n), Path(f"{n}.wav"), speaker, (4.0,) * 3) for n, speaker in enumerate(["Unknown", "", "12"])]
+    assert len(corpus.speaker_keys(items)) == 1  # MSP-Podcast's Unknown is not one speaker in every split
+
+
+def test_every_item_of_a_cross_validated_corpus_is_read_without_a_fold_and_only_then(iemocap, tmp_path):
+    root, _ = iemocap
+    demo = data_config(["data=demo", "data.fold=null"])
+    assert config_problems(demo, whole=True) == [] and "data.fold=None: the demo corpus" in config_problems(demo)[0]
+    cfg = data_config(["data=iemocap", f"data.root={root}", "data.fold=null"])
+    assert len(load_corpus(cfg, whole=True).splits.all) == 30
+    with pytest.raises(ValueError, match=r"data.fold=None: IEMOCAP has folds 1–5"):
+        load_corpus(cfg)  # training, or one split of it, needs its test fold
+    for columns in (
+        ["path", "speaker", "arousal", "fold"],
+        ["path", "speaker", "arousal"],
+    ):  # fold column, speaker folds
+        manifest = csv_tree(tmp_path / str(len(columns)), columns)
+        cfg = data_config(["data=csv", f"data.manifest={manifest}", "data.fold=null"])
+        assert len(load_corpus(cfg, whole=True).splits.all) == 12
+        with pytest.raises(ValueError, match=r"data.fold=None: data.manifest=.* has folds 1–\d.*pick the test fold"):
+            load_corpus(cfg)
 
 
 def test_a_manifest_missing_columns_names_them(tmp_path):

@@ -4,13 +4,13 @@ labels the way a next_session cross-validation uses them."""
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
 import pytest
 
 from emotion.report import summarise_sweep, write_summary
+from tests.conftest import read_csv
 from tests.test_report import direct_ccc, multirun, write_job
 
 SESSIONS = (1, 2, 3, 4)
@@ -92,7 +92,7 @@ def test_the_nested_estimate_is_each_folds_choice_scored_on_that_fold(tmp_path):
         runs = {config: sweep / f"data.fold={fold},+config={config}" for config in LEANING}
         validation = {config: read_validation(folder) for config, folder in runs.items()}
         assert chosen[fold] == max(validation, key=validation.get)
-        rows = list(csv.DictReader(open(runs[chosen[fold]] / "predictions.csv")))
+        rows = read_csv(runs[chosen[fold]] / "predictions.csv")
         true, pred = (np.array([float(row[f"valence_{kind}"]) for row in rows]) for kind in ("true", "pred"))
         tests.append(direct_ccc(pred, true))
         pooled.append((true, pred))
@@ -105,7 +105,7 @@ def test_the_nested_estimate_is_each_folds_choice_scored_on_that_fold(tmp_path):
     assert text.startswith("**Nested cross-validation: each fold's configuration was chosen without its test speakers")
     assert f"| nested | 1, 2, 3, 4 | {nested.mean['ccc_v']:.3f} ± {nested.std['ccc_v']:.3f} |" in text
     assert "**Configurations ranked by val CCC mean**" in text  # the per-row view stays, named as one
-    nested_csv = list(csv.DictReader(open(sweep / "nested.csv")))
+    nested_csv = read_csv(sweep / "nested.csv")
     assert [(row["fold"], row["+config"]) for row in nested_csv] == sorted(chosen.items())
 
 

@@ -90,9 +90,13 @@ def test_the_paired_comparison_is_scipys_and_its_interval_reproducible(sweep):
     reference, other = rows  # the validation-selected row is the default reference
     assert (reference["reference"], other["reference"]) == ("True", "False")
     mine, theirs = runs_of(sweep, other["model.dropout"]), runs_of(sweep, reference["model.dropout"])
-    runs = sorted(mine)
-    expected = stats.ttest_rel([mine[r]["test"]["ccc_a"] for r in runs], [theirs[r]["test"]["ccc_a"] for r in runs])
+
+    def fold_means(runs):  # seeds averaged within each fold: folds are the independent units
+        return [np.mean([runs[fold, seed]["test"]["ccc_a"] for seed in (0, 1)]) for fold in (1, 2)]
+
+    expected = stats.ttest_rel(fold_means(mine), fold_means(theirs))
     assert float(other["ccc_a_diff_p"]) == pytest.approx(expected.pvalue, rel=1e-6)
+    assert other["ccc_a_diff_folds"] == "2"
     low, high = float(other["ccc_a_pooled_diff_low"]), float(other["ccc_a_pooled_diff_high"])
     assert low <= float(other["ccc_a_pooled_diff"]) <= high and low < high
     # The same seed again gives the same interval.

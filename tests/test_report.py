@@ -14,7 +14,7 @@ from scipy import stats
 
 from emotion.report import ReportSettings, _label, summarise, summarise_sweep, write_summary
 from emotion.sweeps.comparison import concordance
-from tests.conftest import ROOT
+from tests.conftest import ROOT, read_csv
 
 
 def write_job(
@@ -176,14 +176,16 @@ def test_the_report_uses_the_sweeps_own_settings_unless_told_otherwise(tmp_path)
         write_job(sweep, [f"data.fold={fold}", "model.d_hidden=256"], "completed", 0.5, val_v=0.2, val_a=0.8)
         write_job(sweep, [f"data.fold={fold}", "model.d_hidden=384"], "completed", 0.5, val_v=0.9, val_a=0.6)
     write_summary(sweep)
-    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    rows = read_csv(sweep / "summary.csv")
     assert "val_ccc_a" in rows[0] and rows[0]["model.d_hidden"] == "256"
     assert "(20 resamples" in (sweep / "summary.md").read_text()
     report = [sys.executable, "-m", "emotion.report", str(sweep), "--select", "val_ccc_mean"]
     subprocess.run(report, cwd=ROOT, capture_output=True, check=True)
-    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    rows = read_csv(sweep / "summary.csv")
     assert "val_ccc_mean" in rows[0] and rows[0]["model.d_hidden"] == "384"
-    assert "(20 resamples" in (sweep / "summary.md").read_text()  # what was not told stays the sweep's
+    text = (sweep / "summary.md").read_text()
+    assert "(20 resamples" in text  # what was not told stays the sweep's
+    assert "but the jobs kept their best epochs by val CCC-A (the sweep's report.select)" in text
 
 
 def test_rows_whose_test_speakers_a_model_had_seen_are_marked_and_never_chosen(tmp_path):
@@ -350,13 +352,8 @@ def test_configurations_are_tested_over_folds_with_seeds_averaged_and_holm_adjus
 
 def pooled_seed(sweep, width, seed):
     """A seed's predictions of every fold, concatenated: ids, speakers, true, pred."""
-    rows = [
-        row
-        for fold in (1, 2, 3)
-        for row in csv.DictReader(
-            open(sweep / f"data.fold={fold},model.d_hidden={width},trainer.seed={seed}" / "predictions.csv")
-        )
-    ]
+    folders = [sweep / f"data.fold={fold},model.d_hidden={width},trainer.seed={seed}" for fold in (1, 2, 3)]
+    rows = [row for folder in folders for row in read_csv(folder / "predictions.csv")]
     true, pred = (np.array([float(row[f"valence_{kind}"]) for row in rows]) for kind in ("true", "pred"))
     return [row["id"] for row in rows], [row["speaker"] for row in rows], true, pred
 

@@ -3,25 +3,29 @@ on the basic launcher and on a two-slot GPU pool."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import optuna
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from emotion.signals import GracefulStop
 from emotion.sweeps.folders import register_resolver, study_storage
 from emotion.sweeps.pruning import PruneWatch, best_so_far, fold_means, request_prune
-from emotion.sweeps.search import JobPlan, Search, SearchError, SearchSettings, _fixed_overrides
+from emotion.sweeps.search import JobPlan, Search, StudyRun, _fixed_overrides
 from emotion.sweeps.space import SpaceError, parse_space
+from emotion.sweeps.studies import SearchError, SearchSettings, StudyPlan, open_study, plan_studies
 from emotion.training.outputs import write_history, write_json
 from tests.conftest import ROOT, SMALL_DEMO, WITHOUT_LOCAL, compose_config, read_csv, run_train
 from tests.wandb_records import run_summary
@@ -162,13 +166,14 @@ def test_a_pruned_trials_running_jobs_stop_and_its_waiting_jobs_never_start(tmp_
                 return
         write_json(folder / "metrics.json", {"status": "completed", "val_best": {"ccc_mean": rows[-1]["val_ccc_mean"]}})
 
-    settings = SearchSettings(n_trials=2, folds=(1, 2, 3), startup_trials=1, prune_from_epoch=1)
+    settings = SearchSettings(n_trials=2, folds=(1, 2, 3), test_folds=(), startup_trials=1, prune_from_epoch=1)
     study = optuna.create_study(direction="maximize", pruner=settings.make_pruner())
     study.enqueue_trial({"optim.lr": 3e-3})
     study.enqueue_trial({"optim.lr": 1e-7})
     space = parse_space({"optim.lr": "choice(1e-7, 3e-3)"})
-    plan = JobPlan(["sweep=search", "experiment=demo", "logger=none"], settings.folds, compose)
-    Search(study, settings, space, plan, job, parallel=1, stop=GracefulStop()).run()
+    plan = JobPlan(["sweep=search", "experiment=demo", "logger=none"], compose)
+    studies = [StudyRun(StudyPlan("standin", settings.folds), study, first_index=0)]
+    Search(studies, settings, space, plan, job, parallel=1, stop=GracefulStop()).run()
 
     good, hopeless = study.trials
     assert good.state == optuna.trial.TrialState.COMPLETE and good.value == pytest.approx(0.3)
@@ -178,12 +183,213 @@ def test_a_pruned_trials_running_jobs_stop_and_its_waiting_jobs_never_start(tmp_
     assert json.loads(pruned.read_text())["status"] == "pruned"
 
 
+def test_each_study_leaves_its_test_fold_out_and_trains_on_the_folds_after_it():
+    (default,) = plan_studies(SearchSettings(), [1, 2, 3, 4, 5], "s")
+    assert (default.name, default.test_fold, default.folds) == ("s-fold1", 1, (2, 3))
+    nested = plan_studies(SearchSettings(test_folds=(1, 2, 3, 4, 5)), [1, 2, 3, 4, 5], "s")
+    assert [(study.test_fold, study.folds) for study in nested] == [
+        (1, (2, 3)),
+        (2, (3, 4)),
+        (3, (4, 5)),
+        (4, (5, 1)),
+        (5, (1, 2)),
+    ]
+    (plain,) = plan_studies(SearchSettings(test_folds=(), folds=(1, 2)), [1, 2, 3, 4, 5], "s")
+    assert (plain.name, plain.test_fold, plain.folds) == ("s", None, (1, 2))
+    (fixed,) = plan_studies(SearchSettings(), [], "s")
+    assert (fixed.test_fold, fixed.folds) == (None, (None,))
+    with pytest.raises(SearchError, match=r"search.folds=\[1, 2\] holds test fold 1"):
+        plan_studies(SearchSettings(folds=(1, 2)), [1, 2, 3, 4, 5], "s")
+    with pytest.raises(SearchError, match="fold 7 is not one of the corpus's folds"):
+        plan_studies(SearchSettings(test_folds=(7,)), [1, 2, 3, 4, 5], "s")
+
+
+def test_a_resumed_study_refuses_another_space_overrides_folds_or_encoder(tmp_path):
+    signature = {"space": [{"key": "optim.lr"}], "fixed overrides": ["x=1"], "folds": ["2"], "encoder": {"n": 1}}
+    plan = StudyPlan("s-fold1", (2,), 1)
+    open_study(tmp_path, plan, SearchSettings(), signature)
+    open_study(tmp_path, plan, SearchSettings(), signature)  # the same search again: continued
+    for key, other in (("space", [{"key": "optim.wd"}]), ("folds", ["3"]), ("encoder", {"n": 2})):
+        with pytest.raises(SearchError, match=f"study 's-fold1' ran with another {key}"):
+            open_study(tmp_path, plan, SearchSettings(), {**signature, key: other})
+
+
+def _standin(compose, scores: Callable[[DictConfig, list[str]], float], epochs: int = 1, seconds: float = 0.0):
+    """A stand-in job: writes the history.csv and metrics.json a real one would, its validation score
+    `scores(job config, overrides)` at every epoch, taking `seconds` per epoch; stops when pruned or stopped."""
+    stop = GracefulStop()
+
+    def job(overrides: list[str], index: int) -> None:
+        cfg = compose(overrides)
+        folder = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
+        folder.mkdir(parents=True, exist_ok=True)
+        value, rows, watch = scores(cfg, overrides), [], PruneWatch(folder, every_seconds=0)
+        for epoch in range(1, epochs + 1):
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and not job.stop.requested:
+                time.sleep(0.01)
+            if job.stop.requested:
+                write_json(folder / "metrics.json", {"status": "interrupted"})
+                return
+            rows.append({"epoch": epoch, "val_ccc_mean": value})
+            write_history(folder / "history.csv", rows)
+            if watch.check():
+                write_json(folder / "metrics.json", {"status": "pruned"})
+                return
+        write_json(folder / "metrics.json", {"status": "completed", "val_best": {"ccc_mean": value}})
+
+    job.stop = stop
+    return job
+
+
+def test_a_search_killed_right_after_a_prune_resumes_without_the_folds_that_never_began(tmp_path, monkeypatch):
+    compose = partial(_compose, tmp_path)
+    monkeypatch.setattr("emotion.sweeps.search.POLL_SECONDS", 0.02)
+    settings = SearchSettings(n_trials=1, folds=(1, 2), test_folds=(), startup_trials=0)
+    plan = JobPlan(["sweep=search", "experiment=demo", "logger=none"], compose)
+    space = parse_space({"optim.lr": "choice(1e-7, 3e-3)"})
+    study = open_study(tmp_path, StudyPlan("killed", settings.folds), settings, {})
+    # The state a kill right after the prune leaves: the trial pruned at epoch 1 while its first fold ran,
+    # before the study was told; its second fold never began (no folder).
+    trial = study.ask({dim.key: dim.distribution() for dim in space})
+    config = [dim.override(trial.params["optim.lr"]) for dim in space]
+    trial.set_user_attr("config", config)
+    trial.report(0.1, 1)
+    trial.set_user_attr("pruned_at_epoch", 1)
+    first, second = plan.trial_jobs(StudyPlan("killed", settings.folds), 0, 0, config)
+    first.folder.mkdir(parents=True)
+    write_history(first.folder / "history.csv", [{"epoch": 1, "val_ccc_mean": 0.1}])
+    launched = []
+    job = _standin(compose, lambda cfg, overrides: launched.append(overrides) or 0.1, epochs=3)
+
+    Search(
+        [StudyRun(StudyPlan("killed", settings.folds), study, 0)], settings, space, plan, job, 1, GracefulStop()
+    ).run()
+
+    (resumed,) = study.trials
+    assert resumed.state == optuna.trial.TrialState.PRUNED
+    assert [overrides[-2] for overrides in launched] == ["data.fold=1"]  # the begun fold, to stop; not fold 2
+    assert json.loads((first.folder / "metrics.json").read_text())["status"] == "pruned"
+    assert not second.folder.exists()
+
+
+def test_an_error_in_the_search_loop_stops_the_running_jobs_at_once(tmp_path, monkeypatch):
+    compose = partial(_compose, tmp_path)
+    monkeypatch.setattr("emotion.sweeps.search.POLL_SECONDS", 0.02)
+    settings = SearchSettings(n_trials=2, folds=(1,), test_folds=(), pruner="none")
+    plan = JobPlan(["sweep=search", "experiment=demo", "logger=none"], compose)
+    space = parse_space({"optim.lr": "choice(1e-7, 3e-3)"})
+    study = open_study(tmp_path, StudyPlan("broken", settings.folds), settings, {})
+    job = _standin(compose, lambda cfg, overrides: 0.5, epochs=1, seconds=60)  # a long job
+    search = Search([StudyRun(StudyPlan("broken", (1,)), study, 0)], settings, space, plan, job, 1, job.stop)
+    looks = iter(range(1000))
+
+    def broken_watch():
+        if next(looks) == 10:  # the job has started by now
+            raise RuntimeError("the study's storage went away")
+
+    monkeypatch.setattr(search, "_watch_epochs", broken_watch)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="storage went away"):
+        search.run()
+    assert time.monotonic() - started < 20  # not the job's 60 s
+    (folder,) = [path.parent for path in tmp_path.glob("*/metrics.json")]
+    assert json.loads((folder / "metrics.json").read_text())["status"] == "interrupted"  # saved, resumable
+
+
+def _corpus_copy(cache_dir: Path, folder: Path, session_1_labels: float | None = None) -> Path:
+    """The small demo corpus copied to `folder` as a CSV corpus; with `session_1_labels`, every label of
+    session 1's speakers set to it, and their audio swapped for other sessions' recordings."""
+    from emotion.data.demo import ensure_demo_corpus
+
+    shutil.copytree(ensure_demo_corpus(cache_dir / "search-property", 0, 4).parent, folder)
+    manifest = folder / "manifest.csv"
+    rows = read_csv(manifest)
+    others = [row["path"] for row in rows if row["fold"] != "1"]
+    if session_1_labels is not None:
+        for i, row in enumerate(row for row in rows if row["fold"] == "1"):
+            row.update({dim: str(session_1_labels) for dim in ("arousal", "valence", "dominance")}, path=others[i])
+    with open(manifest, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+def _validation_from_the_data(cfg: DictConfig, overrides: list[str]) -> float:
+    """What a real job's validation score depends on: its training and validation items, labels and audio.
+    One learning rate suits corpora rated high, the other corpora rated low."""
+    from emotion.data.corpora import load_corpus
+
+    splits = load_corpus(cfg.data).splits
+    rated = statistics.fmean(label for item in [*splits.train, *splits.val] for label in item.labels) - 3
+    audio = sum(os.path.getsize(item.path) for item in splits.train) * 1e-12
+    return 0.5 + (rated if "optim.lr=0.003" in overrides else -rated) + audio
+
+
+def _chosen(tmp_path, manifest: Path, settings: SearchSettings) -> list[str]:
+    """The configuration a search with stand-in jobs chooses for its first study, both candidates tried."""
+    sweep = tmp_path / manifest.parent.name
+    sweep.mkdir(parents=True)
+    compose = partial(_compose, sweep)
+    plan = JobPlan(["sweep=search", "experiment=demo", "data=csv", f"data.manifest={manifest}", "logger=none"], compose)
+    space = parse_space({"optim.lr": "choice(1e-7, 3e-3)"})
+    study_plan = plan_studies(settings, [1, 2, 3, 4, 5], "property")[0]
+    study = open_study(sweep, study_plan, settings, {})
+    study.enqueue_trial({"optim.lr": 3e-3})
+    study.enqueue_trial({"optim.lr": 1e-7})
+    job = _standin(compose, _validation_from_the_data)
+    Search([StudyRun(study_plan, study, 0)], settings, space, plan, job, 1, GracefulStop()).run()
+    return study.best_trial.user_attrs["config"]
+
+
+def test_changing_every_label_and_recording_of_a_test_folds_speakers_leaves_its_studys_choice_alone(
+    cache_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("emotion.sweeps.search.POLL_SECONDS", 0.01)
+    high, low = (_corpus_copy(cache_dir, tmp_path / name, labels) for name, labels in (("high", 5.0), ("low", 1.0)))
+    blind = SearchSettings(n_trials=2, pruner="none")  # the default: a study blind to fold 1, on folds 2 and 3
+    assert _chosen(tmp_path / "blind", high, blind) == _chosen(tmp_path / "blind", low, blind)
+    # A study whose jobs trained on fold 1's speakers (folds 2 and 3 train on sessions 4, 5, 1 and 5, 1, 2)
+    # chooses by them: the same change flips its choice.
+    seeing = SearchSettings(n_trials=2, pruner="none", test_folds=(), folds=(2, 3))
+    assert _chosen(tmp_path / "seeing", high, seeing) != _chosen(tmp_path / "seeing", low, seeing)
+
+
+def test_the_summary_of_a_search_reads_search_json_and_never_opens_the_study_database(tmp_path):
+    """Jobs write the summary after they end, on SLURM from other machines: SQLite on a shared file system
+    is not theirs to open. A summary written beside an unreadable search.db, without importing Optuna."""
+    from emotion.sweeps.search_report import OuterJob, SearchRecord, StudyRecord, TrialLine, write_search
+    from tests.test_report import write_job
+
+    sweep = tmp_path / "searched"
+    inner = write_job(sweep, ["data.fold=2", "data.exclude_fold=1", "optim.lr=0.001"], "completed", 0.5)
+    outer = write_job(sweep, ["data.fold=1", "optim.lr=0.001"], "completed", 0.6)
+    trial = TrialLine(0, "complete", 0.6, 3, {"optim.lr": "0.001"})
+    study = StudyRecord("s-fold1", ["2"], "1", [trial], OuterJob(outer.name, 0, ["optim.lr=0.001"]))
+    write_search(sweep, SearchRecord("s", "val_ccc_mean", 1, ["experiment=demo"], ["1", "2", "3"], [study]))
+    (sweep / "search.db").write_bytes(b"not a database")
+    script = (
+        "import sys; from pathlib import Path; from emotion.report import write_summary; "
+        f"write_summary(Path({str(sweep)!r})); assert 'optuna' not in sys.modules, 'optuna was imported'"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, capture_output=True)
+    summary = (sweep / "summary.md").read_text()
+    assert "**Study `s-fold1`**: 1 of 1 trials (1 complete)" in summary
+    assert "its choice saw folds 2, 3 and never fold 1's speakers" in summary
+    assert "Trained on fold 1, which none of the study's jobs saw: test CCC-V 0.600" in summary
+    rows = read_csv(sweep / "summary.csv")
+    assert {row["data.exclude_fold"]: row["trials"] for row in rows} == {"1": "0", "": ""}
+    assert inner.name != outer.name
+
+
 def _compose(sweep_dir: Path, overrides: list[str]):
     register_resolver()  # the job folder's name
     return compose_config([*overrides, f"hydra.sweep.dir={sweep_dir}"], return_hydra_config=True)
 
 
-# The acceptance search: 6 trials of 2 folds × 3 epochs, where one learning rate is hopeless.
+# The acceptance search, with the default folds: blind to fold 1, 6 trials on folds 2 and 3 × 3 epochs, where
+# one learning rate is hopeless; then the best trains on fold 1.
 SEARCH = [
     "-m",
     "sweep=search",
@@ -195,7 +401,6 @@ SEARCH = [
     "logger=none",
     "search.n_trials=6",
     "search.startup_trials=1",
-    "search.folds=[1,2]",
     "~search.space",
     "+search.space={optim.lr: 'choice(1e-7, 3e-3)', model.dropout: 'interval(0.0, 0.2)'}",
     "report.bootstrap=50",
@@ -220,29 +425,26 @@ def _statuses(sweep: Path) -> dict[Path, str]:
     return {path.parent: json.loads(path.read_text())["status"] for path in sweep.glob("*/metrics.json")}
 
 
-def _mid_training(sweep: Path) -> Path | None:
-    """A job with an epoch behind it and no result yet."""
-    for history in sweep.glob("*/history.csv"):
-        if not (history.parent / "metrics.json").exists() and len(history.read_text().splitlines()) >= 2:
-            return history.parent
-    return None
+def _pruning(sweep: Path) -> Path | None:
+    """A job its search has just asked to stop (pruned)."""
+    return next((marker.parent for marker in sweep.glob("*/.prune")), None)
 
 
-def _load(sweep: Path) -> optuna.Study:
-    return optuna.load_study(study_name=sweep.name, storage=study_storage(sweep))
+def _load(sweep: Path, study: str = "{name}-fold1") -> optuna.Study:
+    return optuna.load_study(study_name=study.format(name=sweep.name), storage=study_storage(sweep))
 
 
 @pytest.mark.slow
-def test_a_search_killed_in_the_middle_and_run_again_ends_with_its_trials_pruned_and_valued_by_validation(
+def test_a_search_killed_right_after_a_prune_and_run_again_ends_its_trials_and_tests_its_choice_on_an_unseen_fold(
     cache_dir, tmp_path
 ):
     sweep = tmp_path / "multirun" / "acceptance"
     process = _start(SEARCH, cache_dir, tmp_path, tmp_path / "first.out")
     try:
         deadline = time.monotonic() + 400
-        while not (len(_statuses(sweep)) >= 2 and (interrupted := _mid_training(sweep))):
+        while not (pruning := _pruning(sweep)):
             assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "first.out").read_text()[-3000:]
-            time.sleep(0.05)
+            time.sleep(0.02)
         os.killpg(process.pid, signal.SIGKILL)
     finally:
         process.wait()
@@ -260,9 +462,12 @@ def test_a_search_killed_in_the_middle_and_run_again_ends_with_its_trials_pruned
     for number, trial in before.items():  # finished trials stay as they were
         if trial.state.is_finished():
             assert (study.trials[number].state, study.trials[number].value) == (trial.state, trial.value)
-    # Nothing trained twice from scratch: finished jobs were not run again, the killed one went on.
+    # Nothing trained twice from scratch: finished jobs were not run again, the pruned one went on from its
+    # checkpoint only to stop.
     assert {folder: (folder / "metrics.json").stat().st_mtime_ns for folder in finished} == finished
-    assert "resuming from" in (interrupted / "train.log").read_text()
+    assert json.loads((pruning / "metrics.json").read_text())["status"] == "pruned"
+    if pruning not in finished:
+        assert "resuming from" in (pruning / "train.log").read_text()
     for history in sweep.glob("*/history.csv"):
         epochs = [row["epoch"] for row in read_csv(history)]
         assert epochs == [str(epoch) for epoch in range(1, len(epochs) + 1)]
@@ -274,29 +479,48 @@ def test_a_search_killed_in_the_middle_and_run_again_ends_with_its_trials_pruned
         if trial.state == optuna.trial.TrialState.COMPLETE:
             assert trial.value == pytest.approx(statistics.fmean(m["val_best"]["ccc_mean"] for m in metrics))
             assert trial.value != pytest.approx(statistics.fmean(m["test"]["ccc_mean"] for m in metrics))
-        else:  # pruned: its jobs ended pruned (or had completed), history and metrics kept
+        else:  # pruned: its begun jobs ended pruned (or had completed), history kept; the others never began
             assert "pruned" in {m["status"] for m in metrics}
             assert all((folder / "history.csv").is_file() for folder in jobs_of[trial.number])
         curve = trial.intermediate_values  # each epoch's value: the fold-mean of best validation so far
         assert list(curve) == list(range(1, len(curve) + 1))
         assert all(-1 <= value <= 1 for value in curve.values())
+        if trial.state == optuna.trial.TrialState.COMPLETE:  # what the pruner saw last is the trial's value
+            assert curve[len(curve)] == pytest.approx(trial.value)
+
+    # No job of the study saw fold 1; the study's choice was then trained and tested on it.
+    for folder in (folder for jobs in jobs_of.values() for folder in jobs):
+        assert "data.exclude_fold=1" in folder.name and "data.fold=1," not in folder.name
+    best = study.best_trial
+    (chosen,) = [path.parent for path in sweep.glob("data.fold=1,*/metrics.json")]
+    assert json.loads((chosen / "metrics.json").read_text())["status"] == "completed"
+    assert all(item in chosen.name for item in best.user_attrs["config"])
+    test = json.loads((chosen / "metrics.json").read_text())["test"]
 
     summary = (sweep / "summary.md").read_text()
-    assert "Search `acceptance`: 6 of 6 trials" in summary and "pruned at epoch" in summary
-    best = study.best_trial
+    assert "**Study `acceptance-fold1`**: 6 of 6 trials" in summary and "pruned at epoch" in summary
+    assert "its choice saw folds 2, 3, 4, 5 and never fold 1's speakers" in summary
     assert f"★ Best trial by validation: {best.number}," in summary
+    assert f"Trained on fold 1, which none of the study's jobs saw: test CCC-V {test['ccc_v']:.3f}" in summary
+    assert "| nested | 1 |" in summary  # the headline: fold 1's choice, made without fold 1
     command = next(line.strip() for line in summary.splitlines() if line.strip().startswith("python train.py -m"))
     assert command.endswith("data.fold=1,2,3,4,5") and "sweep=search" not in command
+    assert "not clean on folds 2, 3, 4, 5, which its choice saw" in summary
     assert all(item in command for item in best.user_attrs["config"])
     rows = read_csv(sweep / "summary.csv")
     assert sorted(int(n) for row in rows for n in row["trials"].split()) == list(range(6))
-    assert rows[0]["selected"] == "True" and str(best.number) in rows[0]["trials"].split()
     assert (sweep / "search.png").stat().st_size > 0
 
 
 def _jobs_by_trial(sweep: Path) -> dict[int, list[Path]]:
+    """The trials' jobs, by trial (not the job that trains a study's choice on its test fold)."""
+    from emotion.sweeps.search_report import read_search
+
     jobs: dict[int, list[Path]] = {}
+    choices = read_search(sweep).outer_jobs
     for overrides in sweep.glob("*/.hydra/overrides.yaml"):
+        if overrides.parent.parent.name in choices:
+            continue
         trial = next(line for line in overrides.read_text().splitlines() if "search.trial=" in line)
         jobs.setdefault(int(trial.rsplit("=", 1)[1]), []).append(overrides.parent.parent)
     return jobs
@@ -315,6 +539,7 @@ def test_on_a_two_slot_gpu_pool_a_job_starts_when_a_slot_frees_and_runs_carry_th
             *SMALL_DEMO,
             "search.n_trials=3",
             "search.seed=5",
+            "search.test_folds=[]",  # one study, no choice to train afterwards
             "search.folds=[1]",
             "search.pruner=none",
             "~search.space",
@@ -343,5 +568,5 @@ def test_on_a_two_slot_gpu_pool_a_job_starts_when_a_slot_frees_and_runs_carry_th
         run = run_summary(run_file)
         assert f"trial {number}" in run["tags"] and run["name"].startswith(f"trial {number}: ")
         assert run["config"]["search"]["trial"] == number
-    study = _load(sweep)
+    study = _load(sweep, "pool")
     assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3

@@ -90,8 +90,8 @@ def test_a_demo_sweep_runs_as_slurm_jobs_stops_on_sigint_and_the_same_command_re
 
 
 def job_records(sweep) -> list[dict]:
-    """Each job's job.json: where its last run ran (every run writes it)."""
-    return [json.loads(path.read_text()) for path in sweep.glob("*/job.json")]
+    """Each job's job.json: where its last run ran (every run writes it), and its folder's name."""
+    return [{**json.loads(path.read_text()), "folder": path.parent.name} for path in sweep.glob("*/job.json")]
 
 
 def slurm_ids(sweep) -> set[str]:
@@ -105,14 +105,18 @@ def test_a_search_runs_its_trials_as_slurm_jobs_side_by_side(slurm, cache_dir, t
     from emotion.sweeps.folders import study_storage
 
     on_the_cluster = [item for item in ON_THE_TEST_CLUSTER if not item.startswith("data.fold=")]
-    search = ["sweep=search", "name=search", "search.n_trials=2", "search.folds=[1]", "search.pruner=none"]
+    # Blind to fold 1 (the default), each trial on fold 2; then the choice trains on fold 1.
+    search = ["sweep=search", "name=search", "search.n_trials=2", "search.folds=1", "search.pruner=none"]
     space = ["~search.space", "+search.space={model.dropout: 'interval(0.0, 0.3)'}", "trainer.max_epochs=1"]
     run_train([*on_the_cluster, *search, *space], cache_dir, cwd=tmp_path)
     sweep = tmp_path / "multirun" / "search"
-    records = job_records(sweep)
-    assert len(records) == 2 and len(slurm_ids(sweep)) == 2 and None not in slurm_ids(sweep)
-    assert max(r["started"] for r in records) < min(r["ended"] for r in records)  # side by side
-    study = optuna.load_study(study_name="search", storage=study_storage(sweep))
+    trials = [record for record in job_records(sweep) if "data.exclude_fold=1" in record["folder"]]
+    assert len(trials) == 2 and len(slurm_ids(sweep)) == 3 and None not in slurm_ids(sweep)
+    assert max(r["started"] for r in trials) < min(r["ended"] for r in trials)  # side by side
+    study = optuna.load_study(study_name="search-fold1", storage=study_storage(sweep))
     values = sorted(trial.value for trial in study.trials)
-    metrics = [json.loads(path.read_text()) for path in sweep.glob("*/metrics.json")]
+    metrics = [json.loads(path.read_text()) for path in sweep.glob("*data.exclude_fold=1*/metrics.json")]
     assert values == pytest.approx(sorted(m["val_best"]["ccc_mean"] for m in metrics))
+    (chosen,) = [path for path in sweep.glob("*/metrics.json") if "exclude_fold" not in path.parent.name]
+    assert json.loads(chosen.read_text())["status"] == "completed" and "data.fold=1" in chosen.parent.name
+    assert "Trained on fold 1, which none of the study's jobs saw: test CCC-V" in (sweep / "summary.md").read_text()

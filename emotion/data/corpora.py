@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -25,16 +26,18 @@ from emotion.data.manifest import read_manifest
 CHOICES = {"on_bad_audio": ("error", "skip"), "batching": ("bucket", "random"), "validation": VALIDATION_PROTOCOLS}
 
 
-def load_corpus(cfg: DictConfig) -> Corpus:
-    """`cfg` is the `data` group."""
-    problems = config_problems(cfg)
+def load_corpus(cfg: DictConfig, whole: bool = False) -> Corpus:
+    """`cfg` is the `data` group. `whole`: every item is wanted (evaluate.split=all), so a cross-validated
+    corpus needs no test fold; with data.fold=null its items are then all in `splits.test`."""
+    problems = config_problems(cfg, whole)
     if problems:
         raise ValueError("\n".join(problems))
     return LOADERS[cfg.name](cfg)
 
 
-def config_problems(cfg: DictConfig) -> list[str]:
-    """What is wrong with the `data` group, found without reading the corpus: each with key, value and fix."""
+def config_problems(cfg: DictConfig, whole: bool = False) -> list[str]:
+    """What is wrong with the `data` group, found without reading the corpus: each with key, value and fix.
+    `whole`: as load_corpus's."""
     if cfg.name not in LOADERS:
         return [f"data.name={cfg.name!r}: not a known corpus; choose data= one of {', '.join(LOADERS)}"]
     problems = [
@@ -42,11 +45,17 @@ def config_problems(cfg: DictConfig) -> list[str]:
         for key, allowed in CHOICES.items()
         if cfg[key] not in allowed
     ]
-    if cfg.name == "demo" and cfg.fold not in demo.SESSIONS:
+    if cfg.exclude_fold is not None and cfg.exclude_fold == cfg.fold:
+        problems.append(
+            f"data.exclude_fold={cfg.exclude_fold}: the job's test fold (data.fold) cannot be left out of it; "
+            "exclude another fold, or none (data.exclude_fold=null)"
+        )
+    no_fold_needed = whole and cfg.fold is None
+    if cfg.name == "demo" and cfg.fold not in demo.SESSIONS and not no_fold_needed:
         problems.append(f"data.fold={cfg.fold!r}: the demo corpus has folds 1–5, one per session; e.g. data.fold=1")
     elif cfg.name == "iemocap":
         problems += _root_problems(cfg, "IEMOCAP_ROOT", iemocap.LAYOUT)
-        if cfg.fold not in iemocap.SESSIONS:
+        if cfg.fold not in iemocap.SESSIONS and not no_fold_needed:
             problems.append(f"data.fold={cfg.fold!r}: IEMOCAP has folds 1–5, one per session; e.g. data.fold=1")
     elif cfg.name == "msp_podcast":
         problems += _root_problems(cfg, "MSP_PODCAST_ROOT", msp_podcast.LAYOUT)
@@ -55,17 +64,19 @@ def config_problems(cfg: DictConfig) -> list[str]:
                 f"data.fold={cfg.fold!r}: MSP-Podcast has fixed splits; leave data.fold unset (null) and choose "
                 f"the test set with data.test_set ({', '.join(msp_podcast.TEST_SETS)})"
             )
+        if cfg.exclude_fold is not None:
+            problems.append(f"data.exclude_fold={cfg.exclude_fold!r}: MSP-Podcast has no folds; leave it null")
     elif cfg.name == "csv":
         if OmegaConf.is_missing(cfg, "manifest"):
             problems.append("data.manifest is not set: data.manifest=<the corpus's CSV file>")
         elif not Path(cfg.manifest).is_file():
             problems.append(f"data.manifest={cfg.manifest!r}: no such file; point it at the corpus's CSV file")
         else:
-            problems += _manifest_problems(cfg)
+            problems += _manifest_problems(cfg, no_fold_needed)
     return problems
 
 
-def _manifest_problems(cfg: DictConfig) -> list[str]:
+def _manifest_problems(cfg: DictConfig, no_fold_needed: bool) -> list[str]:
     """Whether the manifest can be read, and whether data.fold fits its fold or split column."""
     try:
         items, _ = read_manifest(cfg.manifest)
@@ -75,6 +86,8 @@ def _manifest_problems(cfg: DictConfig) -> list[str]:
     if has_split and has_fold:
         return [f"data.manifest={cfg.manifest!r} has both a fold and a split column; keep the one you mean"]
     if has_split:
+        if cfg.exclude_fold is not None:
+            return [f"data.exclude_fold={cfg.exclude_fold!r}: data.manifest={cfg.manifest!r} has fixed splits"]
         if cfg.fold is None:
             return []
         return [
@@ -82,7 +95,7 @@ def _manifest_problems(cfg: DictConfig) -> list[str]:
             "leave data.fold unset (data.fold=null)"
         ]
     folds = sorted({item.fold for item in items}) if has_fold else list(range(1, cfg.n_folds + 1))
-    if cfg.fold in folds:
+    if cfg.fold in folds or no_fold_needed:
         return []
     origin = "its fold column" if has_fold else f"made by speaker, data.n_folds={cfg.n_folds}"
     return [
@@ -118,7 +131,14 @@ def _csv(cfg: DictConfig) -> Corpus:
         if all(item.fold is None for item in items):
             items = speaker_folds(items, cfg.n_folds, cfg.split_seed)
         splits = _cross_validation(items, cfg, str(cfg.manifest))
-    return Corpus(Path(cfg.manifest).stem, splits, LabelScale(*cfg.label_range), dimensions)
+    return Corpus(csv_corpus_name(cfg), splits, LabelScale(*cfg.label_range), dimensions)
+
+
+def csv_corpus_name(cfg: DictConfig) -> str:
+    """data.corpus_name, else the manifest's folder (`corpora/ravdess/manifest.csv` → `ravdess`): the
+    manifest sits at its corpus's top, since audio paths stay inside its folder. Checkpoints record speakers
+    under this name, so one corpus must keep one name, and two corpora need two."""
+    return str(cfg.corpus_name or Path(os.path.abspath(cfg.manifest)).parent.name)
 
 
 def _iemocap(cfg: DictConfig) -> Corpus:
@@ -132,7 +152,26 @@ def _msp_podcast(cfg: DictConfig) -> Corpus:
 
 
 def _cross_validation(items: list[Item], cfg: DictConfig, corpus: str) -> Splits:
-    return cross_validation_splits(items, cfg.fold, corpus, cfg.validation, cfg.val_fraction, cfg.split_seed)
+    if cfg.fold is None:  # allowed for reading every item only (config_problems): no split to make
+        return Splits(train=[], val=[], test=items)
+    return cross_validation_splits(
+        items, cfg.fold, corpus, cfg.validation, cfg.val_fraction, cfg.split_seed, cfg.exclude_fold
+    )
+
+
+def fold_numbers(cfg: DictConfig) -> list[int]:
+    """The configured corpus's cross-validation folds, from its config and manifest alone (no audio is
+    read); empty for a corpus with fixed splits."""
+    if cfg.name in ("demo", "iemocap"):
+        return list(demo.SESSIONS if cfg.name == "demo" else iemocap.SESSIONS)
+    if cfg.name != "csv":
+        return []
+    items, _ = read_manifest(cfg.manifest)
+    if any(item.split is not None for item in items):
+        return []
+    if any(item.fold is not None for item in items):
+        return sorted({item.fold for item in items})
+    return list(range(1, cfg.n_folds + 1))  # folds made by speaker
 
 
 LOADERS = {"demo": _demo, "iemocap": _iemocap, "msp_podcast": _msp_podcast, "csv": _csv}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ import numpy as np
 
 DIMENSIONS = ("arousal", "valence", "dominance")
 VALIDATION_PROTOCOLS = ("next_session", "speaker_holdout")
+# Speaker ids that name no one (MSP-Podcast's `Unknown`, an empty CSV cell): never counted as one speaker.
+UNKNOWN_SPEAKERS = ("", "unknown")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,13 @@ class Corpus:
     scale: LabelScale
     dimensions: tuple[str, ...] = DIMENSIONS
 
+    def speaker_keys(self, items: list[Item]) -> set[str]:
+        """A short hash per known speaker of `items`, of the corpus's name and the speaker's id: what a
+        checkpoint records of the speakers it learned from. The name tells apart `spk1` of two corpora; the
+        hash keeps the ids, which may identify people, out of shared checkpoints."""
+        speakers = {item.speaker for item in items if item.speaker.strip().lower() not in UNKNOWN_SPEAKERS}
+        return {hashlib.sha256(f"{self.name}\0{speaker}".encode()).hexdigest()[:16] for speaker in speakers}
+
 
 def cross_validation_splits(
     items: list[Item],
@@ -74,10 +84,19 @@ def cross_validation_splits(
     validation: str = "next_session",
     val_fraction: float = 0.2,
     seed: int = 0,
+    exclude_fold: int | None = None,
 ) -> Splits:
     """Test on fold `fold`; validate on the next fold (`next_session`, k % n + 1) or on a held-out share
-    of the training speakers (`speaker_holdout`); train on the rest."""
+    of the training speakers (`speaker_holdout`); train on the rest. `exclude_fold`'s items are in no split
+    at all, as if the corpus had no such fold (a nested search's outer fold: its studies never see it)."""
     folds = sorted({item.fold for item in items})
+    if exclude_fold is not None:
+        if exclude_fold not in folds or exclude_fold == fold:
+            raise ValueError(
+                f"data.exclude_fold={exclude_fold}: must be one of {corpus}'s folds {folds} other than data.fold={fold}"
+            )
+        items = [item for item in items if item.fold != exclude_fold]
+        folds.remove(exclude_fold)
     if fold not in folds:
         raise ValueError(
             f"data.fold={fold} but {corpus} has folds {folds[0]}–{folds[-1]}: pick one of {folds}, "

@@ -16,6 +16,7 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 FOLD_KEY = "data.fold"
+EXCLUDED_FOLD_KEY = "data.exclude_fold"  # the fold a nested search's study leaves out (emotion.sweeps.studies)
 SEED_KEY = "trainer.seed"
 DONE = ("completed", "evaluated")  # trained jobs, and evaluate.py's runs: both have test scores
 
@@ -111,9 +112,7 @@ def group_rows(jobs: list[Job]) -> list[Row]:
 def expected_runs(sweep_dir: Path, jobs: list[Job]) -> list[tuple[str | None, str | None]]:
     """The (fold, seed) runs the sweep asks of every configuration (from multirun.yaml), else those seen."""
     multirun = read_multirun(sweep_dir)
-    folds = (
-        _swept_values(multirun, FOLD_KEY) or _searched_folds(multirun) or sorted({job.fold for job in jobs}, key=str)
-    )
+    folds = _swept_values(multirun, FOLD_KEY) or sorted({job.fold for job in jobs}, key=str)
     seeds = _swept_values(multirun, SEED_KEY) or sorted({job.seed for job in jobs}, key=str)
     return list(itertools.product(folds or [None], seeds or [None]))
 
@@ -126,26 +125,11 @@ def read_multirun(sweep_dir: Path) -> dict:
         return {}
 
 
-def _searched_folds(multirun: dict) -> list[str] | None:
-    """A search's folds (search.folds): each of its configurations trains on them."""
-    sweeper = (multirun.get("hydra") or {}).get("sweeper") or {}
-    if not str(sweeper.get("_target_", "")).endswith("SearchSweeper"):
-        return None
-    return [str(fold) for fold in (multirun.get("search") or {}).get("folds") or []] or None
-
-
 def _swept_values(multirun: dict, key: str) -> list[str] | None:
     """The values `key` takes in the sweep's command line or named sweep; None when it is not set there."""
     hydra = multirun.get("hydra") or {}
     task = (hydra.get("overrides") or {}).get("task") or []
     params = (hydra.get("sweeper") or {}).get("params") or {}
-    for text in [*task, *(f"{name}={value}" for name, value in params.items())]:
-        override = OverridesParser.create().parse_overrides([text])[0]
-        if override.key_or_group == key:
-            if override.is_sweep_override():
-                return [str(value) for value in override.sweep_string_iterator()]
-            return [str(override.value())]
-    return None
     for text in [*task, *(f"{name}={value}" for name, value in params.items())]:
         override = OverridesParser.create().parse_overrides([text])[0]
         if override.key_or_group == key:

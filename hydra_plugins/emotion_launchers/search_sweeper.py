@@ -49,7 +49,8 @@ class SearchSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> None:
-        from emotion.sweeps.search import SearchError, run_search
+        from emotion.sweeps.search import run_search
+        from emotion.sweeps.studies import SearchError
 
         if OmegaConf.select(self.config, "search") is None:
             raise SearchError("hydra/sweeper=search needs a search: section; start from sweep=search")

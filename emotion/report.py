@@ -24,6 +24,7 @@ import math
 import os
 import statistics
 import tempfile
+import textwrap
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ from omegaconf import OmegaConf
 
 from emotion.files import locked, write_atomically
 from emotion.selection import SELECTABLE, score_key, select_problems
+from emotion.sweeps.folders import study_storage
 from emotion.sweeps.jobs import Row, collect_jobs, expected_runs, group_rows, read_multirun
 from emotion.sweeps.markdown import number, table_line
 from emotion.sweeps.search_report import SearchRecord, read_search
@@ -78,6 +80,7 @@ class Summary:
     records: list[dict]  # one per configuration, ranked: best mean validation first
     nested: NestedEstimate | None  # the headline; its choices' rows are `records[i]["row"] == choice.row`
     search: SearchRecord | None  # the sweep's search; None for a grid
+    kept_by: str  # the report.select the sweep's jobs kept their best epochs by
 
     def record_of(self, row: int) -> dict:
         return next(record for record in self.records if record["row"] == row)
@@ -100,15 +103,18 @@ def summarise_sweep(sweep_dir: Path, settings: ReportSettings | None = None) -> 
     search = read_search(sweep_dir)
     jobs = collect_jobs(sweep_dir)
     rows = group_rows(jobs)
-    expected = expected_runs(sweep_dir, jobs)
-    folds = list(dict.fromkeys(fold for fold, _ in expected))
+    expected = [_expected(row, expected_runs(sweep_dir, jobs), search) for row in rows]
     config_keys = sorted({key for row in rows for key in row.overrides})
-    results = [RowResults.of(row.done, score_key(settings.select), folds) for row in rows]
-    records = [
-        _record(i, row, result, expected, config_keys, settings)
-        for i, (row, result) in enumerate(zip(rows, results, strict=True))
+    results = [
+        RowResults.of(row.done, score_key(settings.select), list(dict.fromkeys(fold for fold, _ in runs)))
+        for row, runs in zip(rows, expected, strict=True)
     ]
-    selected = _select(records, settings.select)
+    records = [
+        _record(i, row, result, runs, config_keys, settings)
+        for i, (row, result, runs) in enumerate(zip(rows, results, expected, strict=True))
+    ]
+    # A search's studies mark their own best trials; its rows mix studies and folds: nothing to mark here.
+    selected = None if search is not None else _select(records, settings.select)
     for i, record in enumerate(records):
         record["selected"] = i == selected
     reference = _reference_row(rows, settings.reference, selected)
@@ -138,16 +144,28 @@ def summarise_sweep(sweep_dir: Path, settings: ReportSettings | None = None) -> 
     columns += ["reference"]
     columns += [f"{key}_{stat}" for key, _ in SCORES for stat in DIFFERENCE_STATS]
     columns += ["runs_done", "runs_failed", "runs_expected", "complete", "missing", "seen"]
-    return Summary(columns, [records[i] for i in order], nested, search)
+    kept_by = ReportSettings.of_sweep(sweep_dir).select
+    return Summary(columns, [records[i] for i in order], nested, search, kept_by)
+
+
+def _expected(row: Row, sweep_runs: list[tuple], search: SearchRecord | None) -> list[tuple]:
+    """The (fold, seed) runs a row should have: the sweep's; in a search, its study's folds (a study's choice
+    on its test fold: the folds it ran)."""
+    if search is None:
+        return sweep_runs
+    study = search.study_of(row.overrides)
+    seeds = list(dict.fromkeys(seed for _, seed in sweep_runs)) or [None]
+    folds = [None if fold == "null" else fold for fold in study.folds] if study else [job.fold for job in row.jobs]
+    return [(fold, seed) for fold in dict.fromkeys(folds) for seed in seeds]
 
 
 def _candidate(record: dict, row: Row, search: SearchRecord | None) -> bool:
     """Whether a row may be chosen for the nested estimate. Not a row whose test was seen in training. In a
-    search, only its outer jobs: the configurations of its trials were proposed by a sampler that saw every
-    fold the search's jobs trained or validated on."""
+    search on a cross-validated corpus, only the jobs training each study's choice on its test fold: the
+    configurations of its trials were proposed by a sampler that saw every fold its jobs trained on."""
     if record["seen"]:
         return False
-    return search is None or all(job.folder.name in search.outer_jobs for job in row.jobs)
+    return search is None or search.fixed_splits or all(job.folder.name in search.outer_jobs for job in row.jobs)
 
 
 def _rank(record: dict, select: str) -> tuple[bool, bool, float]:
@@ -308,7 +326,7 @@ def write_summary(sweep_dir: str | Path, settings: ReportSettings | None = None)
         summary = summarise_sweep(sweep_dir, settings)
         text = _markdown(summary, settings)
         if summary.search is not None:
-            text = "\n".join(_search_lines(summary, settings)) + "\n\n" + text
+            text = "\n".join(_search_lines(summary, settings, sweep_dir)) + "\n\n" + text
             search_plot(summary.search, sweep_dir / "search.png", SELECTABLE[settings.select])
         write_atomically(sweep_dir / "summary.csv", _csv_text(summary.columns, summary.records))
         write_atomically(sweep_dir / "nested.csv", _csv_text(*_nested_table(summary, settings)))
@@ -317,16 +335,18 @@ def write_summary(sweep_dir: str | Path, settings: ReportSettings | None = None)
     return sweep_dir / "summary.md"
 
 
-def _search_lines(summary: Summary, settings: ReportSettings) -> list[str]:
-    """The search's trials and its best trial, with the test scores of the best trial's row."""
-    best = summary.search.best
-    row = (
-        None
-        if best is None
-        else next((r for r in summary.records if all(r.get(key) == value for key, value in best.config.items())), None)
-    )
-    tested = ", ".join(f"{name} {_mean_std(row, key)}" for key, name in SCORES) if row else None
-    return search_markdown(summary.search, SELECTABLE[settings.select], tested)
+def _search_lines(summary: Summary, settings: ReportSettings, sweep_dir: Path) -> list[str]:
+    """The search's studies, each with the clean test score of its choice: the nested estimate's choice for
+    the study's test fold (or, with fixed splits, for the test set), which only the study's choice can be."""
+
+    def tested(study) -> str | None:
+        fold = study.test_fold if not summary.search.fixed_splits else None
+        choice = next((c for c in summary.nested.choices if c.fold == fold), None) if summary.nested else None
+        if choice is None or (study.test_fold is None and not summary.search.fixed_splits):
+            return None
+        return ", ".join(f"{name} {number(choice.test.get(key, math.nan), 3)}" for key, name in SCORES)
+
+    return search_markdown(summary.search, SELECTABLE[settings.select], tested, study_storage(sweep_dir))
 
 
 def _csv_text(columns: list[str], records: list[dict]) -> str:
@@ -374,9 +394,17 @@ def _markdown(summary: Summary, settings: ReportSettings) -> str:
     common = [f"{key}={records[0][key]}" for key in all_keys if key not in keys and records[0][key] != ""]
     select = SELECTABLE[settings.select]
     lines = _nested_lines(summary, keys, select)
+    if summary.kept_by != settings.select:
+        lines += [
+            f"Ranked and chosen by {select}, but the jobs kept their best epochs by {SELECTABLE[summary.kept_by]} "
+            f"(the sweep's report.select): each run's {select} is the one at that epoch, not its best.",
+            "",
+        ]
     header = ["", "profile", *keys, "params (M)", "peak mem (GB)", "min/epoch", select]
     header += [*(name for _, name in SCORES), *(f"pooled {name}" for _, name in SCORES), "runs"]
-    if len(records) > 1:
+    if summary.search is not None:
+        lines += [f"**Every configuration the search trained**, by {select} (its studies' trials are above):", ""]
+    elif len(records) > 1:
         lines += [f"**Configurations ranked by {select}**, mean over each row's runs (a view; see its legend):", ""]
     lines += [table_line(header), "|" + "---|" * len(header)]
     for r in records:
@@ -386,7 +414,7 @@ def _markdown(summary: Summary, settings: ReportSettings) -> str:
         cells += [number(r["peak_mem_gb"], 1), number(r["min_per_epoch"], 2), number(r[settings.select], 3)]
         cells += [*(_mean_std(r, key) for key, _ in SCORES), *(number(r[f"{key}_pooled"], 3) for key, _ in SCORES)]
         lines.append(table_line([*cells, runs]))
-    lines += ["", *_legend(select)]
+    lines += ["", *_legend(select, marked=summary.search is None)]
     if common:
         lines += ["", f"Every row: {' '.join(common)}."]
     seen = [f"- {_label(r, keys)}: {r['seen']}" for r in records if r["seen"]]
@@ -412,12 +440,16 @@ def _nested_lines(summary: Summary, keys: list[str], select: str) -> list[str]:
     cells = ["nested" if not fixed_splits else "chosen by validation", ", ".join(map(str, nested.folds))]
     cells += [_spread(nested.mean[key], nested.std[key]) for key, _ in SCORES]
     cells += [number(nested.pooled[key], 3) for key, _ in SCORES]
+    chosen_how = (
+        "the configuration its study chose without it (the search above)"
+        if summary.search is not None
+        else f"the configuration with the best {select} on that fold's own validation split (whose speakers are "
+        "never the fold's test speakers)"
+    )
     lines = [
         "**Nested cross-validation: each fold's configuration was chosen without its test speakers.** For each "
-        f"test fold, the configuration with the best {select} on that fold's own validation split (whose speakers "
-        "are never the fold's test speakers), and its test CCC on the fold; mean ± std over "
-        f"{unit}, and pooled: CCC over the chosen runs' test predictions of every fold together (mean over seeds). "
-        "Report these numbers.",
+        f"test fold, {chosen_how}, and its test CCC on the fold; mean ± std over {unit}, and pooled: CCC over the "
+        "chosen runs' test predictions of every fold together (mean over seeds). Report these numbers.",
         "",
         table_line(header),
         "|" + "---|" * len(header),
@@ -440,13 +472,19 @@ def _spread(mean: float, std: float) -> str:
     return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
 
 
-def _legend(select: str) -> list[str]:
-    return [
+def _legend(select: str, marked: bool) -> list[str]:
+    ranking = (
         f"Rows are ranked by {select} (each run's best validation epoch, mean over the row's runs), those with "
-        "all their runs first; ★ marks the best of them. A view, not an estimate: one configuration chosen by "
-        "validation averaged over folds has, with data.validation=next_session, had fold k+1's test session "
-        "(fold k's validation) in the choice, so the ★ row's test scores lean optimistic; the nested estimate "
-        "above does not. Test scores never choose anything.",
+        "all their runs first"
+    )
+    if marked:
+        ranking += (
+            "; ★ marks the best of them. A view, not an estimate: one configuration chosen by validation averaged "
+            "over folds has, with data.validation=next_session, had fold k+1's test session (fold k's validation) "
+            "in the choice, so the ★ row's test scores lean optimistic; the nested estimate above does not"
+        )
+    return [
+        f"{ranking}. Test scores never choose anything.",
         "CCC-V/A/D: test CCC, mean ± std over the row's runs (folds × seeds); `seeds ± s`: the std over seeds of "
         "the mean over folds, how far a rerun moves the headline. Pooled: CCC over all of a seed's test "
         "predictions together (every fold's), mean over the seeds that have every fold; not the same number as "
@@ -509,11 +547,19 @@ def _plot(records: list[dict], config_keys: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     keys = _varying(config_keys, records)
-    labels = [("★ " if r["selected"] else "") + _label(r, keys) for r in records]
+    # Wrapped and shortened: a search's configurations name many keys, and the axes must keep their room.
+    labels = [
+        textwrap.fill(textwrap.shorten(("★ " if r["selected"] else "") + _label(r, keys), 90), 30) for r in records
+    ]
     compared = len(records) > 1 and any(r["reference"] for r in records)
     n_rows = 2 if compared else 1
     fig, axes = plt.subplots(
-        n_rows, len(SCORES), figsize=(3 * len(SCORES) + 0.8 * len(records), 4 * n_rows), sharey="row", squeeze=False
+        n_rows,
+        len(SCORES),
+        figsize=(3 * len(SCORES) + 0.8 * len(records), 4 * n_rows),
+        sharey="row",
+        squeeze=False,
+        layout="constrained",  # long row labels: tight_layout gives up on them
     )
     for column, (key, name) in enumerate(SCORES):
         ax = axes[0][column]
@@ -529,7 +575,6 @@ def _plot(records: list[dict], config_keys: list[str], path: Path) -> None:
     axes[0][0].set_ylabel("test CCC (dots: runs)")
     if compared:
         axes[1][0].set_ylabel("Δ pooled CCC vs reference (95% CI)")
-    fig.tight_layout()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)

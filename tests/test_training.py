@@ -24,6 +24,7 @@ from emotion.logger import NoRun
 from emotion.models.model import build_model
 from emotion.training import loop
 from emotion.training.checkpoints import load_checkpoint
+from emotion.training.devices import peak_memory, reset_peak_memory
 from emotion.training.inference import predict
 from emotion.training.loop import EarlyStopping, NumericalFault, train_one_epoch
 from emotion.training.metrics import ccc_loss
@@ -250,11 +251,44 @@ def test_the_test_split_is_scored_with_the_best_checkpoint_not_the_last(cache_di
     assert any(not torch.equal(value, last[f"heads.{key}"]) for key, value in tested.items())
 
 
+def test_report_select_picks_the_epoch_a_job_keeps_and_the_score_it_returns(cache_dir, tmp_path, monkeypatch):
+    from emotion.job import selected_score
+
+    cfg = compose_config(
+        ["experiment=demo", *SMALL_DEMO, "trainer.max_epochs=2", "trainer.patience=5", "report.select=val_ccc_v"]
+    )
+    cfg.trainer.progress_bar = False
+    # Valence peaks at epoch 1, the mean at epoch 2: the job must keep epoch 1.
+    validation = iter(
+        [
+            {"ccc_a": 0.1, "ccc_v": 0.6, "ccc_d": 0.1, "ccc_mean": 0.27},
+            {"ccc_a": 0.9, "ccc_v": 0.3, "ccc_d": 0.9, "ccc_mean": 0.70},
+        ]
+    )
+    real_scores = loop.ccc_scores
+    monkeypatch.setattr(loop, "ccc_scores", lambda *args: next(validation, None) or real_scores(*args))
+    metrics = loop.fit(cfg, tmp_path, NoRun())
+    assert metrics["best_epoch"] == 1 and metrics["val_best"]["ccc_v"] == 0.6
+    assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["epoch"] == 1
+    assert selected_score(cfg, metrics) == 0.6  # what the job returns to its sweeper
+
+
 def test_early_stopping_waits_patience_epochs_after_the_best():
     stopper = EarlyStopping(patience=2)
     improved = [stopper.update(score, epoch) for epoch, score in enumerate([0.1, 0.3, 0.2, 0.3, 0.25], start=1)]
     assert improved == [True, True, False, False, False]
     assert stopper.best_epoch == 2 and stopper.should_stop
+
+
+def test_a_jobs_cpu_peak_memory_is_its_own_not_an_earlier_jobs_in_the_same_process():
+    cpu = torch.device("cpu")
+    reset_peak_memory(cpu)
+    before = peak_memory(cpu)["peak_mem_gb"]
+    earlier_job = np.ones(600_000_000 // 8)  # 0.6 GB, touched, then freed
+    del earlier_job
+    assert peak_memory(cpu) == {"peak_mem_gb": pytest.approx(before + 0.6, abs=0.1), "mem_kind": "cpu_peak_rss"}
+    reset_peak_memory(cpu)  # the next job starts
+    assert peak_memory(cpu)["peak_mem_gb"] == pytest.approx(before, abs=0.1)
 
 
 MAX_ON_FOLD_2 = ["experiment=demo", "model=max", "data.fold=2", *SMALL_DEMO]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -26,11 +26,12 @@ from emotion.features.grid import FrameGrid
 from emotion.features.normalisation import speaker_norm, statistics
 from emotion.logger import Run
 from emotion.models.model import MambaEMA, build_model, count_parameters
+from emotion.selection import score_key
 from emotion.signals import GracefulStop
 from emotion.sweeps.pruning import PruneWatch
-from emotion.trained import initialise_from, model_recipe, unseen_warning
+from emotion.trained import initialise_from, model_recipe
 from emotion.training.checkpoints import load_checkpoint, load_latest, restore_rng, rng_state, save_checkpoint
-from emotion.training.devices import autocast, peak_memory, resolve_device, resolve_precision
+from emotion.training.devices import autocast, peak_memory, reset_peak_memory, resolve_device, resolve_precision
 from emotion.training.inference import batch_loader, predict
 from emotion.training.metrics import ccc_loss, ccc_scores, format_scores
 from emotion.training.optim import Optimisation
@@ -57,16 +58,15 @@ def fit(
     seed_everything(cfg.trainer.seed)
     device = resolve_device(cfg.trainer.device)
     precision = resolve_precision(cfg.trainer.precision, device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)  # the job's own peak: a sweep's earlier jobs may have run in this process
 
     corpus, durations = usable_corpus(load_corpus(cfg.data), cfg.data, out_dir)
     model = build_model(cfg.model, cfg.encoder, corpus.dimensions).to(device)
+    start, started_from = None, {}  # metrics.json's `init_from`: only a job started from a checkpoint has one
     if cfg.model.init_from:  # before resuming: a resumed run goes on from its own last.pt
         start = initialise_from(model, cfg.model.init_from)
-        if warning := unseen_warning(start.recipe, corpus.name, cfg.data.fold, "this job's test fold"):
-            log.warning("model.init_from: %s", warning)
-    recipe = model_recipe(cfg, corpus, model)
+        started_from = {"init_from": start.record(corpus, cfg.data.fold)}
+    recipe = model_recipe(cfg, corpus, model, start)
     grid = model.encoder.grid
     acoustic_cache = AcousticCache.for_model(cfg.paths.cache_dir, cfg.data.sample_rate, grid, cfg.model)
     acoustic = acoustic_cache.entries([item.path for item in corpus.splits.all])
@@ -108,6 +108,8 @@ def fit(
         scale_loss=precision == "fp16",
         device_type=device.type,
     )
+    # One score keeps the best epoch (best.pt, early stopping) and ranks the job in its sweep: report.select.
+    selected = score_key(OmegaConf.select(cfg, "report.select", default="val_ccc_mean"))
     stopper = EarlyStopping(cfg.trainer.patience)
     progress = Progress()
     checkpoints = out_dir / "checkpoints"
@@ -166,14 +168,14 @@ def fit(
             "epoch %d: loss %.4f, val CCC %s, %.1f s", epoch, row["train_loss"], format_scores(val), row["seconds"]
         )
 
-        if stopper.update(val["ccc_mean"], epoch):
+        if stopper.update(val[selected], epoch):
             best = {"model": model.checkpoint_state(), "recipe": recipe, "epoch": epoch, "val": val}
             save_checkpoint(checkpoints / "best.pt", best)
         progress.end_epoch(row, finished=stopper.should_stop or epoch == cfg.trainer.max_epochs)
         save_last()  # first: an epoch in history.csv is one a resumed job does not train again
         write_history(out_dir / "history.csv", progress.history)
         if stopper.should_stop:
-            log.info("early stop: no better validation CCC for %d epochs", stopper.patience)
+            log.info("early stop: no better validation %s for %d epochs", selected, stopper.patience)
         stop.check()
         if pruning.check(force=True):
             break
@@ -188,7 +190,7 @@ def fit(
     log.info("test (best epoch %d): CCC %s", best["epoch"], format_scores(test))
     write_predictions(
         out_dir / "predictions.csv",
-        [item.id for item in test_loader.dataset.items],
+        test_loader.dataset.items,
         corpus.scale.denormalise(test_true),
         corpus.scale.denormalise(test_pred),
         corpus.dimensions,
@@ -205,6 +207,7 @@ def fit(
         **peak_memory(device),
         params=count_parameters(model),
         device=str(device),
+        **started_from,
     )
 
 

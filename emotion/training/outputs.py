@@ -28,11 +28,13 @@ METRICS_KEYS = (
 )
 # What an evaluated record (evaluate.py) adds: which checkpoints, which data, and how the scales relate.
 EVALUATION_KEYS = ("checkpoints", "data", "scale")
+# What a job started from a checkpoint (model.init_from) adds: {"checkpoint", "seen_test_speakers", "warning"}.
+FINE_TUNING_KEYS = ("init_from",)
 
 
 def metrics_record(status: str, fold: int, profile: str, **fields) -> dict:
     """A metrics.json record; fields not known yet (a failed job) stay null. A failure adds `error`."""
-    unknown = set(fields) - set(METRICS_KEYS) - {"error", *EVALUATION_KEYS}
+    unknown = set(fields) - set(METRICS_KEYS) - {"error", *EVALUATION_KEYS, *FINE_TUNING_KEYS}
     if unknown:
         raise KeyError(f"not metrics.json keys: {sorted(unknown)}")
     record = dict.fromkeys(METRICS_KEYS)
@@ -61,12 +63,12 @@ def write_history(path: Path, rows: list[dict]) -> None:
     write_atomically(path, text.getvalue())
 
 
-def write_predictions(
-    path: Path, ids: list[str], true: np.ndarray, pred: np.ndarray, dimensions: tuple[str, ...]
-) -> None:
-    """One row per test item: id, then true and predicted value per dimension, on the corpus's scale."""
+def write_predictions(path: Path, items: list, true: np.ndarray, pred: np.ndarray, dimensions: tuple[str, ...]) -> None:
+    """One row per test item: id, speaker, then true and predicted value per dimension, on the corpus's scale.
+    The speaker is what the report's bootstrap resamples: a speaker's utterances are not independent."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["id", *(f"{dim}_{kind}" for dim in dimensions for kind in ("true", "pred"))])
-        for item_id, true_row, pred_row in zip(ids, true, pred, strict=True):
-            writer.writerow([item_id, *(f"{v:.4f}" for pair in zip(true_row, pred_row, strict=True) for v in pair)])
+        writer.writerow(["id", "speaker", *(f"{dim}_{kind}" for dim in dimensions for kind in ("true", "pred"))])
+        for item, true_row, pred_row in zip(items, true, pred, strict=True):
+            values = (f"{v:.4f}" for pair in zip(true_row, pred_row, strict=True) for v in pair)
+            writer.writerow([item.id, item.speaker, *values])

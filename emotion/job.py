@@ -27,13 +27,11 @@ from emotion.logger import JobInfo, NoRun, open_run, redact_secrets
 from emotion.selection import score_key
 from emotion.signals import EXIT_INTERRUPTED, STOP, GracefulStop, Interrupted
 from emotion.sweeps.folders import JOB_LOCK
-from emotion.training.outputs import metrics_record, read_metrics, write_json
+from emotion.training.outputs import FINAL_STATUSES, metrics_record, read_metrics, write_json
 
 log = logging.getLogger(__name__)
 
 EXIT_CONFIG_ERROR = 2  # as command-line tools exit on a usage error
-# A job that ended so is not run again: it completed, or its search pruned it (emotion.sweeps.pruning).
-FINAL = ("completed", "pruned")
 
 
 def run_job(cfg: DictConfig) -> float:
@@ -64,7 +62,7 @@ def run_job(cfg: DictConfig) -> float:
 
 def _run_in_folder(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
     previous = read_metrics(out_dir / "metrics.json")
-    if previous and previous["status"] in FINAL:
+    if previous and previous["status"] in FINAL_STATUSES:
         log.info("%s: %s before (metrics.json), skipping", out_dir, previous["status"])
         return selected_score(cfg, previous)
     if previous:  # it failed or was stopped: training goes on from its last checkpoint (trainer.resume=auto)

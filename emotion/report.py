@@ -103,7 +103,8 @@ def summarise_sweep(sweep_dir: Path, settings: ReportSettings | None = None) -> 
     search = read_search(sweep_dir)
     jobs = collect_jobs(sweep_dir)
     rows = group_rows(jobs)
-    expected = [_expected(row, expected_runs(sweep_dir, jobs), search) for row in rows]
+    sweep_runs = expected_runs(sweep_dir, jobs)
+    expected = [_expected(row, sweep_runs, search) for row in rows]
     config_keys = sorted({key for row in rows for key in row.overrides})
     results = [
         RowResults.of(row.done, score_key(settings.select), list(dict.fromkeys(fold for fold, _ in runs)))
@@ -125,27 +126,22 @@ def summarise_sweep(sweep_dir: Path, settings: ReportSettings | None = None) -> 
     eligible = [_candidate(record, row, search) for record, row in zip(records, rows, strict=True)]
     nested = nested_estimate(results, eligible, [key for key, _ in SCORES])
     order = sorted(range(len(records)), key=lambda i: _rank(records[i], settings.select))
-    trial_column = []
     if search is not None:  # which trials ran each row's configuration
-        trial_column = ["trials"]
         for row, record in zip(rows, records, strict=True):
             record["trials"] = " ".join(map(str, search.trials_of(row.overrides)))
-    columns = [
-        *trial_column,
-        "profile",
-        *config_keys,
-        "params_m",
-        "peak_mem_gb",
-        "min_per_epoch",
-        "selected",
-        settings.select,
-    ]
+    columns = _columns(config_keys, settings.select, searched=search is not None)
+    kept_by = ReportSettings.of_sweep(sweep_dir).select
+    return Summary(columns, [records[i] for i in order], nested, search, kept_by)
+
+
+def _columns(config_keys: list[str], select: str, searched: bool) -> list[str]:
+    """summary.csv's columns, in order."""
+    columns = ["trials"] if searched else []
+    columns += ["profile", *config_keys, "params_m", "peak_mem_gb", "min_per_epoch", "selected", select]
     columns += [f"{key}_{stat}" for key, _ in SCORES for stat in ("mean", "std", "seed_std", "pooled")]
     columns += ["reference"]
     columns += [f"{key}_{stat}" for key, _ in SCORES for stat in DIFFERENCE_STATS]
-    columns += ["runs_done", "runs_failed", "runs_expected", "complete", "missing", "seen"]
-    kept_by = ReportSettings.of_sweep(sweep_dir).select
-    return Summary(columns, [records[i] for i in order], nested, search, kept_by)
+    return columns + ["runs_done", "runs_failed", "runs_expected", "complete", "missing", "seen"]
 
 
 def _expected(row: Row, sweep_runs: list[tuple], search: SearchRecord | None) -> list[tuple]:

@@ -50,7 +50,7 @@ from emotion.sweeps.pruning import best_so_far, fold_means, request_prune
 from emotion.sweeps.search_report import OuterJob, SearchRecord, StudyRecord, TrialLine, write_search
 from emotion.sweeps.space import Dimension, parse_space
 from emotion.sweeps.studies import SearchError, SearchSettings, StudyPlan, open_study, plan_studies
-from emotion.training.outputs import read_metrics
+from emotion.training.outputs import FINAL_STATUSES, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,6 @@ LOCK_FILE = ".search.lock"
 TRIAL_KEY = "search.trial"  # set in each job: the number of its trial (W&B names and tags runs with it)
 POLL_SECONDS = 0.5  # how often the search looks at its jobs (their history.csv and metrics.json)
 GIVE_UP_AFTER_FAILURES = 3  # trials in a row that failed with no trial yet finished: the setup is broken
-FINAL = ("completed", "pruned")  # a job that ended so is not run again (emotion.job)
 
 
 @dataclass
@@ -238,7 +237,7 @@ class Search:
         if run.pruned_at is not None:
             # Pruned, but the study was not yet told. Jobs that had begun go on only to stop where they are
             # (ending `pruned`, history kept); those that never began stay unrun, as on the first run.
-            run.waiting = [job for job in jobs if job.folder.is_dir() and _status(job) not in FINAL]
+            run.waiting = [job for job in jobs if job.folder.is_dir() and _status(job) not in FINAL_STATUSES]
             for job in run.waiting:
                 request_prune(job.folder, f"trial {run.number} was pruned at epoch {run.pruned_at}")
         log.info("%s: resumed (%s)", run.name, " ".join(config))
@@ -325,7 +324,7 @@ class Search:
                 study.first_index + self.settings.n_trials * len(study.plan.folds),
                 [*best.user_attrs["config"], f"{FOLD_KEY}={study.plan.test_fold}", f"{TRIAL_KEY}={best.number}"],
             )
-            if _status(study.outer) in FINAL:  # an earlier run of the search trained it
+            if _status(study.outer) in FINAL_STATUSES:  # an earlier run of the search trained it
                 study.outer_launch = Future()
                 study.outer_launch.set_result(None)
                 continue
@@ -409,7 +408,7 @@ class Search:
         curves, ended = [], []
         for job in run.jobs if final else [job for job in run.jobs if job not in run.waiting]:
             curves.append(best_so_far(job.folder / "history.csv", self.settings.objective))
-            ended.append(final or _status(job) in FINAL)
+            ended.append(final or _status(job) in FINAL_STATUSES)
         values = fold_means(curves, ended)
         for epoch in range(run.reported + 1, len(values) + 1):
             run.trial.report(values[epoch - 1], epoch)

@@ -170,7 +170,7 @@ def _study_lines(search: SearchRecord, study: StudyRecord, heading: str, tested:
         lines += ["", "Failed trials:", *failed]
     best = study.best
     if best is None:
-        return lines
+        return [*lines, "", "No trial has completed yet: there is no choice to test."] if study.trials else lines
     lines += ["", f"★ Best trial by validation: {best.number}, {heading} {best.value:.3f}."]
     if study.test_fold is not None:
         lines[-1] += (

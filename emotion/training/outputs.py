@@ -26,6 +26,8 @@ METRICS_KEYS = (
     "params",
     "device",
 )
+# A job that ended so is not run again: it completed, or its search pruned it (emotion.sweeps.pruning).
+FINAL_STATUSES = ("completed", "pruned")
 # What an evaluated record (evaluate.py) adds: which checkpoints, which data, and how the scales relate.
 EVALUATION_KEYS = ("checkpoints", "data", "scale")
 # What a job started from a checkpoint (model.init_from) adds: {"checkpoint", "seen_test_speakers", "warning"}.

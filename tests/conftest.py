@@ -30,6 +30,21 @@ def cache_dir(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def thread_environment():
+    """Each test leaves the thread variables as it found them: training in-process applies its CPU budget to
+    the environment, and a later test's launcher would hand that to its jobs."""
+    from emotion.cpu import SHARE_VARIABLE, THREAD_VARIABLES
+
+    saved = {variable: os.environ.get(variable) for variable in (*THREAD_VARIABLES, SHARE_VARIABLE)}
+    yield
+    for variable, value in saved.items():
+        if value is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = value
+
+
 # Tests ignore the developer's own conf/local/default.yaml.
 WITHOUT_LOCAL = "local=none"
 

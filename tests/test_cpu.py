@@ -66,7 +66,7 @@ def test_loader_workers_share_the_jobs_cores_with_the_models_threads(share, num_
 
 def test_applying_a_budget_runs_torch_and_blas_on_the_cores_the_loader_workers_leave(monkeypatch):
     for variable in THREAD_VARIABLES:
-        monkeypatch.delenv(variable, raising=False)  # restored after the test
+        monkeypatch.delenv(variable, raising=False)  # and as they were after the test (conftest)
     before = torch.get_num_threads()
     try:
         with threadpool_limits(limits=None):  # restores the BLAS pools' sizes after the test

@@ -485,8 +485,6 @@ def test_a_search_killed_right_after_a_prune_and_run_again_ends_its_trials_and_t
         curve = trial.intermediate_values  # each epoch's value: the fold-mean of best validation so far
         assert list(curve) == list(range(1, len(curve) + 1))
         assert all(-1 <= value <= 1 for value in curve.values())
-        if trial.state == optuna.trial.TrialState.COMPLETE:  # what the pruner saw last is the trial's value
-            assert curve[len(curve)] == pytest.approx(trial.value)
 
     # No job of the study saw fold 1; the study's choice was then trained and tested on it.
     for folder in (folder for jobs in jobs_of.values() for folder in jobs):

@@ -253,6 +253,7 @@ def test_the_test_split_is_scored_with_the_best_checkpoint_not_the_last(cache_di
 
 def test_report_select_picks_the_epoch_a_job_keeps_and_the_score_it_returns(cache_dir, tmp_path, monkeypatch):
     from emotion.job import selected_score
+    from emotion.sweeps.pruning import best_so_far
 
     cfg = compose_config(
         ["experiment=demo", *SMALL_DEMO, "trainer.max_epochs=2", "trainer.patience=5", "report.select=val_ccc_v"]
@@ -271,6 +272,8 @@ def test_report_select_picks_the_epoch_a_job_keeps_and_the_score_it_returns(cach
     assert metrics["best_epoch"] == 1 and metrics["val_best"]["ccc_v"] == 0.6
     assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["epoch"] == 1
     assert selected_score(cfg, metrics) == 0.6  # what the job returns to its sweeper
+    # and what a search's pruner last saw of it: the study's value and the pruner's are one quantity
+    assert best_so_far(tmp_path / "history.csv", "val_ccc_v")[-1] == 0.6
 
 
 def test_early_stopping_waits_patience_epochs_after_the_best():

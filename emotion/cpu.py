@@ -95,11 +95,12 @@ def cpu_budget(cpu_threads, num_workers, feature_workers, feeds_gpu: bool = True
         threads, source = int(os.environ["SLURM_CPUS_PER_TASK"]), "SLURM_CPUS_PER_TASK"
     else:
         threads, source = available_cores(), "the cores it may use"
-    # Workers are inside the share: they take the cores beyond the model's one (at most 4), the model the rest.
-    if num_workers == "auto":
-        workers = min(MAX_LOADER_WORKERS, threads - 1) if feeds_gpu else 0
-    else:
+    if num_workers != "auto":
         workers = int(num_workers)
+    elif feeds_gpu:  # inside the share: the cores beyond the model's one (at most 4); the model the rest
+        workers = min(MAX_LOADER_WORKERS, threads - 1)
+    else:
+        workers = 0
     return CpuBudget(threads, workers, feature_workers or threads, source)
 
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from emotion.signals import GracefulStop
 from emotion.sweeps.folders import register_resolver, study_storage
 from emotion.sweeps.pruning import PruneWatch, best_so_far, fold_means, request_prune
-from emotion.sweeps.search import JobPlan, Search, StudyRun, _fixed_overrides
+from emotion.sweeps.search import JobPlan, Search, StudyRun, _fixed_overrides, _result_overrides
 from emotion.sweeps.space import SpaceError, parse_space
 from emotion.sweeps.studies import SearchError, SearchSettings, StudyPlan, open_study, plan_studies
 from emotion.training.outputs import write_history, write_json
@@ -202,6 +202,12 @@ def test_each_study_leaves_its_test_fold_out_and_trains_on_the_folds_after_it():
         plan_studies(SearchSettings(folds=(1, 2)), [1, 2, 3, 4, 5], "s")
     with pytest.raises(SearchError, match="fold 7 is not one of the corpus's folds"):
         plan_studies(SearchSettings(test_folds=(7,)), [1, 2, 3, 4, 5], "s")
+
+
+def test_only_overrides_that_change_results_sign_a_study():
+    config = OmegaConf.create({"hydra": {"job": {"config": {"override_dirname": {"exclude_keys": ["logger"]}}}}})
+    fixed = ["experiment=demo", "logger=none", "hydra/launcher=gpu_pool", "hydra.launcher.devices=[0,1]", "+x=1"]
+    assert _result_overrides(fixed, config) == ["experiment=demo", "+x=1"]
 
 
 def test_a_resumed_study_refuses_another_space_overrides_folds_or_encoder(tmp_path):

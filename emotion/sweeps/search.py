@@ -504,7 +504,7 @@ def run_search(
         for position, study in enumerate(studies):
             signature = {
                 "space": json.loads(json.dumps(space_record)),
-                "fixed overrides": plan.fixed,
+                "fixed overrides": _result_overrides(plan.fixed, config),
                 "folds": [_fold_text(fold) for fold in study.folds],
                 "encoder": encoder,
                 "objective": settings.objective,
@@ -533,6 +533,14 @@ def run_search(
                 written["state"] = state
 
         Search(runs, settings, space, plan, launch, parallel, stop, on_stop, record).run()
+
+
+def _result_overrides(fixed: list[str], config: DictConfig) -> list[str]:
+    """The command line's overrides that change results: not the launcher's, nor those that name no job
+    folder (the logger, the progress bar: hydra.job.config.override_dirname.exclude_keys)."""
+    ignored = set(OmegaConf.select(config, "hydra.job.config.override_dirname.exclude_keys", default=[]))
+    keys = [item.split("=", 1)[0].lstrip("+~") for item in fixed]
+    return [item for item, key in zip(fixed, keys, strict=True) if key not in ignored and not key.startswith("hydra")]
 
 
 def _describe(study: StudyPlan) -> str:

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 from emotion.data.corpora import config_problems as data_problems
 from emotion.data.corpus import DIMENSIONS
-from emotion.data.manifest import read_manifest
+from emotion.data.manifest import manifest_dimensions
 from emotion.selection import select_problems
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -242,8 +242,8 @@ def _corpus_dimensions(data: DictConfig) -> tuple[str, ...] | None:
     if data.name != "csv":
         return DIMENSIONS
     try:
-        return read_manifest(data.manifest)[1]
-    except (ValueError, OSError, MissingMandatoryValue):
+        return manifest_dimensions(data.manifest) or None  # none: the data checks say what it lacks
+    except (OSError, MissingMandatoryValue):
         return None
 
 

@@ -99,7 +99,8 @@ def summarise_sweep(sweep_dir: Path, settings: ReportSettings | None = None) -> 
     from emotion.sweeps.comparison import RowResults
     from emotion.sweeps.nested import nested_estimate
 
-    settings = settings or ReportSettings.of_sweep(sweep_dir)
+    own = ReportSettings.of_sweep(sweep_dir)  # what the sweep's jobs ran with
+    settings = settings or own
     search = read_search(sweep_dir)
     jobs = collect_jobs(sweep_dir)
     rows = group_rows(jobs)
@@ -130,8 +131,7 @@ def summarise_sweep(sweep_dir: Path, settings: ReportSettings | None = None) -> 
         for row, record in zip(rows, records, strict=True):
             record["trials"] = " ".join(map(str, search.trials_of(row.overrides)))
     columns = _columns(config_keys, settings.select, searched=search is not None)
-    kept_by = ReportSettings.of_sweep(sweep_dir).select
-    return Summary(columns, [records[i] for i in order], nested, search, kept_by)
+    return Summary(columns, [records[i] for i in order], nested, search, kept_by=own.select)
 
 
 def _columns(config_keys: list[str], select: str, searched: bool) -> list[str]:
@@ -317,7 +317,8 @@ def write_summary(sweep_dir: str | Path, settings: ReportSettings | None = None)
     """Write summary.csv, summary.md, summary.png and nested.csv (search.png for a search); returns the path
     of summary.md. Without `settings`, the sweep's own."""
     sweep_dir = Path(sweep_dir)
-    settings = settings or ReportSettings.of_sweep(sweep_dir)
+    own = ReportSettings.of_sweep(sweep_dir)  # what the sweep's jobs ran with
+    settings = settings or own
     with locked(sweep_dir / ".summary.lock"):
         summary = summarise_sweep(sweep_dir, settings)
         text = _markdown(summary, settings)
@@ -527,11 +528,8 @@ def _signed(value: float) -> str:
 
 
 def _mean_std(record: dict, key: str) -> str:
-    mean, std, seeds = record[f"{key}_mean"], record[f"{key}_std"], record[f"{key}_seed_std"]
-    if math.isnan(mean):
-        return "–"
-    text = f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
-    return text if math.isnan(seeds) else f"{text} (seeds ± {seeds:.3f})"
+    text, seeds = _spread(record[f"{key}_mean"], record[f"{key}_std"]), record[f"{key}_seed_std"]
+    return text if text == "–" or math.isnan(seeds) else f"{text} (seeds ± {seeds:.3f})"
 
 
 def _plot(records: list[dict], config_keys: list[str], path: Path) -> None:

@@ -94,7 +94,7 @@ def _manifest_problems(cfg: DictConfig, no_fold_needed: bool) -> list[str]:
             f"data.fold={cfg.fold!r}: data.manifest={cfg.manifest!r} has a split column, so its splits are fixed; "
             "leave data.fold unset (data.fold=null)"
         ]
-    folds = sorted({item.fold for item in items}) if has_fold else list(range(1, cfg.n_folds + 1))
+    folds = _manifest_folds(items, cfg.n_folds)
     if cfg.fold in folds or no_fold_needed:
         return []
     origin = "its fold column" if has_fold else f"made by speaker, data.n_folds={cfg.n_folds}"
@@ -167,11 +167,14 @@ def fold_numbers(cfg: DictConfig) -> list[int]:
     if cfg.name != "csv":
         return []
     items, _ = read_manifest(cfg.manifest)
-    if any(item.split is not None for item in items):
-        return []
+    return [] if any(item.split is not None for item in items) else _manifest_folds(items, cfg.n_folds)
+
+
+def _manifest_folds(items: list[Item], n_folds: int) -> list[int]:
+    """A manifest's folds: its fold column's, else the n_folds made by speaker."""
     if any(item.fold is not None for item in items):
         return sorted({item.fold for item in items})
-    return list(range(1, cfg.n_folds + 1))  # folds made by speaker
+    return list(range(1, n_folds + 1))
 
 
 LOADERS = {"demo": _demo, "iemocap": _iemocap, "msp_podcast": _msp_podcast, "csv": _csv}

@@ -52,6 +52,13 @@ def read_manifest(path: str | Path) -> tuple[list[Item], tuple[str, ...]]:
     return items, dimensions
 
 
+def manifest_dimensions(path: str | Path) -> tuple[str, ...]:
+    """The dimensions a manifest is labelled with, from its header alone (read_manifest checks the rest)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        columns = set(next(csv.reader(f), ()))
+    return tuple(dim for dim in DIMENSIONS if dim in columns)
+
+
 def _item(row: dict, manifest: Path, dimensions: tuple[str, ...], line: int) -> Item:
     split = row.get("split")
     if split is not None and split.strip().lower() not in SPLIT_NAMES:

@@ -51,7 +51,7 @@ def choose_per_fold(results: list[RowResults], eligible: list[bool]) -> list[Fol
         if not candidates:
             continue
         chosen = max(candidates, key=lambda i: (validation[i][fold], -i))
-        test = {key: by_fold(results[chosen].values(key)).get(fold, math.nan) for key in _keys(results[chosen])}
+        test = {key: results[chosen].fold_means(key).get(fold, math.nan) for key in _keys(results[chosen])}
         choices.append(FoldChoice(fold, chosen, validation[chosen][fold], test, len(candidates)))
     return choices
 

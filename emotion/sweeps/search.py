@@ -47,7 +47,7 @@ from emotion.signals import EXIT_INTERRUPTED, GracefulStop
 from emotion.sweeps.folders import STUDY_FILE, study_storage
 from emotion.sweeps.jobs import EXCLUDED_FOLD_KEY, FOLD_KEY
 from emotion.sweeps.pruning import best_so_far, fold_means, request_prune
-from emotion.sweeps.search_report import OuterJob, SearchRecord, StudyRecord, TrialLine, write_search
+from emotion.sweeps.search_report import SearchRecord, StudyRecord, TrialLine, write_search
 from emotion.sweeps.space import Dimension, parse_space
 from emotion.sweeps.studies import SearchError, SearchSettings, StudyPlan, open_study, plan_studies
 from emotion.training.outputs import FINAL_STATUSES, read_metrics
@@ -435,10 +435,7 @@ class Search:
     def _study_records(self) -> list[StudyRecord]:
         records = []
         for study in self.studies:
-            outer = None
-            if study.outer is not None:
-                best = study.best()
-                outer = OuterJob(study.outer.folder.name, best.number, best.user_attrs["config"])
+            outer = None if study.outer is None else study.outer.folder.name
             trials = [_trial_line(trial) for trial in study.study.get_trials(deepcopy=False)]
             folds = [_fold_text(fold) for fold in study.plan.folds]
             test_fold = None if study.plan.test_fold is None else str(study.plan.test_fold)

@@ -40,21 +40,12 @@ STATE_NAMES = {"fail": "failed"}  # Optuna's state names, as the summary says th
 
 
 @dataclass(frozen=True)
-class OuterJob:
-    """The job that trains a study's choice on the study's test fold."""
-
-    folder: str  # its folder's name in the sweep folder
-    trial: int  # the study's best trial, whose configuration it trains
-    config: list[str]
-
-
-@dataclass(frozen=True)
 class StudyRecord:
     name: str
     folds: list[str]  # each trial's ("null" for a corpus with fixed splits)
     test_fold: str | None  # the fold none of its jobs saw; None for a study without one
     trials: list[TrialLine]
-    outer: OuterJob | None  # once its trials have ended
+    outer: str | None  # once its trials have ended: the folder of the job training its best on its test fold
 
     @property
     def best(self) -> TrialLine | None:
@@ -74,7 +65,7 @@ class SearchRecord:
     @property
     def outer_jobs(self) -> set[str]:
         """The folders of the jobs that trained each study's choice on its test fold."""
-        return {study.outer.folder for study in self.studies if study.outer is not None}
+        return {study.outer for study in self.studies if study.outer is not None}
 
     @property
     def fixed_splits(self) -> bool:
@@ -116,13 +107,7 @@ def read_search(sweep_dir: Path) -> SearchRecord | None:
     except FileNotFoundError:
         return None
     studies = [
-        StudyRecord(
-            study["name"],
-            study["folds"],
-            study["test_fold"],
-            [TrialLine(**trial) for trial in study["trials"]],
-            OuterJob(**study["outer"]) if study["outer"] else None,
-        )
+        StudyRecord(**{**study, "trials": [TrialLine(**trial) for trial in study["trials"]]})
         for study in data.pop("studies")
     ]
     return SearchRecord(**data, studies=studies)

@@ -20,41 +20,52 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
+import logging
 import math
 import os
 import statistics
-import tempfile
 import textwrap
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from omegaconf import OmegaConf
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 from emotion.files import locked, write_atomically
 from emotion.selection import SELECTABLE, score_key, select_problems
-from emotion.sweeps.folders import study_storage
+from emotion.sweeps.folders import register_resolver, study_storage
 from emotion.sweeps.jobs import Row, collect_jobs, expected_runs, group_rows, read_multirun
 from emotion.sweeps.markdown import number, table_line
-from emotion.sweeps.search_report import SearchRecord, read_search
-from emotion.sweeps.search_report import markdown as search_markdown
-from emotion.sweeps.search_report import plot as search_plot
+from emotion.sweeps.search_report import SearchRecord, plot_search, read_search, search_markdown
+
+log = logging.getLogger(__name__)
+# Job processes of the GPU pool and SLURM import this module (SweepSummary) before naming their folders.
+register_resolver()
 
 if TYPE_CHECKING:
-    from emotion.sweeps.comparison import RowResults
+    from emotion.sweeps.comparison import Difference, RowResults
     from emotion.sweeps.nested import NestedEstimate
 
 SCORES = (("ccc_v", "CCC-V"), ("ccc_a", "CCC-A"), ("ccc_d", "CCC-D"))  # valence first: the headline
 
+# The report's settings, each documented there: the `report` config group, which conf/train.yaml and
+# conf/evaluate.yaml compose, and from which the report command fills what a sweep's multirun.yaml lacks.
+DEFAULT_SETTINGS_FILE = Path(__file__).resolve().parents[1] / "conf" / "report" / "default.yaml"
+
 
 @dataclass(frozen=True)
 class ReportSettings:
-    """`report.*` of the sweep's config, or the report command's options."""
+    """`report.*`: of the sweep's config, or the report command's options (conf/report/default.yaml)."""
 
-    select: str = "val_ccc_mean"  # the validation score that ranks rows and makes every choice
-    reference: str | None = None  # overrides naming the row others are compared with; None: the marked row
-    bootstrap: int = 1000  # resamples of the paired speaker bootstrap
-    seed: int = 0  # of the bootstrap's resampling
+    select: str  # the validation score that ranks rows and makes every choice
+    reference: str | None  # overrides naming the row others are compared with; None: the marked row
+    bootstrap: int  # resamples of the paired speaker bootstrap
+    seed: int  # of the bootstrap's resampling
 
     def __post_init__(self) -> None:
         problems = select_problems(self.select, None)
@@ -62,40 +73,110 @@ class ReportSettings:
             raise ValueError(problems[0])
 
     @classmethod
+    def default(cls, **changes) -> ReportSettings:
+        """conf/report/default.yaml's settings, with `changes` instead."""
+        return cls(**{**_default_settings(), **changes})
+
+    @classmethod
     def of(cls, cfg) -> ReportSettings:
-        report = OmegaConf.select(cfg, "report", default=None)
-        return cls(**OmegaConf.to_container(report)) if report is not None else cls()
+        """A job's composed config's `report.*` (train.py's and evaluate.py's compose the `report` group)."""
+        return cls(**OmegaConf.to_container(cfg.report))
 
     @classmethod
     def of_sweep(cls, sweep_dir: Path, **given) -> ReportSettings:
-        """The settings the sweep ran with (its multirun.yaml's report.*), with `given` ones (not None) instead."""
-        known = {field.name for field in fields(cls)}
+        """The settings the sweep ran with (its multirun.yaml's report.*), with `given` ones (not None) instead;
+        the defaults for those that neither names (a sweep from before a setting existed)."""
+        known = {setting.name for setting in fields(cls)}
         own = {key: value for key, value in (read_multirun(sweep_dir).get("report") or {}).items() if key in known}
-        return cls(**{**own, **{key: value for key, value in given.items() if value is not None}})
+        return cls.default(**{**own, **{key: value for key, value in given.items() if value is not None}})
+
+
+@cache
+def _default_settings() -> dict:
+    return OmegaConf.to_container(OmegaConf.load(DEFAULT_SETTINGS_FILE))
+
+
+@dataclass(frozen=True)
+class RowScore:
+    """A row's test score on one dimension (CCC-V, …), over its runs."""
+
+    mean: float  # over the row's runs (folds × seeds)
+    std: float  # their sample std; NaN below two runs
+    seed_std: float  # with more than one seed: the std over seeds of the mean over folds (how far a rerun moves it)
+    pooled: float  # CCC over all of a seed's test predictions together, mean over the seeds that have every fold
+    runs: list[float]  # each run's, the plot's dots
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A row minus the reference on one test score: over the folds both have, by a paired t-test whose p-value
+    is Holm-adjusted over the rows compared with the reference (one family per score), and pooled, with a
+    paired speaker-bootstrap interval."""
+
+    difference: Difference  # emotion.sweeps.comparison.compare's: folds, mean, p_value, pooled, low, high
+    holm_p: float  # difference.p_value adjusted
+
+
+@dataclass(frozen=True)
+class RowRecord:
+    """One configuration's row of the table (a line of summary.csv): what its runs scored and cost, which are
+    missing, and how the row was ranked, chosen and compared."""
+
+    row_index: int  # in the sweep's rows (group_rows' order): how a nested choice names it (FoldChoice.row_index)
+    profile: str
+    config: dict[str, str]  # its value of each of the sweep's config keys; "" where it has none
+    params_m: float
+    peak_mem_gb: float
+    min_per_epoch: float
+    validation: float  # report.select of each run's best validation epoch, mean over the row's runs
+    scores: dict[str, RowScore]  # per score of SCORES (ccc_v, …)
+    runs_done: int
+    runs_failed: int
+    runs_expected: int
+    complete: bool  # every expected run has a result
+    missing: str  # the expected runs without one, and why
+    seen: str  # why its test scores are no test; empty when nothing says so
+    selected: bool = False  # the ★ row
+    reference: bool = False  # the row every other is compared with
+    comparison: dict[str, Comparison] = field(default_factory=dict)  # per score, with the reference; empty for it
+    trials: str = ""  # in a search: the trials that ran its configuration
+
+    def label(self, keys: list[str]) -> str:
+        return configuration_label(self.profile, self.config, keys)
 
 
 @dataclass(frozen=True)
 class Summary:
-    columns: list[str]
-    records: list[dict]  # one per configuration, ranked: best mean validation first
-    nested: NestedEstimate | None  # the headline; its choices' rows are `records[i]["row"] == choice.row`
+    """What the report writes: the rows, the nested estimate and the search, with the settings they were
+    ranked, chosen and compared by."""
+
+    records: list[RowRecord]  # one per configuration, ranked: best mean validation first
+    config_keys: list[str]  # the overrides that tell configurations apart, sorted
+    settings: ReportSettings  # what ranked, chose and compared the rows
+    nested: NestedEstimate | None  # the headline; its choices' rows are `record_of(choice.row_index)`
     search: SearchRecord | None  # the sweep's search; None for a grid
     kept_by: str  # the report.select the sweep's jobs kept their best epochs by
 
-    def record_of(self, row: int) -> dict:
-        return next(record for record in self.records if record["row"] == row)
+    @property
+    def columns(self) -> list[str]:
+        """summary.csv's header."""
+        return list(_csv_columns(self))
+
+    def record_of(self, row_index: int) -> RowRecord:
+        return next(record for record in self.records if record.row_index == row_index)
 
 
-def summarise(sweep_dir: Path, settings: ReportSettings | None = None) -> tuple[list[str], list[dict]]:
-    """Column names and one record per configuration, best validation first."""
+def summarise(sweep_dir: Path, settings: ReportSettings | None = None) -> tuple[list[str], list[RowRecord]]:
+    """summary.csv's column names and one record per configuration, best validation first."""
     summary = summarise_sweep(sweep_dir, settings)
     return summary.columns, summary.records
 
 
 def summarise_sweep(sweep_dir: Path, settings: ReportSettings | None = None) -> Summary:
-    """The whole summary: ranked records, the nested estimate and the sweep's search."""
+    """The whole summary: ranked records, the nested estimate and the sweep's search. Without `settings`,
+    the sweep's own."""
     # On first use: the sweep callback imports this module in every job before its config is checked, and
-    # the statistics bring scipy.
+    # the tests and the bootstrap bring scipy.
     from emotion.sweeps.comparison import RowResults
     from emotion.sweeps.nested import nested_estimate
 
@@ -112,36 +193,70 @@ def summarise_sweep(sweep_dir: Path, settings: ReportSettings | None = None) -> 
         for row, runs in zip(rows, expected, strict=True)
     ]
     records = [
-        _record(i, row, result, runs, config_keys, settings)
+        _record(i, row, result, runs, config_keys)
         for i, (row, result, runs) in enumerate(zip(rows, results, expected, strict=True))
     ]
     # A search's studies mark their own best trials; its rows mix studies and folds: nothing to mark here.
-    selected = None if search is not None else _select(records, settings.select)
-    for i, record in enumerate(records):
-        record["selected"] = i == selected
-    reference = _reference_row(rows, settings.reference, selected)
-    for i, record in enumerate(records):
-        record["reference"] = i == reference
-    if reference is not None:
-        _add_differences(records, results, reference, settings)
+    selected_index = None if search is not None else _select(records)
+    reference_index = _reference_index(rows, settings.reference, selected_index)
+    comparisons = _comparisons(results, reference_index, settings) if reference_index is not None else {}
+    records = [
+        replace(
+            record,
+            selected=i == selected_index,
+            reference=i == reference_index,
+            comparison=comparisons.get(i, {}),
+            trials=_trials(row, search),
+        )
+        for i, (record, row) in enumerate(zip(records, rows, strict=True))
+    ]
     eligible = [_candidate(record, row, search) for record, row in zip(records, rows, strict=True)]
-    nested = nested_estimate(results, eligible, [key for key, _ in SCORES])
-    order = sorted(range(len(records)), key=lambda i: _rank(records[i], settings.select))
-    if search is not None:  # which trials ran each row's configuration
-        for row, record in zip(rows, records, strict=True):
-            record["trials"] = " ".join(map(str, search.trials_of(row.overrides)))
-    columns = _columns(config_keys, settings.select, searched=search is not None)
-    return Summary(columns, [records[i] for i in order], nested, search, kept_by=own.select)
+    nested = nested_estimate(results, eligible, [score for score, _ in SCORES])
+    ranked = sorted(records, key=_rank)
+    return Summary(ranked, config_keys, settings, nested, search, kept_by=own.select)
 
 
-def _columns(config_keys: list[str], select: str, searched: bool) -> list[str]:
-    """summary.csv's columns, in order."""
-    columns = ["trials"] if searched else []
-    columns += ["profile", *config_keys, "params_m", "peak_mem_gb", "min_per_epoch", "selected", select]
-    columns += [f"{key}_{stat}" for key, _ in SCORES for stat in ("mean", "std", "seed_std", "pooled")]
-    columns += ["reference"]
-    columns += [f"{key}_{stat}" for key, _ in SCORES for stat in DIFFERENCE_STATS]
-    return columns + ["runs_done", "runs_failed", "runs_expected", "complete", "missing", "seen"]
+# summary.csv's columns of a row's test score on each dimension (ccc_v_mean, …): the RowScore fields so named.
+SCORE_COLUMNS = ("mean", "std", "seed_std", "pooled")
+# Its columns of a row's comparison with the reference on each dimension (ccc_v_diff, …), and their values.
+COMPARISON_COLUMNS: dict[str, Callable[[Comparison], object]] = {
+    "diff": lambda comparison: comparison.difference.mean,
+    "diff_p": lambda comparison: comparison.difference.p_value,
+    "diff_p_holm": lambda comparison: comparison.holm_p,
+    "diff_folds": lambda comparison: comparison.difference.folds,
+    "pooled_diff": lambda comparison: comparison.difference.pooled,
+    "pooled_diff_low": lambda comparison: comparison.difference.low,
+    "pooled_diff_high": lambda comparison: comparison.difference.high,
+}
+
+
+def _csv_columns(summary: Summary) -> dict[str, Callable[[RowRecord], object]]:
+    """summary.csv's columns, in order, each with its value in a row's record. A row without a comparison
+    (the reference, or every row when there is none) leaves the comparison's columns empty."""
+
+    def attribute(name: str) -> Callable[[RowRecord], object]:
+        return lambda record: getattr(record, name)
+
+    def config(key: str) -> Callable[[RowRecord], object]:
+        return lambda record: record.config[key]
+
+    def score_column(score: str, name: str) -> Callable[[RowRecord], object]:
+        return lambda record: getattr(record.scores[score], name)
+
+    def compared(score: str, value: Callable[[Comparison], object]) -> Callable[[RowRecord], object]:
+        return lambda record: value(record.comparison[score]) if score in record.comparison else ""
+
+    columns = {"trials": attribute("trials")} if summary.search is not None else {}
+    columns |= {"profile": attribute("profile"), **{key: config(key) for key in summary.config_keys}}
+    columns |= {name: attribute(name) for name in ("params_m", "peak_mem_gb", "min_per_epoch", "selected")}
+    columns[summary.settings.select] = attribute("validation")
+    columns |= {f"{score}_{name}": score_column(score, name) for score, _ in SCORES for name in SCORE_COLUMNS}
+    columns["reference"] = attribute("reference")
+    columns |= {
+        f"{score}_{name}": compared(score, value) for score, _ in SCORES for name, value in COMPARISON_COLUMNS.items()
+    }
+    completeness = ("runs_done", "runs_failed", "runs_expected", "complete", "missing", "seen")
+    return columns | {name: attribute(name) for name in completeness}
 
 
 def _expected(row: Row, sweep_runs: list[tuple], search: SearchRecord | None) -> list[tuple]:
@@ -155,66 +270,72 @@ def _expected(row: Row, sweep_runs: list[tuple], search: SearchRecord | None) ->
     return [(fold, seed) for fold in dict.fromkeys(folds) for seed in seeds]
 
 
-def _candidate(record: dict, row: Row, search: SearchRecord | None) -> bool:
+def _candidate(record: RowRecord, row: Row, search: SearchRecord | None) -> bool:
     """Whether a row may be chosen for the nested estimate. Not a row whose test was seen in training. In a
     search on a cross-validated corpus, only the jobs training each study's choice on its test fold: the
     configurations of its trials were proposed by a sampler that saw every fold its jobs trained on."""
-    if record["seen"]:
+    if record.seen:
         return False
     return search is None or search.fixed_splits or all(job.folder.name in search.outer_jobs for job in row.jobs)
 
 
-def _rank(record: dict, select: str) -> tuple[bool, bool, float]:
+def _rank(record: RowRecord) -> tuple[bool, bool, float]:
     """Rows with all their runs first, rows whose test was seen in training last, each group by validation,
     best first; no validation score last."""
-    score = record[select]
-    return not record["complete"], bool(record["seen"]), -score if not math.isnan(score) else math.inf
+    score = record.validation
+    return not record.complete, bool(record.seen), -score if not math.isnan(score) else math.inf
 
 
-def _select(records: list[dict], select: str) -> int | None:
+def _select(records: list[RowRecord]) -> int | None:
     """The row with the best validation score among those with all their runs (all rows, while none has),
     whose test items no model of theirs trained on: a row of one lucky run must not beat rows that had every
     chance to be unlucky."""
-    candidates = [i for i, r in enumerate(records) if not math.isnan(r[select]) and not r["seen"]]
-    complete = [i for i in candidates if records[i]["complete"]]
-    return max(complete or candidates, key=lambda i: records[i][select], default=None)
+    candidates = [i for i, r in enumerate(records) if not math.isnan(r.validation) and not r.seen]
+    complete = [i for i in candidates if records[i].complete]
+    return max(complete or candidates, key=lambda i: records[i].validation, default=None)
 
 
-DIFFERENCE_STATS = ("diff", "diff_p", "diff_p_holm", "diff_folds", "pooled_diff", "pooled_diff_low", "pooled_diff_high")
+def _trials(row: Row, search: SearchRecord | None) -> str:
+    """In a search, which trials ran the row's configuration: `0 3`."""
+    return " ".join(map(str, search.trials_of(row.overrides))) if search is not None else ""
 
 
-def _record(
-    index: int, row: Row, results: RowResults, expected: list[tuple], config_keys: list[str], settings: ReportSettings
-) -> dict:
-    from emotion.sweeps.comparison import pooled_ccc
-
-    done, failed = row.done, row.finished("failed")
-    record = {"row": index, "profile": _first(row.jobs, "profile")}
-    record.update({key: row.overrides.get(key, "") for key in config_keys})
+def _record(index: int, row: Row, results: RowResults, expected: list[tuple], config_keys: list[str]) -> RowRecord:
+    """A row's record before it is ranked, chosen and compared."""
+    done = row.done
     validation = list(results.validation.values())
-    record[settings.select] = statistics.fmean(validation) if validation else math.nan
-    for key, _ in SCORES:
-        values = results.values(key)
-        runs = list(values.values())
-        record[f"{key}_mean"] = statistics.fmean(runs) if runs else math.nan
-        record[f"{key}_std"] = statistics.stdev(runs) if len(runs) > 1 else math.nan
-        record[f"{key}_seed_std"] = _seed_std(values)
-        record[f"{key}_pooled"] = pooled_ccc(results.predictions, key, results.folds)
-        record[f"{key}_runs"] = runs
     timed = [job.metrics["sec_per_epoch"] for job in done if job.metrics.get("sec_per_epoch") is not None]
-    record.update(
+    return RowRecord(
+        row_index=index,
+        profile=_first(row.jobs, "profile"),
+        config={key: row.overrides.get(key, "") for key in config_keys},
+        params_m=(done[0].metrics["params"]["total"] / 1e6) if done else math.nan,
+        peak_mem_gb=max((job.metrics["peak_mem_gb"] for job in done), default=math.nan),
+        min_per_epoch=statistics.fmean(seconds / 60 for seconds in timed) if timed else math.nan,
+        validation=statistics.fmean(validation) if validation else math.nan,
+        scores={score: _row_score(results, score) for score, _ in SCORES},
         runs_done=len(done),
-        runs_failed=len(failed),
+        runs_failed=len(row.finished("failed")),
         runs_expected=len(expected),
         # Every expected run has a result; runs beyond them (an earlier, wider sweep's) count too.
         complete=set(expected) <= {job.run for job in done},
         missing=_missing(row, expected),
         seen=_seen(done),
-        peak_mem_gb=max((job.metrics["peak_mem_gb"] for job in done), default=math.nan),
-        min_per_epoch=statistics.fmean(seconds / 60 for seconds in timed) if timed else math.nan,
-        params_m=(done[0].metrics["params"]["total"] / 1e6) if done else math.nan,
     )
-    return record
+
+
+def _row_score(results: RowResults, score: str) -> RowScore:
+    from emotion.sweeps.comparison import pooled_ccc
+
+    values = results.values(score)
+    runs = list(values.values())
+    return RowScore(
+        mean=statistics.fmean(runs) if runs else math.nan,
+        std=statistics.stdev(runs) if len(runs) > 1 else math.nan,
+        seed_std=_seed_std(values),
+        pooled=pooled_ccc(results.predictions, score, results.folds),
+        runs=runs,
+    )
 
 
 def _seen(jobs) -> str:
@@ -271,11 +392,11 @@ def _ended(job) -> str:
     return job.status
 
 
-def _reference_row(rows: list[Row], reference: str | None, selected: int | None) -> int | None:
+def _reference_index(rows: list[Row], reference: str | None, selected_index: int | None) -> int | None:
     """The row named by `report.reference` (its overrides, e.g. `model.d_hidden=256 model.dropout=0.1`),
     else the selected one."""
     if reference is None:
-        return selected
+        return selected_index
     items = reference.split()  # by whitespace only: values may hold commas, as in layers=[6,12,18,24]
     if not items or not all("=" in item for item in items):
         raise ValueError(f"report.reference={reference!r}: give key=value overrides, e.g. model.d_hidden=256")
@@ -287,26 +408,22 @@ def _reference_row(rows: list[Row], reference: str | None, selected: int | None)
     return matches[0]
 
 
-def _add_differences(records: list[dict], results: list[RowResults], reference: int, settings: ReportSettings) -> None:
-    """Each row against the reference, per dimension; the p-values of one dimension are one Holm family."""
+def _comparisons(
+    results: list[RowResults], reference_index: int, settings: ReportSettings
+) -> dict[int, dict[str, Comparison]]:
+    """Each other row against the reference, per score; the p-values of one score are one Holm family."""
     from emotion.sweeps.comparison import compare, holm
 
-    others = [i for i in range(len(records)) if i != reference]
-    for key, _ in SCORES:
-        differences = [compare(results[i], results[reference], key, settings.bootstrap, settings.seed) for i in others]
+    others = [i for i in range(len(results)) if i != reference_index]
+    comparisons: dict[int, dict[str, Comparison]] = {i: {} for i in others}
+    for score, _ in SCORES:
+        differences = [
+            compare(results[i], results[reference_index], score, settings.bootstrap, settings.seed) for i in others
+        ]
         adjusted = holm([difference.p_value for difference in differences])
-        for i, difference, p_holm in zip(others, differences, adjusted, strict=True):
-            records[i].update(
-                {
-                    f"{key}_diff": difference.mean,
-                    f"{key}_diff_p": difference.p_value,
-                    f"{key}_diff_p_holm": p_holm,
-                    f"{key}_diff_folds": difference.folds,
-                    f"{key}_pooled_diff": difference.pooled,
-                    f"{key}_pooled_diff_low": difference.low,
-                    f"{key}_pooled_diff_high": difference.high,
-                }
-            )
+        for i, difference, holm_p in zip(others, differences, adjusted, strict=True):
+            comparisons[i][score] = Comparison(difference, holm_p)
+    return comparisons
 
 
 def _first(jobs, key: str) -> str:
@@ -317,22 +434,20 @@ def write_summary(sweep_dir: str | Path, settings: ReportSettings | None = None)
     """Write summary.csv, summary.md, summary.png and nested.csv (search.png for a search); returns the path
     of summary.md. Without `settings`, the sweep's own."""
     sweep_dir = Path(sweep_dir)
-    own = ReportSettings.of_sweep(sweep_dir)  # what the sweep's jobs ran with
-    settings = settings or own
     with locked(sweep_dir / ".summary.lock"):
         summary = summarise_sweep(sweep_dir, settings)
-        text = _markdown(summary, settings)
+        text = _markdown(summary)
         if summary.search is not None:
-            text = "\n".join(_search_lines(summary, settings, sweep_dir)) + "\n\n" + text
-            search_plot(summary.search, sweep_dir / "search.png", SELECTABLE[settings.select])
-        write_atomically(sweep_dir / "summary.csv", _csv_text(summary.columns, summary.records))
-        write_atomically(sweep_dir / "nested.csv", _csv_text(*_nested_table(summary, settings)))
+            text = "\n".join(_search_lines(summary, sweep_dir)) + "\n\n" + text
+            plot_search(summary.search, sweep_dir / "search.png", SELECTABLE[summary.settings.select])
+        write_atomically(sweep_dir / "summary.csv", _csv_text(*_summary_table(summary)))
+        write_atomically(sweep_dir / "nested.csv", _csv_text(*_nested_table(summary)))
         write_atomically(sweep_dir / "summary.md", text)
-        _plot(summary.records, _config_keys(summary.columns), sweep_dir / "summary.png")
+        _plot(summary.records, summary.config_keys, sweep_dir / "summary.png")
     return sweep_dir / "summary.md"
 
 
-def _search_lines(summary: Summary, settings: ReportSettings, sweep_dir: Path) -> list[str]:
+def _search_lines(summary: Summary, sweep_dir: Path) -> list[str]:
     """The search's studies, each with the clean test score of its choice: the nested estimate's choice for
     the study's test fold (or, with fixed splits, for the test set), which only the study's choice can be."""
 
@@ -341,92 +456,95 @@ def _search_lines(summary: Summary, settings: ReportSettings, sweep_dir: Path) -
         choice = next((c for c in summary.nested.choices if c.fold == fold), None) if summary.nested else None
         if choice is None or (study.test_fold is None and not summary.search.fixed_splits):
             return None
-        return ", ".join(f"{name} {number(choice.test.get(key, math.nan), 3)}" for key, name in SCORES)
+        return ", ".join(f"{name} {number(choice.test.get(score, math.nan), 3)}" for score, name in SCORES)
 
-    return search_markdown(summary.search, SELECTABLE[settings.select], tested, study_storage(sweep_dir))
-
-
-def _csv_text(columns: list[str], records: list[dict]) -> str:
-    with tempfile.SpooledTemporaryFile(mode="w+", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(records)
-        f.seek(0)
-        return f.read()
+    heading = SELECTABLE[summary.settings.select]
+    return search_markdown(summary.search, heading, tested, study_storage(sweep_dir))
 
 
-def _config_keys(columns: list[str]) -> list[str]:
-    return columns[columns.index("profile") + 1 : columns.index("params_m")]
+def _summary_table(summary: Summary) -> tuple[list[str], list[list]]:
+    """summary.csv: a line per row, in the columns _csv_columns names, best validation first."""
+    columns = _csv_columns(summary)
+    return list(columns), [[value(record) for value in columns.values()] for record in summary.records]
 
 
-def _varying(keys: list[str], records: list[dict]) -> list[str]:
+def _csv_text(header: list[str], lines: list[list]) -> str:
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(lines)
+    return text.getvalue()
+
+
+def _varying(keys: list[str], records: list[RowRecord]) -> list[str]:
     """The keys whose values differ between rows: the others say nothing about any one row."""
-    return [key for key in keys if len({record[key] for record in records}) > 1]
+    return [key for key in keys if len({record.config[key] for record in records}) > 1]
 
 
-def _nested_table(summary: Summary, settings: ReportSettings) -> tuple[list[str], list[dict]]:
+def _nested_table(summary: Summary) -> tuple[list[str], list[list]]:
     """nested.csv: per test fold, the configuration its validation chose, with its scores on the fold."""
-    keys = _config_keys(summary.columns)
-    columns = ["fold", "profile", *keys, settings.select, *(key for key, _ in SCORES), "candidates"]
+    keys = summary.config_keys
+    header = ["fold", "profile", *keys, summary.settings.select, *(score for score, _ in SCORES), "candidates"]
     lines = []
     for choice in summary.nested.choices if summary.nested else []:
-        record = summary.record_of(choice.row)
+        record = summary.record_of(choice.row_index)
         lines.append(
-            {
-                "fold": "" if choice.fold is None else choice.fold,
-                "profile": record["profile"],
-                **{key: record[key] for key in keys},
-                settings.select: choice.validation,
-                **{key: choice.test.get(key, math.nan) for key, _ in SCORES},
-                "candidates": choice.candidates,
-            }
+            [
+                "" if choice.fold is None else choice.fold,
+                record.profile,
+                *(record.config[key] for key in keys),
+                choice.validation,
+                *(choice.test.get(score, math.nan) for score, _ in SCORES),
+                choice.candidates,
+            ]
         )
-    return columns, lines
+    return header, lines
 
 
-def _markdown(summary: Summary, settings: ReportSettings) -> str:
-    records = summary.records
-    all_keys = _config_keys(summary.columns)
+def _markdown(summary: Summary) -> str:
+    records, settings = summary.records, summary.settings
+    all_keys = summary.config_keys
     keys = _varying(all_keys, records)
-    common = [f"{key}={records[0][key]}" for key in all_keys if key not in keys and records[0][key] != ""]
-    select = SELECTABLE[settings.select]
-    lines = _nested_lines(summary, keys, select)
+    common = [f"{key}={records[0].config[key]}" for key in all_keys if key not in keys and records[0].config[key] != ""]
+    heading = SELECTABLE[settings.select]
+    lines = _nested_lines(summary, keys, heading)
     if summary.kept_by != settings.select:
         lines += [
-            f"Ranked and chosen by {select}, but the jobs kept their best epochs by {SELECTABLE[summary.kept_by]} "
-            f"(the sweep's report.select): each run's {select} is the one at that epoch, not its best.",
+            f"Ranked and chosen by {heading}, but the jobs kept their best epochs by {SELECTABLE[summary.kept_by]} "
+            f"(the sweep's report.select): each run's {heading} is the one at that epoch, not its best.",
             "",
         ]
-    header = ["", "profile", *keys, "params (M)", "peak mem (GB)", "min/epoch", select]
+    header = ["", "profile", *keys, "params (M)", "peak mem (GB)", "min/epoch", heading]
     header += [*(name for _, name in SCORES), *(f"pooled {name}" for _, name in SCORES), "runs"]
     if summary.search is not None:
-        lines += [f"**Every configuration the search trained**, by {select} (its studies' trials are above):", ""]
+        lines += [f"**Every configuration the search trained**, by {heading} (its studies' trials are above):", ""]
     elif len(records) > 1:
-        lines += [f"**Configurations ranked by {select}**, mean over each row's runs (a view; see its legend):", ""]
+        lines += [f"**Configurations ranked by {heading}**, mean over each row's runs (a view; see its legend):", ""]
     lines += [table_line(header), "|" + "---|" * len(header)]
     for r in records:
-        runs = f"{r['runs_done']}/{r['runs_expected']}" + (f" ({r['runs_failed']} failed)" if r["runs_failed"] else "")
-        mark = "★" if r["selected"] else ("⚠" if r["seen"] else "")
-        cells = [mark, r["profile"], *(r[k] for k in keys), number(r["params_m"], 2)]
-        cells += [number(r["peak_mem_gb"], 1), number(r["min_per_epoch"], 2), number(r[settings.select], 3)]
-        cells += [*(_mean_std(r, key) for key, _ in SCORES), *(number(r[f"{key}_pooled"], 3) for key, _ in SCORES)]
+        runs = f"{r.runs_done}/{r.runs_expected}" + (f" ({r.runs_failed} failed)" if r.runs_failed else "")
+        mark = "★" if r.selected else ("⚠" if r.seen else "")
+        cells = [mark, r.profile, *(r.config[k] for k in keys), number(r.params_m, 2)]
+        cells += [number(r.peak_mem_gb, 1), number(r.min_per_epoch, 2), number(r.validation, 3)]
+        cells += [*(_mean_std(r.scores[score]) for score, _ in SCORES)]
+        cells += [*(number(r.scores[score].pooled, 3) for score, _ in SCORES)]
         lines.append(table_line([*cells, runs]))
-    lines += ["", *_legend(select, marked=summary.search is None)]
+    lines += ["", *_legend(heading, marked=summary.search is None)]
     if common:
         lines += ["", f"Every row: {' '.join(common)}."]
-    seen = [f"- {_label(r, keys)}: {r['seen']}" for r in records if r["seen"]]
+    seen = [f"- {r.label(keys)}: {r.seen}" for r in records if r.seen]
     if seen:
         lines += ["", "⚠ Not a test (left out of every choice):", *seen]
-    missing = [f"- {_label(r, keys)}: {r['missing']}" for r in records if r["missing"]]
+    missing = [f"- {r.label(keys)}: {r.missing}" for r in records if r.missing]
     if missing:
         lines += ["", "Runs without a result:", *missing]
-    reference = next((r for r in records if r["reference"]), None)
+    reference = next((r for r in records if r.reference), None)
     if reference is not None and len(records) > 1:
         lines += ["", *_comparison(records, reference, keys, settings)]
     return "\n".join(lines) + "\n"
 
 
-def _nested_lines(summary: Summary, keys: list[str], select: str) -> list[str]:
+def _nested_lines(summary: Summary, keys: list[str], heading: str) -> list[str]:
     """The headline, when there is a choice to make: the nested estimate and each fold's choice."""
     nested = summary.nested
     if nested is None or len(summary.records) < 2:
@@ -435,12 +553,12 @@ def _nested_lines(summary: Summary, keys: list[str], select: str) -> list[str]:
     unit = "the test set" if fixed_splits else f"{len(nested.folds)} fold{'s' if len(nested.folds) > 1 else ''}"
     header = ["estimate", "folds", *(name for _, name in SCORES), *(f"pooled {name}" for _, name in SCORES)]
     cells = ["nested" if not fixed_splits else "chosen by validation", ", ".join(map(str, nested.folds))]
-    cells += [_spread(nested.mean[key], nested.std[key]) for key, _ in SCORES]
-    cells += [number(nested.pooled[key], 3) for key, _ in SCORES]
+    cells += [_spread(nested.mean[score], nested.std[score]) for score, _ in SCORES]
+    cells += [number(nested.pooled[score], 3) for score, _ in SCORES]
     chosen_how = (
         "the configuration its study chose without it (the search above)"
         if summary.search is not None
-        else f"the configuration with the best {select} on that fold's own validation split (whose speakers are "
+        else f"the configuration with the best {heading} on that fold's own validation split (whose speakers are "
         "never the fold's test speakers)"
     )
     lines = [
@@ -452,13 +570,13 @@ def _nested_lines(summary: Summary, keys: list[str], select: str) -> list[str]:
         "|" + "---|" * len(header),
         table_line(cells),
         "",
-        table_line(["test fold", "chosen configuration", select, *(name for _, name in SCORES), "candidates"]),
+        table_line(["test fold", "chosen configuration", heading, *(name for _, name in SCORES), "candidates"]),
         "|" + "---|" * (4 + len(SCORES)),
     ]
     for choice in nested.choices:
-        label = _label(summary.record_of(choice.row), keys)
+        label = summary.record_of(choice.row_index).label(keys)
         fold = "test set" if choice.fold is None else choice.fold
-        scores = [number(choice.test.get(key, math.nan), 3) for key, _ in SCORES]
+        scores = [number(choice.test.get(score, math.nan), 3) for score, _ in SCORES]
         lines.append(table_line([fold, label, number(choice.validation, 3), *scores, choice.candidates]))
     return [*lines, ""]
 
@@ -469,9 +587,9 @@ def _spread(mean: float, std: float) -> str:
     return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
 
 
-def _legend(select: str, marked: bool) -> list[str]:
+def _legend(heading: str, marked: bool) -> list[str]:
     ranking = (
-        f"Rows are ranked by {select} (each run's best validation epoch, mean over the row's runs), those with "
+        f"Rows are ranked by {heading} (each run's best validation epoch, mean over the row's runs), those with "
         "all their runs first"
     )
     if marked:
@@ -489,12 +607,12 @@ def _legend(select: str, marked: bool) -> list[str]:
     ]
 
 
-def _comparison(records: list[dict], reference: dict, keys: list[str], settings: ReportSettings) -> list[str]:
+def _comparison(records: list[RowRecord], reference: RowRecord, keys: list[str], settings: ReportSettings) -> list[str]:
     header = ["profile", *keys, "folds paired"]
     header += [f"Δ {name} (p, Holm p)" for _, name in SCORES] + [f"Δ pooled {name} [95% CI]" for _, name in SCORES]
     others = len(records) - 1
     lines = [
-        f"Compared with {_label(reference, keys)} (the reference): Δ is the row's test CCC minus the reference's, "
+        f"Compared with {reference.label(keys)} (the reference): Δ is the row's test CCC minus the reference's, "
         "per fold with each fold's seeds averaged first, mean over the folds both have; p: a paired t-test over "
         f"those folds (n = folds: the runs of one fold share its test speakers); Holm p: adjusted for the {others} "
         f"row{'s' if others > 1 else ''} compared with the reference (Holm, per dimension). Δ pooled: the "
@@ -504,35 +622,39 @@ def _comparison(records: list[dict], reference: dict, keys: list[str], settings:
         table_line(header),
         "|" + "---|" * len(header),
     ]
+    headline = SCORES[0][0]  # `folds paired`: those the headline score (valence) pairs
     for r in records:
-        if r["reference"]:
+        if r.reference:
             continue
-        cells = [r["profile"], *(r[k] for k in keys), r.get("ccc_v_diff_folds", 0)]
-        cells += [
-            f"{_signed(r[f'{key}_diff'])} ({number(r[f'{key}_diff_p'], 3)}, {number(r[f'{key}_diff_p_holm'], 3)})"
-            for key, _ in SCORES
-        ]
-        cells += [_interval(r, key) for key, _ in SCORES]
+        cells = [r.profile, *(r.config[k] for k in keys), r.comparison[headline].difference.folds]
+        cells += [_tested(r.comparison[score]) for score, _ in SCORES]
+        cells += [_interval(r.comparison[score]) for score, _ in SCORES]
         lines.append(table_line(cells))
     return lines
 
 
-def _interval(record: dict, key: str) -> str:
-    low, high = record[f"{key}_pooled_diff_low"], record[f"{key}_pooled_diff_high"]
-    difference = _signed(record[f"{key}_pooled_diff"])
-    return difference if math.isnan(low) else f"{difference} [{low:+.3f}, {high:+.3f}]"
+def _tested(comparison: Comparison) -> str:
+    """`+0.012 (0.210, 0.420)`: the difference over folds, its p-value and its Holm-adjusted one."""
+    difference = comparison.difference
+    return f"{_signed(difference.mean)} ({number(difference.p_value, 3)}, {number(comparison.holm_p, 3)})"
+
+
+def _interval(comparison: Comparison) -> str:
+    difference = comparison.difference
+    pooled = _signed(difference.pooled)
+    return pooled if math.isnan(difference.low) else f"{pooled} [{difference.low:+.3f}, {difference.high:+.3f}]"
 
 
 def _signed(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:+.3f}"
 
 
-def _mean_std(record: dict, key: str) -> str:
-    text, seeds = _spread(record[f"{key}_mean"], record[f"{key}_std"]), record[f"{key}_seed_std"]
-    return text if text == "–" or math.isnan(seeds) else f"{text} (seeds ± {seeds:.3f})"
+def _mean_std(score: RowScore) -> str:
+    text = _spread(score.mean, score.std)
+    return text if text == "–" or math.isnan(score.seed_std) else f"{text} (seeds ± {score.seed_std:.3f})"
 
 
-def _plot(records: list[dict], config_keys: list[str], path: Path) -> None:
+def _plot(records: list[RowRecord], config_keys: list[str], path: Path) -> None:
     """Per dimension: a bar for each row's mean test CCC, a dot per run; below, each row's pooled-CCC
     difference from the reference with its bootstrap interval."""
     import matplotlib
@@ -542,10 +664,8 @@ def _plot(records: list[dict], config_keys: list[str], path: Path) -> None:
 
     keys = _varying(config_keys, records)
     # Wrapped and shortened: a search's configurations name many keys, and the axes must keep their room.
-    labels = [
-        textwrap.fill(textwrap.shorten(("★ " if r["selected"] else "") + _label(r, keys), 90), 30) for r in records
-    ]
-    compared = len(records) > 1 and any(r["reference"] for r in records)
+    labels = [textwrap.fill(textwrap.shorten(("★ " if r.selected else "") + r.label(keys), 90), 30) for r in records]
+    compared = len(records) > 1 and any(r.reference for r in records)
     n_rows = 2 if compared else 1
     fig, axes = plt.subplots(
         n_rows,
@@ -555,17 +675,18 @@ def _plot(records: list[dict], config_keys: list[str], path: Path) -> None:
         squeeze=False,
         layout="constrained",  # long row labels: tight_layout gives up on them
     )
-    for column, (key, name) in enumerate(SCORES):
+    for column, (score, name) in enumerate(SCORES):
         ax = axes[0][column]
         for x, record in enumerate(records):
-            ax.bar(x, 0 if math.isnan(record[f"{key}_mean"]) else record[f"{key}_mean"], color="#9ecae1")
-            ax.plot([x] * len(record[f"{key}_runs"]), record[f"{key}_runs"], "o", color="#08519c", markersize=4)
+            row_score = record.scores[score]
+            ax.bar(x, 0 if math.isnan(row_score.mean) else row_score.mean, color="#9ecae1")
+            ax.plot([x] * len(row_score.runs), row_score.runs, "o", color="#08519c", markersize=4)
         ax.set_title(name)
         ax.axhline(0, color="grey", linewidth=0.5)
         if compared:
-            _plot_differences(axes[1][column], records, key)
-        for row in axes[:, column]:
-            row.set_xticks(range(len(records)), labels, rotation=30, ha="right", fontsize=7)
+            _plot_differences(axes[1][column], records, score)
+        for column_ax in axes[:, column]:
+            column_ax.set_xticks(range(len(records)), labels, rotation=30, ha="right", fontsize=7)
     axes[0][0].set_ylabel("test CCC (dots: runs)")
     if compared:
         axes[1][0].set_ylabel("Δ pooled CCC vs reference (95% CI)")
@@ -575,21 +696,21 @@ def _plot(records: list[dict], config_keys: list[str], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _plot_differences(ax, records: list[dict], key: str) -> None:
+def _plot_differences(ax, records: list[RowRecord], score: str) -> None:
     for x, record in enumerate(records):
-        if record["reference"] or math.isnan(record.get(f"{key}_pooled_diff", math.nan)):
+        comparison = record.comparison.get(score)
+        if comparison is None or math.isnan(comparison.difference.pooled):
             continue
-        difference = record[f"{key}_pooled_diff"]
-        low, high = record[f"{key}_pooled_diff_low"], record[f"{key}_pooled_diff_high"]
+        difference, low, high = comparison.difference.pooled, comparison.difference.low, comparison.difference.high
         error = None if math.isnan(low) else [[difference - low], [high - difference]]
         ax.errorbar(x, difference, yerr=error, fmt="o", color="#a50f15", capsize=4)
     ax.axhline(0, color="grey", linewidth=0.5)
 
 
-def _label(record: dict, keys: list[str]) -> str:
+def configuration_label(profile: str, config: dict[str, str], keys: list[str]) -> str:
     """`standard mamba_n_layers=2 d_hidden=384`: the profile and each of `keys` with the last part of its name."""
-    settings = [f"{k.rsplit('.', 1)[-1]}={record[k]}" for k in keys if record[k] != ""]
-    return " ".join([record["profile"], *settings])
+    values = [f"{key.rsplit('.', 1)[-1]}={config[key]}" for key in keys if config[key] != ""]
+    return " ".join([profile, *values])
 
 
 def log_to_wandb(sweep_dir: Path, group: str, project: str, entity: str | None = None, mode: str = "offline") -> None:
@@ -601,8 +722,8 @@ def log_to_wandb(sweep_dir: Path, group: str, project: str, entity: str | None =
     tables = {}
     for name in ("summary", "nested"):
         with open(sweep_dir / f"{name}.csv", newline="") as f:
-            rows = list(csv.reader(f))
-        tables[f"{name}_table"] = wandb.Table(columns=rows[0], data=rows[1:])
+            header, *lines = csv.reader(f)
+        tables[f"{name}_table"] = wandb.Table(columns=header, data=lines)
     run = wandb.init(
         project=project,
         entity=entity,
@@ -619,10 +740,49 @@ def log_to_wandb(sweep_dir: Path, group: str, project: str, entity: str | None =
     run.finish()
 
 
+class SweepSummary(Callback):
+    """Rewrites the sweep's summary after every job and once more at the end.
+
+    After every job, not only at the end: Hydra skips `on_multirun_end` when a job failed, and with the GPU
+    pool or SLURM the jobs end in other processes, so each one brings the table up to date itself.
+    """
+
+    def on_job_end(self, config: DictConfig, job_return, **kwargs) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN:
+            summary_md = self._write(config)
+            if summary_md:
+                log.info("comparison table updated: %s", _where(summary_md))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        summary_md = self._write(config)
+        if not summary_md:
+            return
+        log.info("sweep summary:\n%s\nwritten to %s", summary_md.read_text(), _where(summary_md))
+        logger = config.get("logger")
+        if logger is not None and logger.backend == "wandb":
+            try:
+                log_to_wandb(summary_md.parent, logger.group or config.name, logger.project, logger.entity, logger.mode)
+            except Exception:  # the table on disk is written; the dashboard's copy must not fail the sweep
+                log.exception("could not log the summary of %s to W&B", summary_md.parent)
+
+    @staticmethod
+    def _write(config: DictConfig) -> Path | None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            return write_summary(sweep_dir, ReportSettings.of(config))
+        except Exception:  # a broken summary must not fail a job that trained fine
+            log.exception("could not write the summary of %s", sweep_dir)
+            return None
+
+
+def _where(summary_md: Path) -> str:
+    return f"{summary_md} (also {summary_md.with_suffix('.csv').name} and {summary_md.with_suffix('.png').name})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path, help="a sweep folder, e.g. multirun/capacity")
-    # Not given: the sweep's own report.* (its multirun.yaml), else the defaults.
+    # Not given: the sweep's own report.* (its multirun.yaml), else conf/report/default.yaml's.
     parser.add_argument("--select", choices=list(SELECTABLE), help="the validation score that ranks and chooses")
     parser.add_argument("--reference", help="overrides naming the row others are compared with, e.g. model=baseline")
     parser.add_argument("--bootstrap", type=int, help="resamples of the paired speaker bootstrap")
@@ -638,11 +798,11 @@ def main() -> None:
         settings = ReportSettings.of_sweep(
             args.sweep_dir, select=args.select, reference=args.reference, bootstrap=args.bootstrap, seed=args.seed
         )
-        summary = write_summary(args.sweep_dir, settings)
+        summary_md = write_summary(args.sweep_dir, settings)
     except ValueError as err:  # report.reference names no row, or several; a row's runs repeat an utterance
         parser.error(str(err))
-    print(summary.read_text(), end="")
-    print(f"\nwrote {summary}, {summary.with_suffix('.csv')} and {summary.with_suffix('.png')}")
+    print(summary_md.read_text(), end="")
+    print(f"\nwrote {summary_md}, {summary_md.with_suffix('.csv')} and {summary_md.with_suffix('.png')}")
     if args.wandb:
         log_to_wandb(args.sweep_dir, args.sweep_dir.name, args.project, args.entity, args.mode)
         print(f"logged the summary to W&B ({args.mode}), group {args.sweep_dir.name}")

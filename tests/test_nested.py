@@ -61,7 +61,7 @@ def mirrored(labels, session: int):
 
 
 def choices(summary) -> dict[str, str]:
-    return {choice.fold: summary.record_of(choice.row)["+config"] for choice in summary.nested.choices}
+    return {choice.fold: summary.record_of(choice.row_index).config["+config"] for choice in summary.nested.choices}
 
 
 def test_changing_every_label_of_a_folds_test_speakers_leaves_that_folds_choice_alone(tmp_path):
@@ -76,7 +76,7 @@ def test_changing_every_label_of_a_folds_test_speakers_leaves_that_folds_choice_
     # Fold 4 validates on session 1: its choice may follow session 1's labels, and here it does.
     assert choices(original)["4"] != choices(changed)["4"]
     # The ranking view's ★, chosen by validation averaged over folds, saw session 1 through fold 4.
-    starred = [next(r["+config"] for r in summary.records if r["selected"]) for summary in (original, changed)]
+    starred = [next(r.config["+config"] for r in summary.records if r.selected) for summary in (original, changed)]
     assert starred[0] != starred[1]
 
 

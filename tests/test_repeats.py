@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from emotion.sweeps.comparison import concordance
+from emotion.scores import ccc
 from tests.conftest import ROOT, SMALL_DEMO, read_csv, run_train
 
 # Two epochs at a high learning rate: enough for arousal predictions to vary on the small demo corpus.
@@ -80,7 +80,7 @@ def test_pooled_ccc_is_every_test_prediction_of_a_seed_together(sweep):
             predictions = [read_csv(runs[fold, seed]["folder"] / "predictions.csv") for fold in (1, 2)]
             pooled = [r for fold in predictions for r in fold]
             true, pred = (np.array([float(r[f"arousal_{kind}"]) for r in pooled]) for kind in ("true", "pred"))
-            per_seed.append(concordance(pred, true))
+            per_seed.append(ccc(pred, true))
         assert float(row["ccc_a_pooled"]) == pytest.approx(np.mean(per_seed), abs=1e-9)
         assert float(row["ccc_a_pooled"]) != pytest.approx(float(row["ccc_a_mean"]), abs=1e-6)
 

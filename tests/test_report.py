@@ -12,8 +12,8 @@ import pytest
 import yaml
 from scipy import stats
 
-from emotion.report import ReportSettings, _label, summarise, summarise_sweep, write_summary
-from emotion.sweeps.comparison import concordance
+from emotion.report import ReportSettings, configuration_label, summarise, summarise_sweep, write_summary
+from emotion.scores import ccc
 from tests.conftest import ROOT, read_csv
 
 
@@ -95,14 +95,14 @@ def test_rows_are_configurations_with_mean_and_sample_std_over_their_runs(sweep)
     columns, records = summarise(sweep)
     assert columns[:2] == ["profile", "model.d_hidden"]
     small, large = records
-    assert (small["model.d_hidden"], large["model.d_hidden"]) == ("256", "384")
-    assert small["ccc_v_mean"] == pytest.approx(0.6) and small["ccc_v_std"] == pytest.approx(0.1)
-    assert (small["runs_done"], small["runs_failed"], small["runs_expected"]) == (3, 0, 3)
-    assert small["peak_mem_gb"] == 12.0 and small["min_per_epoch"] == pytest.approx(2.0)
-    assert small["params_m"] == 3.0
-    assert (large["runs_done"], large["runs_failed"], large["runs_expected"]) == (1, 1, 3)
-    assert large["ccc_v_mean"] == pytest.approx(0.4)
-    assert large["missing"] == "fold 2 seed 42 (failed); fold 3 seed 42 (running or killed)"
+    assert (small.config["model.d_hidden"], large.config["model.d_hidden"]) == ("256", "384")
+    assert small.scores["ccc_v"].mean == pytest.approx(0.6) and small.scores["ccc_v"].std == pytest.approx(0.1)
+    assert (small.runs_done, small.runs_failed, small.runs_expected) == (3, 0, 3)
+    assert small.peak_mem_gb == 12.0 and small.min_per_epoch == pytest.approx(2.0)
+    assert small.params_m == 3.0
+    assert (large.runs_done, large.runs_failed, large.runs_expected) == (1, 1, 3)
+    assert large.scores["ccc_v"].mean == pytest.approx(0.4)
+    assert large.missing == "fold 2 seed 42 (failed); fold 3 seed 42 (running or killed)"
 
 
 def ranking_table(summary_md) -> list[str]:
@@ -132,16 +132,16 @@ def test_validation_selects_and_ranks_even_against_a_better_test_score(tmp_path)
         write_job(sweep, [f"data.fold={fold}", "model.d_hidden=384"], "completed", ccc_v=0.7, val_v=0.4)
         write_job(sweep, [f"data.fold={fold}", "model.d_hidden=256"], "completed", ccc_v=0.5, val_v=0.6)
     _, records = summarise(sweep)
-    assert [(r["model.d_hidden"], r["selected"], r["reference"]) for r in records] == [
+    assert [(r.config["model.d_hidden"], r.selected, r.reference) for r in records] == [
         ("256", True, True),
         ("384", False, False),
     ]
-    assert records[0]["val_ccc_mean"] == pytest.approx(0.65)
+    assert records[0].validation == pytest.approx(0.65)
     # Ranked by another validation score, the selection follows it, never the test.
-    _, by_arousal = summarise(sweep, ReportSettings(select="val_ccc_a"))
-    assert [r["val_ccc_a"] for r in by_arousal] == [pytest.approx(0.7)] * 2
+    columns, by_arousal = summarise(sweep, ReportSettings.default(select="val_ccc_a"))
+    assert "val_ccc_a" in columns and [r.validation for r in by_arousal] == [pytest.approx(0.7)] * 2
     with pytest.raises(ValueError, match="report.select='test_ccc_v'"):
-        ReportSettings(select="test_ccc_v")
+        ReportSettings.default(select="test_ccc_v")
 
 
 def test_a_row_with_runs_missing_cannot_beat_complete_rows(tmp_path):
@@ -151,9 +151,9 @@ def test_a_row_with_runs_missing_cannot_beat_complete_rows(tmp_path):
         write_job(sweep, [f"data.fold={fold}", "model.d_hidden=256"], "completed", ccc_v=0.5, val_v=0.5)
     write_job(sweep, ["data.fold=1", "model.d_hidden=384"], "completed", ccc_v=0.6, val_v=0.9)  # one lucky run
     _, records = summarise(sweep)
-    assert [(r["model.d_hidden"], r["selected"]) for r in records] == [("256", True), ("384", False)]
+    assert [(r.config["model.d_hidden"], r.selected) for r in records] == [("256", True), ("384", False)]
     with pytest.raises(ValueError, match="give key=value overrides"):
-        summarise(sweep, ReportSettings(reference="model.d_hidden"))
+        summarise(sweep, ReportSettings.default(reference="model.d_hidden"))
 
 
 def test_a_row_with_more_runs_than_the_latest_sweep_asks_is_complete(tmp_path):
@@ -164,8 +164,8 @@ def test_a_row_with_more_runs_than_the_latest_sweep_asks_is_complete(tmp_path):
     for fold in (1, 2):
         write_job(sweep, [f"data.fold={fold}", "model.dropout=0.3"], "completed", ccc_v=0.6, val_v=0.4)
     _, records = summarise(sweep)
-    wide = next(r for r in records if r["model.dropout"] == "0.0")
-    assert (wide["runs_done"], wide["runs_expected"], wide["complete"], wide["selected"]) == (5, 2, True, True)
+    wide = next(r for r in records if r.config["model.dropout"] == "0.0")
+    assert (wide.runs_done, wide.runs_expected, wide.complete, wide.selected) == (5, 2, True, True)
     assert "| 5/2 |" in write_summary(sweep).read_text()
 
 
@@ -199,10 +199,10 @@ def test_rows_whose_test_speakers_a_model_had_seen_are_marked_and_never_chosen(t
         started = {"init_from": {"checkpoint": "x/best.pt", "seen_test_speakers": 2, "warning": "w"}}
         write_job(sweep, [f"data.fold={fold}", "model.d_hidden=256"], "completed", 0.8, val_v=0.8, **started)
     summary = summarise_sweep(sweep)
-    by_width = {r["model.d_hidden"]: r for r in summary.records}
-    assert by_width["128"]["seen"] == leak and "model.init_from" in by_width["256"]["seen"]
-    assert [r["model.d_hidden"] for r in summary.records if r["selected"]] == ["64"]
-    assert {summary.record_of(choice.row)["model.d_hidden"] for choice in summary.nested.choices} == {"64"}
+    by_width = {r.config["model.d_hidden"]: r for r in summary.records}
+    assert by_width["128"].seen == leak and "model.init_from" in by_width["256"].seen
+    assert [r.config["model.d_hidden"] for r in summary.records if r.selected] == ["64"]
+    assert {summary.record_of(choice.row_index).config["model.d_hidden"] for choice in summary.nested.choices} == {"64"}
     text = write_summary(sweep).read_text()
     assert "| ⚠ | max | 128 |" in text and f"- max d_hidden=128: {leak}" in text
 
@@ -227,7 +227,7 @@ def seeded_sweep(tmp_path):
                     write_job(sweep, overrides, "failed", seed=seed)
                     continue
                 predictions = rng_predictions(rng, ids[fold], truth[fold], noise)
-                ccc_v = float(concordance(np.round(predictions[2], 4), np.round(predictions[1], 4)))
+                ccc_v = float(ccc(np.round(predictions[2], 4), np.round(predictions[1], 4)))
                 val = 0.6 if width == "64" else 0.5
                 write_job(
                     sweep, overrides, "completed", ccc_v, val_v=val + 0.01 * seed, predictions=predictions, seed=seed
@@ -242,39 +242,41 @@ def read_predictions_csv(folder):
 
 
 def test_repeats_pool_their_predictions_and_say_how_far_seeds_move_the_headline(seeded_sweep):
-    _, records = summarise(seeded_sweep, ReportSettings(bootstrap=200))
+    _, records = summarise(seeded_sweep, ReportSettings.default(bootstrap=200))
     narrow, wide = records  # ranked by validation: 64 first
-    assert (narrow["model.d_hidden"], narrow["runs_done"], narrow["runs_expected"]) == ("64", 4, 4)
-    assert (wide["runs_done"], wide["runs_failed"], wide["missing"]) == (3, 1, "fold 2 seed 1 (failed)")
+    assert (narrow.config["model.d_hidden"], narrow.runs_done, narrow.runs_expected) == ("64", 4, 4)
+    assert (wide.runs_done, wide.runs_failed, wide.missing) == (3, 1, "fold 2 seed 1 (failed)")
     # Pooled by hand: per seed, both folds' predictions together, then the mean over seeds.
     per_seed, fold_means = [], []
     for seed in (0, 1):
         folders = [seeded_sweep / f"data.fold={fold},model.d_hidden=64,trainer.seed={seed}" for fold in (1, 2)]
         values = np.concatenate([read_predictions_csv(folder)[1] for folder in folders])
-        per_seed.append(concordance(values[:, 1], values[:, 0]))
+        per_seed.append(ccc(values[:, 1], values[:, 0]))
         fold_means.append(np.mean([json.loads((f / "metrics.json").read_text())["test"]["ccc_v"] for f in folders]))
-    assert narrow["ccc_v_pooled"] == pytest.approx(np.mean(per_seed), abs=1e-12)
-    assert narrow["ccc_v_seed_std"] == pytest.approx(np.std(fold_means, ddof=1), abs=1e-12)
-    assert np.isnan(narrow["ccc_a_pooled"])  # no arousal predictions written
+    assert narrow.scores["ccc_v"].pooled == pytest.approx(np.mean(per_seed), abs=1e-12)
+    assert narrow.scores["ccc_v"].seed_std == pytest.approx(np.std(fold_means, ddof=1), abs=1e-12)
+    assert np.isnan(narrow.scores["ccc_a"].pooled)  # no arousal predictions written
 
 
 def test_the_reference_row_and_its_bootstrap_are_reproducible_and_named(seeded_sweep):
-    settings = ReportSettings(reference="model.d_hidden=128", bootstrap=300, seed=7)
+    settings = ReportSettings.default(reference="model.d_hidden=128", bootstrap=300, seed=7)
     _, records = summarise(seeded_sweep, settings)
-    narrow = next(r for r in records if r["model.d_hidden"] == "64")
-    assert next(r for r in records if r["model.d_hidden"] == "128")["reference"]
-    assert narrow["ccc_v_diff_folds"] == 2  # the failed run's fold still has the other seed
-    low, high, observed = narrow["ccc_v_pooled_diff_low"], narrow["ccc_v_pooled_diff_high"], narrow["ccc_v_pooled_diff"]
-    assert low < observed < high
+    narrow = next(r for r in records if r.config["model.d_hidden"] == "64")
+    assert next(r for r in records if r.config["model.d_hidden"] == "128").reference
+    difference = narrow.comparison["ccc_v"].difference
+    assert difference.folds == 2  # the failed run's fold still has the other seed
+    low, high = difference.low, difference.high
+    assert low < difference.pooled < high
     _, again = summarise(seeded_sweep, settings)
-    assert next(r for r in again if r["model.d_hidden"] == "64")["ccc_v_pooled_diff_low"] == low
-    _, reseeded = summarise(seeded_sweep, ReportSettings(reference="model.d_hidden=128", bootstrap=300, seed=8))
-    assert next(r for r in reseeded if r["model.d_hidden"] == "64")["ccc_v_pooled_diff_low"] != low
+    assert next(r for r in again if r.config["model.d_hidden"] == "64").comparison["ccc_v"].difference.low == low
+    reseeded_settings = ReportSettings.default(reference="model.d_hidden=128", bootstrap=300, seed=8)
+    _, reseeded = summarise(seeded_sweep, reseeded_settings)
+    assert next(r for r in reseeded if r.config["model.d_hidden"] == "64").comparison["ccc_v"].difference.low != low
     table = write_summary(seeded_sweep, settings).read_text()
     assert "Compared with max d_hidden=128 (the reference)" in table
     assert f"[{low:+.3f}, {high:+.3f}]" in table
     with pytest.raises(ValueError, match="names 0 rows"):
-        summarise(seeded_sweep, ReportSettings(reference="model.d_hidden=512"))
+        summarise(seeded_sweep, ReportSettings.default(reference="model.d_hidden=512"))
 
 
 def direct_ccc(pred, true) -> float:
@@ -330,9 +332,9 @@ def runs_by_fold(sweep, width) -> dict[int, list[dict]]:
 def test_configurations_are_tested_over_folds_with_seeds_averaged_and_holm_adjusted(speaker_sweep):
     from statsmodels.stats.multitest import multipletests
 
-    _, records = summarise(speaker_sweep, ReportSettings(bootstrap=50))
-    by_width = {r["model.d_hidden"]: r for r in records}
-    assert by_width["64"]["reference"]  # the best validation: every other row is compared with it
+    _, records = summarise(speaker_sweep, ReportSettings.default(bootstrap=50))
+    by_width = {r.config["model.d_hidden"]: r for r in records}
+    assert by_width["64"].reference  # the best validation: every other row is compared with it
     fold_means = {
         width: [np.mean([run["test"]["ccc_v"] for run in runs]) for runs in runs_by_fold(speaker_sweep, width).values()]
         for width in NOISE
@@ -340,14 +342,17 @@ def test_configurations_are_tested_over_folds_with_seeds_averaged_and_holm_adjus
     p_values = []
     for width in ("128", "256"):
         expected = stats.ttest_rel(fold_means[width], fold_means["64"])  # n = 3 folds, not 6 runs
-        assert by_width[width]["ccc_v_diff_folds"] == 3
-        assert by_width[width]["ccc_v_diff_p"] == pytest.approx(expected.pvalue, rel=1e-9)
-        assert by_width[width]["ccc_v_diff"] == pytest.approx(np.mean(fold_means[width]) - np.mean(fold_means["64"]))
+        difference = by_width[width].comparison["ccc_v"].difference
+        assert difference.folds == 3
+        assert difference.p_value == pytest.approx(expected.pvalue, rel=1e-9)
+        assert difference.mean == pytest.approx(np.mean(fold_means[width]) - np.mean(fold_means["64"]))
         p_values.append(expected.pvalue)
     _, holm, _, _ = multipletests(p_values, method="holm")
-    assert [by_width[width]["ccc_v_diff_p_holm"] for width in ("128", "256")] == pytest.approx(list(holm), rel=1e-9)
+    assert [by_width[width].comparison["ccc_v"].holm_p for width in ("128", "256")] == pytest.approx(
+        list(holm), rel=1e-9
+    )
     assert holm[0] != pytest.approx(p_values[0])  # two comparisons: the adjustment moved something
-    assert "n = folds" in write_summary(speaker_sweep, ReportSettings(bootstrap=50)).read_text()
+    assert "n = folds" in write_summary(speaker_sweep, ReportSettings.default(bootstrap=50)).read_text()
 
 
 def pooled_seed(sweep, width, seed):
@@ -359,9 +364,9 @@ def pooled_seed(sweep, width, seed):
 
 
 def test_the_bootstrap_resamples_speakers_with_all_their_utterances(speaker_sweep):
-    settings = ReportSettings(reference="model.d_hidden=64", bootstrap=400, seed=11)
+    settings = ReportSettings.default(reference="model.d_hidden=64", bootstrap=400, seed=11)
     _, records = summarise(speaker_sweep, settings)
-    wide = next(r for r in records if r["model.d_hidden"] == "128")
+    wide = next(r for r in records if r.config["model.d_hidden"] == "128").comparison["ccc_v"].difference
     data = {width: [pooled_seed(speaker_sweep, width, seed) for seed in (0, 1)] for width in ("64", "128")}
     ids, speakers, true, _ = data["64"][0]
     speaker_names = sorted(set(speakers))
@@ -376,7 +381,7 @@ def test_the_bootstrap_resamples_speakers_with_all_their_utterances(speaker_swee
             ]
         )
 
-    assert wide["ccc_v_pooled_diff"] == pytest.approx(difference(range(len(speaker_names))), abs=1e-7)
+    assert wide.pooled == pytest.approx(difference(range(len(speaker_names))), abs=1e-7)
     # The same resamples, drawn by scipy from the same seed, computed by concatenating each resample's speakers.
     direct = stats.bootstrap(
         (np.arange(len(speaker_names)),),
@@ -387,9 +392,7 @@ def test_the_bootstrap_resamples_speakers_with_all_their_utterances(speaker_swee
         method="percentile",
         rng=np.random.default_rng(11),
     ).confidence_interval
-    assert (wide["ccc_v_pooled_diff_low"], wide["ccc_v_pooled_diff_high"]) == pytest.approx(
-        (direct.low, direct.high), abs=1e-7
-    )
+    assert (wide.low, wide.high) == pytest.approx((direct.low, direct.high), abs=1e-7)
     # Resampling utterances as if independent gives a narrower interval on errors that cluster by speaker.
     utterance_rows = np.arange(len(ids))
     utterances = stats.bootstrap(
@@ -421,7 +424,7 @@ def test_pooled_ccc_averages_only_seeds_that_have_every_fold_and_refuses_repeate
         )
     (row,) = summarise(sweep)[1]
     values = np.concatenate([read_predictions_csv(sweep / f"data.fold={fold},trainer.seed=0")[1] for fold in (1, 2)])
-    assert row["ccc_v_pooled"] == pytest.approx(direct_ccc(values[:, 1], values[:, 0]), abs=1e-7)
+    assert row.scores["ccc_v"].pooled == pytest.approx(direct_ccc(values[:, 1], values[:, 0]), abs=1e-7)
     # The same utterance tested in two runs of one seed: one of them would be dropped.
     duplicate = write_job(
         sweep, ["data.fold=2", "trainer.seed=1"], "completed", 0.5, seed=1, predictions=(["f1_0"], [3.0], [3.1])
@@ -435,6 +438,19 @@ def test_the_report_command_prints_the_table(sweep):
         [sys.executable, "-m", "emotion.report", str(sweep)], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert "0.600 ± 0.100" in result.stdout and "summary.md" in result.stdout
+
+
+def test_the_report_never_imports_torch(seeded_sweep):
+    """The report runs after every job of a sweep, and on any machine the job folders are copied to: numpy,
+    scipy and matplotlib score and draw it, never the deep-learning stack."""
+    script = (
+        "import sys; from pathlib import Path; import emotion.report; "
+        "assert 'torch' not in sys.modules, 'importing emotion.report imported torch'; "
+        f"emotion.report.write_summary(Path({str(seeded_sweep)!r})); "
+        "assert 'torch' not in sys.modules, 'writing the summary imported torch'"
+    )
+    subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, capture_output=True)
+    assert (seeded_sweep / "summary.csv").is_file()
 
 
 def test_the_report_command_logs_the_table_to_a_wandb_summary_run_offline(seeded_sweep):
@@ -457,9 +473,11 @@ def test_the_report_command_logs_the_table_to_a_wandb_summary_run_offline(seeded
 def test_jobs_nested_by_a_slash_in_a_value_are_found(sweep):
     write_job(sweep, ["data.fold=1", "model.d_hidden=512", "data.root=/corpora/x"], "completed", 0.3)
     _, records = summarise(sweep)
-    assert ("512", "/corpora/x", 1) in [(r["model.d_hidden"], r["data.root"], r["runs_done"]) for r in records]
+    assert ("512", "/corpora/x", 1) in [
+        (r.config["model.d_hidden"], r.config["data.root"], r.runs_done) for r in records
+    ]
 
 
 def test_plot_labels_name_each_value_by_its_key():
-    record = {"profile": "standard", "model.mamba_n_layers": "2", "data.batch_size": "", "ccc_v_mean": 0.5}
-    assert _label(record, ["model.mamba_n_layers", "data.batch_size"]) == "standard mamba_n_layers=2"
+    config = {"model.mamba_n_layers": "2", "data.batch_size": ""}
+    assert configuration_label("standard", config, list(config)) == "standard mamba_n_layers=2"

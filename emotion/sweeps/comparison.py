@@ -1,5 +1,5 @@
-"""How sure a number is: CCC on numpy arrays, pooled CCC, a paired test over folds, a paired bootstrap over
-speakers and Holm's adjustment for many comparisons. The tests themselves are scipy's and statsmodels'.
+"""How sure a number is: pooled CCC, a paired test over folds, a paired bootstrap over speakers and Holm's
+adjustment for many comparisons. The tests themselves are scipy's and statsmodels'.
 
 Each uses the unit the data is independent in. The runs of one fold share its test speakers, so a
 configuration's seeds are averaged within each fold before two configurations are tested over folds
@@ -18,36 +18,11 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from emotion.scores import ccc
 from emotion.sweeps.jobs import Job
 
 DIMENSION_KEYS = {"arousal": "ccc_a", "valence": "ccc_v", "dominance": "ccc_d"}
 Run = tuple  # (fold, seed), as emotion.sweeps.jobs.Job.run
-
-
-def concordance(pred, true, weights=None) -> np.ndarray:
-    """Lin's concordance correlation coefficient along the last axis, with population moments, as training
-    scores it (emotion.training.metrics.ccc):
-
-        ccc = 2 cov(x, y) / (var(x) + var(y) + (mean(x) − mean(y))²)
-
-    `true` and `weights` broadcast against `pred`; leading axes are independent problems. `weights` count each
-    item so many times (a bootstrap resample's multiplicities): the CCC of the items repeated so.
-
-    >>> float(concordance([1.0, 2.0, 3.0], [2.0, 3.0, 4.0]).round(4))  # 2·(2/3) / (2/3 + 2/3 + 1)
-    0.5714
-    """
-    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
-    shape = np.broadcast_shapes(pred.shape, true.shape, np.shape(weights) if weights is not None else ())
-    weights = np.ones(shape) if weights is None else np.broadcast_to(np.asarray(weights, dtype=np.float64), shape)
-    total = weights.sum(axis=-1, keepdims=True)
-
-    def mean(values: np.ndarray) -> np.ndarray:
-        return (weights * values).sum(axis=-1, keepdims=True) / total
-
-    pred_mean, true_mean = mean(pred), mean(true)
-    pred_var, true_var = mean((pred - pred_mean) ** 2), mean((true - true_mean) ** 2)
-    covariance = mean((pred - pred_mean) * (true - true_mean))
-    return (2 * covariance / (pred_var + true_var + (pred_mean - true_mean) ** 2 + 1e-8))[..., 0]
 
 
 @dataclass(frozen=True)
@@ -153,7 +128,7 @@ def pools(predictions: dict[Run, RunPredictions], key: str, folds: list) -> dict
 def pooled_ccc(predictions: dict[Run, RunPredictions], key: str, folds: list) -> float:
     """CCC over every test prediction of a seed's folds together, averaged over the seeds that have every
     fold: the number many IEMOCAP papers report, beside the mean over folds. NaN while no seed has them all."""
-    per_seed = [concordance(pool.pred, pool.true) for pool in pools(predictions, key, folds).values()]
+    per_seed = [ccc(pool.pred, pool.true) for pool in pools(predictions, key, folds).values()]
     return float(np.mean(per_seed)) if per_seed else math.nan
 
 
@@ -203,9 +178,10 @@ def paired_bootstrap(
         return math.nan, math.nan, math.nan
 
     def difference(resampled: np.ndarray, axis: int = -1) -> np.ndarray:
-        """Mean over seeds of pooled CCC, row minus reference, for resamples of speaker indices (…, speakers)."""
+        """Mean over seeds of pooled CCC, row minus reference, for resamples of speaker indices (…, speakers).
+        `axis`: scipy's vectorized statistic is given one; the resamples are always along the last."""
         weights = speaker_counts(resampled, len(speakers))[..., speaker_of][..., None, :]  # (…, 1, utterances)
-        return (concordance(a, true, weights) - concordance(b, true, weights)).mean(axis=-1)
+        return (ccc(a, true, weights) - ccc(b, true, weights)).mean(axis=-1)
 
     everyone = np.arange(len(speakers))
     observed = float(difference(everyone))

@@ -12,13 +12,13 @@ every one would nest a folder. A sweep with many overrides can make the name lon
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import datetime
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from emotion.files import held_by_another
+from emotion.training.outputs import read_metrics
 
 MAX_NAME_BYTES = 200  # below the usual 255, leaving room for editors' and tools' suffixes
 DIGEST_CHARS = 12
@@ -64,11 +64,9 @@ def _resumable(folder: Path) -> bool:
     """Holds a checkpoint to go on from, did not complete, and no running process holds it."""
     if not (folder / "checkpoints" / "last.pt").is_file() or not (folder / ".hydra" / "config.yaml").is_file():
         return False
-    try:
-        if json.loads((folder / "metrics.json").read_text())["status"] == "completed":
-            return False
-    except (OSError, ValueError, KeyError):
-        pass  # no metrics.json: killed before it could write one
+    metrics = read_metrics(folder / "metrics.json")  # None: killed before it could write one
+    if metrics is not None and metrics.get("status") == "completed":
+        return False
     return not held_by_another(folder / JOB_LOCK)
 
 

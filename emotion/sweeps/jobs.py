@@ -8,12 +8,13 @@ jobs are still running, reads as far as it got.
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from emotion.training.outputs import read_metrics
 
 FOLD_KEY = "data.fold"
 EXCLUDED_FOLD_KEY = "data.exclude_fold"  # the fold a nested search's study leaves out (emotion.sweeps.studies)
@@ -25,7 +26,7 @@ DONE = ("completed", "evaluated")  # trained jobs, and evaluate.py's runs: both 
 class Job:
     folder: Path
     overrides: dict[str, str]  # as typed, e.g. {"data.fold": "1", "model.d_hidden": "384"}
-    metrics: dict | None  # None while the job runs (or if it was killed before writing one)
+    metrics: dict | None  # None while the job runs (or if it was killed before writing one, or it is unreadable)
     seed: str | None = None  # trainer.seed as the job ran with it (None for evaluate.py's runs)
 
     @property
@@ -63,10 +64,8 @@ def collect_jobs(sweep_dir: Path) -> list[Job]:
     # At any depth: sweeps made before values' `/` stopped nesting folders have jobs further down.
     for overrides_file in sorted(sweep_dir.glob("**/.hydra/overrides.yaml")):
         folder = overrides_file.parent.parent
-        metrics_file = folder / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
         overrides = job_overrides(folder)
-        jobs.append(Job(folder, overrides, metrics, _seed(folder, overrides)))
+        jobs.append(Job(folder, overrides, read_metrics(folder / "metrics.json"), _seed(folder, overrides)))
     return jobs
 
 

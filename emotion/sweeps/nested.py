@@ -22,16 +22,16 @@ class FoldChoice:
     """What one test fold's validation chose, and how the choice scored on the fold's test split."""
 
     fold: str | None  # None for a corpus with fixed splits
-    row: int  # the chosen row, an index into the rows given
+    row_index: int  # the chosen row: its index in the rows given
     validation: float  # its validation score on this fold (report.select; mean over its seeds)
-    test: dict[str, float]  # its test CCC on this fold per score key (ccc_v, …), mean over its seeds
+    test: dict[str, float]  # its test CCC on this fold per score (ccc_v, …), mean over its seeds
     candidates: int  # rows with a validation score on this fold
 
 
 @dataclass(frozen=True)
 class NestedEstimate:
     choices: list[FoldChoice]
-    mean: dict[str, float]  # per score key: mean over folds of each fold's choice's test CCC
+    mean: dict[str, float]  # per score (ccc_v, …): mean over folds of each fold's choice's test CCC
     std: dict[str, float]  # the sample std over folds (NaN for one fold)
     pooled: dict[str, float]  # CCC over the chosen runs' test predictions of every fold together, mean over seeds
 
@@ -44,19 +44,19 @@ def choose_per_fold(results: list[RowResults], eligible: list[bool]) -> list[Fol
     """For each fold any eligible row ran: the eligible row with the best validation score on that fold.
     Ties go to the earlier row. A fold's choice reads nothing but that fold's validation scores."""
     validation = [by_fold(row.validation) if ok else {} for row, ok in zip(results, eligible, strict=True)]
-    folds = sorted({fold for scores in validation for fold in scores}, key=lambda fold: (fold is None, str(fold)))
+    folds = sorted({fold for per_fold in validation for fold in per_fold}, key=lambda fold: (fold is None, str(fold)))
     choices = []
     for fold in folds:
-        candidates = [i for i, scores in enumerate(validation) if not math.isnan(scores.get(fold, math.nan))]
+        candidates = [i for i, per_fold in enumerate(validation) if not math.isnan(per_fold.get(fold, math.nan))]
         if not candidates:
             continue
         chosen = max(candidates, key=lambda i: (validation[i][fold], -i))
-        test = {key: results[chosen].fold_means(key).get(fold, math.nan) for key in _keys(results[chosen])}
+        test = {score: results[chosen].fold_means(score).get(fold, math.nan) for score in _scores(results[chosen])}
         choices.append(FoldChoice(fold, chosen, validation[chosen][fold], test, len(candidates)))
     return choices
 
 
-def nested_estimate(results: list[RowResults], eligible: list[bool], keys: list[str]) -> NestedEstimate | None:
+def nested_estimate(results: list[RowResults], eligible: list[bool], scores: list[str]) -> NestedEstimate | None:
     """Each fold's choice (choose_per_fold) and, over folds, the mean ± std and pooled CCC of their test scores.
     None when no eligible row has a validation score."""
     choices = choose_per_fold(results, eligible)
@@ -68,17 +68,18 @@ def nested_estimate(results: list[RowResults], eligible: list[bool], keys: list[
     predictions = {
         run: prediction
         for choice in choices
-        for run, prediction in results[choice.row].predictions.items()
+        for run, prediction in results[choice.row_index].predictions.items()
         if run[0] == choice.fold
     }
-    for key in keys:
-        values = [choice.test.get(key, math.nan) for choice in choices]
+    for score in scores:
+        values = [choice.test.get(score, math.nan) for choice in choices]
         values = [value for value in values if not math.isnan(value)]
-        mean[key] = statistics.fmean(values) if values else math.nan
-        std[key] = statistics.stdev(values) if len(values) > 1 else math.nan
-        pooled[key] = pooled_ccc(predictions, key, folds)
+        mean[score] = statistics.fmean(values) if values else math.nan
+        std[score] = statistics.stdev(values) if len(values) > 1 else math.nan
+        pooled[score] = pooled_ccc(predictions, score, folds)
     return NestedEstimate(choices, mean, std, pooled)
 
 
-def _keys(row: RowResults) -> set[str]:
-    return {key for scores in row.scores.values() for key, value in scores.items() if value is not None}
+def _scores(row: RowResults) -> set[str]:
+    """The scores (ccc_v, …) any of the row's runs has."""
+    return {score for run_scores in row.scores.values() for score, value in run_scores.items() if value is not None}

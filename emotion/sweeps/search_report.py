@@ -113,7 +113,7 @@ def read_search(sweep_dir: Path) -> SearchRecord | None:
     return SearchRecord(**data, studies=studies)
 
 
-def markdown(search: SearchRecord, heading: str, tested, storage: str) -> list[str]:
+def search_markdown(search: SearchRecord, heading: str, tested, storage: str) -> list[str]:
     """The search's part of summary.md: per study, its trials, its best trial, the folds its choice saw, its
     choice's clean test score (`tested(study)`: text, or None when there is none) and its command. `heading`
     names the objective; `storage` is the studies' database."""
@@ -195,7 +195,7 @@ def _trial_table(study: StudyRecord, heading: str) -> list[str]:
     return lines
 
 
-def plot(search: SearchRecord, path: Path, heading: str) -> None:
+def plot_search(search: SearchRecord, path: Path, heading: str) -> None:
     """Each trial's value by trial number (pruned ones at the epoch they were pruned), and each study's best
     so far."""
     import matplotlib

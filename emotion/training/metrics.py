@@ -1,4 +1,4 @@
-"""Concordance correlation coefficient, the score of dimensional emotion recognition."""
+"""Concordance correlation coefficient: a split's scores, and the training loss on a batch."""
 
 from __future__ import annotations
 
@@ -6,38 +6,35 @@ import numpy as np
 import torch
 
 from emotion.data.corpus import DIMENSIONS
+from emotion.scores import EPSILON, ccc
 
 
-def ccc(pred: torch.Tensor, true: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Lin's concordance correlation coefficient along the first axis.
+def batch_ccc(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """emotion.scores.ccc in torch, along the first axis (items), differentiable: the CCC of the batch at hand,
+    which the training loss needs. Not a score: scores come from emotion.scores.ccc over a whole split
+    (ccc_scores), and a split's CCC is not the mean of its batches'.
 
-        ccc = 2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))²)
-
-    with population (1/n) moments. It is not additive: the CCC of a whole split is not the mean of its
-    batches' CCCs, so scores are computed once over every prediction of the split, while the training
-    loss 1 - ccc uses the batch at hand.
-
-    >>> round(ccc(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 3.0, 4.0])).item(), 4)  # 2·(2/3) / (2/3 + 2/3 + 1)
+    >>> round(batch_ccc(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 3.0, 4.0])).item(), 4)  # as ccc's
     0.5714
     """
     pred_mean, true_mean = pred.mean(dim=0), true.mean(dim=0)
     pred_var = ((pred - pred_mean) ** 2).mean(dim=0)
     true_var = ((true - true_mean) ** 2).mean(dim=0)
     covariance = ((pred - pred_mean) * (true - true_mean)).mean(dim=0)
-    return 2 * covariance / (pred_var + true_var + (pred_mean - true_mean) ** 2 + eps)
+    return 2 * covariance / (pred_var + true_var + (pred_mean - true_mean) ** 2 + EPSILON)
 
 
 def ccc_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    """Mean over dimensions of 1 - CCC, on (batch, dimensions) tensors."""
-    return (1.0 - ccc(pred.float(), true.float())).mean()
+    """Mean over dimensions of 1 − CCC on (batch, dimensions) tensors: the batch loss training descends."""
+    return (1.0 - batch_ccc(pred.float(), true.float())).mean()
 
 
 def ccc_scores(pred: np.ndarray, true: np.ndarray, dimensions: tuple[str, ...] = DIMENSIONS) -> dict[str, float | None]:
-    """{'ccc_a', 'ccc_v', 'ccc_d', 'ccc_mean'} over a whole split of (items, dimensions) arrays.
+    """{'ccc_a', 'ccc_v', 'ccc_d', 'ccc_mean'} over a whole split of (items, dimensions) arrays, in float64.
 
     A corpus without some dimension gets None for it; the mean is over the dimensions it has.
     """
-    per_dim = ccc(torch.as_tensor(pred, dtype=torch.float64), torch.as_tensor(true, dtype=torch.float64))
+    per_dim = ccc(np.asarray(pred).T, np.asarray(true).T)  # one problem per dimension: along the items
     scores = {f"ccc_{dim[0]}": None for dim in DIMENSIONS}
     scores.update({f"ccc_{dim[0]}": float(value) for dim, value in zip(dimensions, per_dim, strict=True)})
     scores["ccc_mean"] = float(per_dim.mean())

@@ -21,6 +21,7 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check emotion tests bench hydra_plugins train.py predict.py evaluate.py
 	$(BIN)/ruff format --check emotion tests bench hydra_plugins train.py predict.py evaluate.py
+	$(BIN)/lint-imports
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

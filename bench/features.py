@@ -28,7 +28,7 @@ from emotion.data.content import content_hashes  # noqa: E402
 from emotion.data.demo import SAMPLE_RATE  # noqa: E402
 from emotion.features.acoustic import CONTOURS, EGEMAPS, FUNCTIONALS  # noqa: E402
 from emotion.features.acoustic_cache import AcousticCache  # noqa: E402
-from emotion.features.grid import FrameGrid  # noqa: E402
+from emotion.models.grid import FrameGrid  # noqa: E402
 
 GRID = FrameGrid(window=400, hop=320)  # WavLM's
 CHOICES = {

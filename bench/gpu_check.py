@@ -25,11 +25,13 @@ sys.path.insert(0, str(ROOT))
 
 from emotion.data.corpus import DIMENSIONS  # noqa: E402
 from emotion.models.mamba import PARITY_TOLERANCE, kernel_available, kernel_parity  # noqa: E402
-from emotion.models.model import build_model, count_parameters  # noqa: E402
+from emotion.models.model import count_parameters  # noqa: E402
+from emotion.settings import JobSettings  # noqa: E402
 from emotion.training.devices import resolve_precision  # noqa: E402
 from emotion.training.loop import train_one_epoch  # noqa: E402
 from emotion.training.optim import Optimisation  # noqa: E402
 from emotion.training.preflight import WorstBatch, synthetic_batch  # noqa: E402
+from emotion.training.recipe import new_model  # noqa: E402
 
 # microsoft/wavlm-large's architecture.
 WAVLM_LARGE = {
@@ -55,15 +57,16 @@ def measure_profile(profile: str, checkpointing: bool, steps: int, device: torch
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     cfg.encoder.random_init = OmegaConf.create(WAVLM_LARGE)
+    settings = JobSettings.of(cfg)
     torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.encoder, DIMENSIONS).to(device)
+    model = new_model(settings.model, settings.encoder, DIMENSIONS).to(device)
     batch_size, seconds = cfg.data.batch_size, cfg.data.max_seconds
     worst = WorstBatch("training step", batch_size, int(seconds * cfg.data.sample_rate), "waves")
     batch = synthetic_batch(worst, model).to(device)
     precision = resolve_precision(cfg.trainer.precision, device)
     optimisation = Optimisation.build(
         model,
-        cfg.optim,
+        settings.optim,
         accumulation_steps=1,
         total_steps=steps + 1,
         scale_loss=precision == "fp16",

@@ -26,12 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from emotion.data.corpus import Item, LabelScale  # noqa: E402
-from emotion.data.dataset import UtteranceDataset, collate  # noqa: E402
 from emotion.data.demo import SAMPLE_RATE, draw_labels, expression_of, make_voices, synthesise  # noqa: E402
 from emotion.data.sampler import LengthBucketSampler  # noqa: E402
 from emotion.features.acoustic import EGEMAPS, FUNCTIONALS  # noqa: E402
 from emotion.features.acoustic_cache import AcousticCache  # noqa: E402
-from emotion.features.grid import FrameGrid  # noqa: E402
+from emotion.features.dataset import UtteranceDataset, collate  # noqa: E402
+from emotion.models.grid import FrameGrid  # noqa: E402
 
 GRID = FrameGrid(window=400, hop=320)  # WavLM's
 MAX_SECONDS = 12.0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 from functools import cache
 from pathlib import Path
 
@@ -22,70 +21,10 @@ from emotion.data.corpora import config_problems as data_problems
 from emotion.data.corpus import DIMENSIONS
 from emotion.data.manifest import manifest_dimensions
 from emotion.selection import select_problems
+from emotion.settings import GROUPS, DataSettings, model_class
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-RESUME_MODES = ("auto", "never")
-MAMBA_IMPLS = ("auto", "kernel", "torch")
-MODEL_KINDS = ("mamba_ema", "baseline")
-ACOUSTIC_SETS = ("egemaps", "contours", "both")  # emotion.features.acoustic.FRAME_SETS, without its imports
-REGRESSORS = ("svr", "ridge")
-SVR_KERNELS = ("linear", "rbf")
-
-POSITIVE_INTEGERS = (
-    "model.d_prosody_out",
-    "model.d_hidden",
-    "model.d_state",
-    "model.mamba_n_layers",
-    "model.mamba_d_state",
-    "model.mamba_d_conv",
-    "model.mamba_expand",
-    "model.d_functionals_out",
-    "model.time_mask_width",
-    "data.batch_size",
-    "data.sample_rate",
-    "trainer.max_epochs",
-    "trainer.patience",
-    "trainer.accumulation_steps",
-    "trainer.max_bad_steps",
-)
-NON_NEGATIVE_INTEGERS = ("trainer.checkpoint_every_steps",)
-# auto, or a number: the CPU budget decides (emotion.cpu).
-AUTO_OR_POSITIVE_INTEGERS = ("trainer.cpu_threads",)
-AUTO_OR_NON_NEGATIVE_INTEGERS = ("data.num_workers",)
-POSITIVE_NUMBERS = (
-    "data.max_seconds",
-    "data.eval_chunk_seconds",
-    "optim.lr",
-    "optim.eps",
-    "optim.grad_clip",
-    "encoder.feature_cache_max_gb",
-)
-NON_NEGATIVE_NUMBERS = ("data.min_seconds", "optim.encoder_lr", "optim.weight_decay")
-# key: (low, high, whether high itself is allowed)
-RANGES = {
-    "model.dropout": (0.0, 1.0, False),
-    "model.ema_alpha_init": (0.0, 1.0, False),
-    "model.time_mask_ratio": (0.0, 1.0, False),
-    "model.feature_mask_ratio": (0.0, 1.0, False),
-    "optim.warmup_ratio": (0.0, 1.0, False),
-    "optim.min_lr_ratio": (0.0, 1.0, True),
-    "data.val_fraction": (0.0, 1.0, False),
-}
-CHOICES = {
-    "trainer.precision": PRECISIONS,
-    "trainer.resume": RESUME_MODES,
-    "model.kind": MODEL_KINDS,
-    "model.mamba_impl": MAMBA_IMPLS,
-    "model.acoustic": ACOUSTIC_SETS,
-    "model.functionals": (True, False),
-    "data.speaker_norm": (True, False),
-    "logger.backend": ("wandb", "none"),
-    "trainer.preflight": ("auto", True, False),
-    "encoder.freeze": (True, False),
-    "encoder.feature_cache": (True, False),
-}
 # Keys under which any name is valid: encoder.random_init takes any WavLMConfig keyword, search.space any key to search.
 OPEN_KEYS = ("encoder.random_init", "search.space")
 
@@ -95,22 +34,32 @@ class ConfigError(CompactHydraException, ValueError):
 
 
 def check_config(cfg: DictConfig) -> None:
-    if _value(cfg, "model.kind") == "baseline":
-        model_problems = _baseline_problems(cfg)
-    else:
-        model_problems = [*_layer_problems(cfg), *_device_problems(cfg), *_init_from_problems(cfg)]
+    neural = _value(cfg, "model.kind") != "baseline"
+    model_problems = [*_layer_problems(cfg), *_device_problems(cfg), *_init_from_problems(cfg)] if neural else []
     problems = [
         *_unknown_key_problems(cfg),
-        *_number_problems(cfg),
-        *_choice_problems(cfg),
+        *_type_problems(cfg),
         *model_problems,
-        *data_problems(cfg.data),
+        *_corpus_problems(cfg),
         *_select_problems(cfg),
     ]
     if problems:
         raise ConfigError(
             f"{len(problems)} config problem(s); nothing was run:\n" + "\n".join(f"  {p}" for p in problems)
         )
+
+
+def _corpus_problems(cfg: DictConfig) -> list[str]:
+    """The data group's problems beyond its types (folds, files, roots), once its types are right."""
+    data = _value(cfg, "data") or {}
+    return [] if DataSettings.problems(data) else data_problems(DataSettings.of(data))
+
+
+def _type_problems(cfg: DictConfig) -> list[str]:
+    """Values that do not fit their group's settings type (emotion.settings): a number out of its range, a
+    choice not among its options, a list of the wrong things."""
+    groups = {**GROUPS, "model": model_class(_value(cfg, "model.kind"))}
+    return [problem for group, kind in groups.items() for problem in kind.problems(_value(cfg, group) or {})]
 
 
 def _unknown_key_problems(cfg: DictConfig) -> list[str]:
@@ -168,68 +117,6 @@ def _dotted_keys(node: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-def _applies(cfg: DictConfig, key: str) -> bool:
-    """Whether `key` is read by the configured model kind: the baseline reads none of the neural model's."""
-    return not (key.startswith("model.") and _value(cfg, "model.kind") == "baseline" and key != "model.kind")
-
-
-def _number_problems(cfg: DictConfig) -> list[str]:
-    problems = []
-    for keys, test, wanted in (
-        (POSITIVE_INTEGERS, lambda v: _is_int(v) and v > 0, "a positive whole number"),
-        (NON_NEGATIVE_INTEGERS, lambda v: _is_int(v) and v >= 0, "a whole number, 0 or more"),
-        (AUTO_OR_POSITIVE_INTEGERS, lambda v: v == "auto" or (_is_int(v) and v > 0), "auto or a positive whole number"),
-        (
-            AUTO_OR_NON_NEGATIVE_INTEGERS,
-            lambda v: v == "auto" or (_is_int(v) and v >= 0),
-            "auto or a whole number, 0 or more",
-        ),
-        (POSITIVE_NUMBERS, lambda v: _is_number(v) and v > 0, "a number above 0"),
-        (NON_NEGATIVE_NUMBERS, lambda v: _is_number(v) and v >= 0, "a number, 0 or more"),
-    ):
-        problems += [
-            f"{key}={_value(cfg, key)!r}: must be {wanted}"
-            for key in keys
-            if _applies(cfg, key) and not test(_value(cfg, key))
-        ]
-    for key, (low, high, high_allowed) in RANGES.items():
-        if not _applies(cfg, key):
-            continue
-        value = _value(cfg, key)
-        if not (_is_number(value) and low <= value and (value <= high if high_allowed else value < high)):
-            problems.append(f"{key}={value!r}: must be in [{low}, {high}{']' if high_allowed else ')'}")
-    return problems
-
-
-def _choice_problems(cfg: DictConfig) -> list[str]:
-    return [
-        f"{key}={_value(cfg, key)!r}: must be one of {', '.join(map(str, allowed))}"
-        for key, allowed in CHOICES.items()
-        if _applies(cfg, key) and not _is_one_of(_value(cfg, key), allowed)
-    ]
-
-
-def _is_one_of(value, allowed: tuple) -> bool:
-    """`value in allowed`, except that 1 is not True: a switch takes true or false."""
-    return any(value == option and isinstance(value, bool) == isinstance(option, bool) for option in allowed)
-
-
-def _baseline_problems(cfg: DictConfig) -> list[str]:
-    regressor = _value(cfg, "model.regressor")
-    if regressor not in REGRESSORS:
-        return [f"model.regressor={regressor!r}: must be one of {', '.join(REGRESSORS)}"]
-    problems = []
-    candidates_key = {"svr": "model.svr_c", "ridge": "model.ridge_alpha"}[regressor]
-    candidates = _value(cfg, candidates_key)
-    if not (isinstance(candidates, list) and candidates and all(_is_number(v) and v > 0 for v in candidates)):
-        problems.append(f"{candidates_key}={candidates!r}: must be a list of numbers above 0, e.g. [0.1, 1, 10]")
-    if regressor == "svr" and not (_is_number(epsilon := _value(cfg, "model.svr_epsilon")) and epsilon >= 0):
-        problems.append(f"model.svr_epsilon={epsilon!r}: must be a number, 0 or more")
-    if regressor == "svr" and (kernel := _value(cfg, "model.svr_kernel")) not in SVR_KERNELS:
-        problems.append(f"model.svr_kernel={kernel!r}: must be one of {', '.join(SVR_KERNELS)}")
-    return problems
-
-
 def _select_problems(cfg: DictConfig) -> list[str]:
     """report.select must be a validation score the corpus has: it keeps every job's best epoch."""
     select = _value(cfg, "report.select")
@@ -263,9 +150,10 @@ def _init_from_problems(cfg: DictConfig) -> list[str]:
 
 
 def _layer_problems(cfg: DictConfig) -> list[str]:
+    """Whether the layers exist in the configured encoder (that they are indices is the type's check)."""
     layers = _value(cfg, "model.speech_encoder_layers")
-    if not isinstance(layers, list) or not layers or not all(_is_int(layer) for layer in layers):
-        return [f"model.speech_encoder_layers={layers!r}: must be a list of hidden-state indices, e.g. [6,12,18,24]"]
+    if not isinstance(layers, list) or not all(isinstance(layer, int) for layer in layers):
+        return []
     depth = encoder_depth(cfg.encoder)
     if depth is not None and not all(0 <= layer <= depth for layer in layers):
         return [
@@ -321,13 +209,6 @@ def _device_problems(cfg: DictConfig) -> list[str]:
 
 
 def _value(cfg: DictConfig, key: str):
+    """The value at `key` as plain data, interpolations resolved; None where there is none."""
     value = OmegaConf.select(cfg, key, throw_on_missing=False)
-    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value

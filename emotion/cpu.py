@@ -15,6 +15,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from emotion.settings import JobSettings
+
 log = logging.getLogger(__name__)
 
 SHARE_VARIABLE = "EMOTION_CPU_THREADS"  # set by a launcher: this job's share of the machine's cores
@@ -65,15 +67,15 @@ def cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
         return None
 
 
-def job_budget(cfg) -> CpuBudget:
-    """A training job's budget from its config. The baseline loads no batches: its share is all scikit-learn's."""
-    loader_workers = 0 if cfg.model.kind == "baseline" else cfg.data.num_workers
-    return cpu_budget(cfg.trainer.cpu_threads, loader_workers, cfg.data.acoustic_workers, _feeds_a_gpu(cfg))
+def job_budget(settings: JobSettings) -> CpuBudget:
+    """A training job's budget. The baseline loads no batches: its share is all scikit-learn's."""
+    loader_workers = 0 if settings.model.kind == "baseline" else settings.data.num_workers
+    feeds_gpu = _feeds_a_gpu(settings.trainer.device)
+    return cpu_budget(settings.trainer.cpu_threads, loader_workers, settings.data.acoustic_workers, feeds_gpu)
 
 
-def _feeds_a_gpu(cfg) -> bool:
+def _feeds_a_gpu(device: str) -> bool:
     """Whether the job's model runs on a GPU, which loader workers keep fed while the CPU is free."""
-    device = str(cfg.trainer.device)
     if device == "auto":
         import torch
 

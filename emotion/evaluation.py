@@ -21,28 +21,27 @@ from emotion.data.corpora import Corpus, load_corpus
 from emotion.data.corpus import Item
 from emotion.data.scan import check_items, scan_items
 from emotion.features.encoder_cache import ensure_features
-from emotion.features.normalisation import speaker_norm
-from emotion.trained import SeenSpeakers, TrainedModel, load_models, seen_speakers
+from emotion.features.normalisation import per_speaker_statistics
+from emotion.settings import DataSettings, EvaluateSettings
+from emotion.trained import TrainedModel, load_models
 from emotion.training.devices import autocast, peak_memory, reset_peak_memory
 from emotion.training.inference import item_means
 from emotion.training.metrics import ccc_scores, format_scores
 from emotion.training.outputs import metrics_record, write_predictions
+from emotion.training.recipe import SeenSpeakers, seen_speakers
 
 log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test", "all")
 
 
 def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     """Score the models `cfg.ckpt` names (their mean, for several) on `cfg.evaluate.split` of `cfg.data`;
     returns the metrics.json record, written with predictions.csv into `out_dir`."""
-    split = cfg.evaluate.split
-    if split not in SPLITS:
-        raise ValueError(f"evaluate.split={split!r}: must be one of {', '.join(SPLITS)}")
-    models = load_models(cfg.ckpt, cfg.evaluate.device, cfg.evaluate.precision)
+    settings, data = EvaluateSettings.of(cfg.evaluate), DataSettings.of(cfg.data)
+    split = settings.split
+    models = load_models(cfg.ckpt, settings.device, settings.precision)
     reset_peak_memory(models[0].device)  # from here, the models loaded: an evaluate sweep shares one process
-    corpus = load_corpus(cfg.data, whole=split == "all")
-    items, durations = _usable_items(corpus, cfg, out_dir, max(model.min_seconds for model in models))
+    corpus = load_corpus(data, whole=split == "all")
+    items, durations = _usable_items(corpus, split, data, out_dir, max(model.min_seconds for model in models))
     first = models[0]
     shared = tuple(dim for dim in first.dimensions if dim in corpus.dimensions)
     if not shared:
@@ -54,7 +53,7 @@ def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     if unscored:
         log.warning("scored on %s only; %s is in the model or the corpus, not both", ", ".join(shared), unscored)
     what = "the whole corpus" if split == "all" else f"its {split} split"
-    seen = [seen_speakers(model.recipe, corpus, items, what, split, cfg.data.fold) for model in models]
+    seen = [seen_speakers(model.recipe, corpus, items, what, split, data.fold) for model in models]
     reasons = [f"{model.path}: {each.warning}" for model, each in zip(models, seen, strict=True) if each.warning]
     for reason in reasons:
         log.warning("%s", reason)
@@ -62,7 +61,8 @@ def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     if scale_note["mapped"]:
         log.warning("%s", scale_note["how"])
 
-    predictions = np.mean([_predict(model, corpus, items, durations, cfg) for model in models], axis=0)
+    cache_dir = cfg.paths.cache_dir
+    predictions = np.mean([_predict(model, corpus, items, durations, settings, cache_dir) for model in models], axis=0)
     pred = predictions[:, [first.dimensions.index(dim) for dim in shared]]
     true = np.stack([corpus.scale.normalise(item.labels) for item in items])
     true = true[:, [corpus.dimensions.index(dim) for dim in shared]]
@@ -72,7 +72,7 @@ def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     write_predictions(
         out_dir / "predictions.csv", items, corpus.scale.denormalise(true), corpus.scale.denormalise(pred), shared
     )
-    fold = None if split == "all" else cfg.data.fold  # every item: no fold chose them
+    fold = None if split == "all" else data.fold  # every item: no fold chose them
     return metrics_record(
         "evaluated",
         fold,
@@ -87,7 +87,7 @@ def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
         data={
             "name": corpus.name,
             "fold": fold,
-            "test_set": cfg.data.get("test_set"),
+            "test_set": data.test_set,
             "split": split,
             "items": len(items),
             "speakers": seen[0].total,
@@ -98,37 +98,40 @@ def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     )
 
 
-def _usable_items(corpus: Corpus, cfg: DictConfig, out_dir: Path, min_seconds: float):
+def _usable_items(corpus: Corpus, split: str, data: DataSettings, out_dir: Path, min_seconds: float):
     """The split's items whose audio and labels can be used, and their durations; the rest stop the run
     (data.on_bad_audio=error) or are left out and listed in skipped_items.csv."""
-    split = cfg.evaluate.split
     items = corpus.splits.all if split == "all" else getattr(corpus.splits, split)
     if not items:
-        raise ValueError(f"{corpus.name}, data.fold={cfg.data.fold}: its {split} split is empty")
-    durations, _ = check_items(items, corpus, min_seconds, cfg.data.on_bad_audio, out_dir)
+        raise ValueError(f"{corpus.name}, data.fold={data.fold}: its {split} split is empty")
+    durations, _ = check_items(items, corpus, min_seconds, data.on_bad_audio, out_dir)
     return [item for item in items if item.id in durations], durations
 
 
 def _predict(
-    model: TrainedModel, corpus: Corpus, items: list[Item], durations: dict[str, float], cfg: DictConfig
+    model: TrainedModel,
+    corpus: Corpus,
+    items: list[Item],
+    durations: dict[str, float],
+    settings: EvaluateSettings,
+    cache_dir: str,
 ) -> np.ndarray:
     """One model's predictions per item ([0, 1] scale), through the path its training's test took."""
-    settings = cfg.evaluate
     normalised = _speakers_items(corpus, items, model.min_seconds) if model.speaker_norm else items
-    cache = model.acoustic_cache(cfg.paths.cache_dir)
+    cache = model.acoustic_cache(cache_dir)
     acoustic = cache.ensure([item.path for item in normalised], settings.acoustic_workers or available_cores())
     dataset = model.dataset(
         items,
         [durations[item.id] for item in items],
         [acoustic[item.path] for item in items],
-        speaker_norm=speaker_norm(normalised, acoustic) if model.speaker_norm else None,
+        speakers=per_speaker_statistics(normalised, acoustic) if model.speaker_norm else None,
     )
     encoder = model.recipe["encoder"]
     if encoder["freeze"] and encoder["feature_cache"]:  # the states training cached, or cached for next time
         dataset.features = ensure_features(
             model.model.encoder,
             {dataset.piece(i): n for i, n in enumerate(dataset.segment_samples)},
-            cfg.paths.cache_dir,
+            cache_dir,
             model.sample_rate,
             device=model.device,
             autocast=autocast(model.device, model.precision),

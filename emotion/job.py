@@ -25,8 +25,10 @@ from emotion.checks import ConfigError, check_config
 from emotion.files import process_lock
 from emotion.logger import JobInfo, NoRun, open_run, redact_secrets
 from emotion.selection import score_key
+from emotion.settings import JobSettings
 from emotion.signals import EXIT_INTERRUPTED, STOP, GracefulStop, Interrupted
 from emotion.sweeps.folders import JOB_LOCK
+from emotion.sweeps.pruning import PruneWatch
 from emotion.training.outputs import FINAL_STATUSES, metrics_record, read_metrics, write_json
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ def _run_in_folder(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
     write_json(out_dir / "job.json", where)
     try:
         check_config(cfg)
+        settings = JobSettings.of(cfg)
     except ConfigError as err:
         _record_failure(cfg, out_dir, str(err))
         write_json(out_dir / "job.json", {**where, "ended": time.time()})
@@ -86,7 +89,7 @@ def _run_in_folder(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
         print(err, file=sys.stderr)  # the problems alone: a traceback would only hide them
         raise SystemExit(EXIT_CONFIG_ERROR) from None
     try:
-        metrics = _train(cfg, out_dir, stop, where)
+        metrics = _train(cfg, settings, out_dir, stop, where)
     finally:
         write_json(out_dir / "job.json", {**where, "ended": time.time()})
     log.info("wrote %s", out_dir / "metrics.json")
@@ -95,35 +98,38 @@ def _run_in_folder(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
 
 def selected_score(cfg: DictConfig, metrics: dict) -> float:
     """The job's best validation score on report.select: the epoch it kept was chosen by the same score."""
-    select = score_key(OmegaConf.select(cfg, "report.select", default="val_ccc_mean"))
+    select = score_key(cfg.report.select)
     value = (metrics.get("val_best") or {}).get(select)
     return math.nan if value is None else value
 
 
-def _train(cfg: DictConfig, out_dir: Path, stop: GracefulStop, where: dict) -> dict:
+def _train(cfg: DictConfig, settings: JobSettings, out_dir: Path, stop: GracefulStop, where: dict) -> dict:
     """Train within the job's CPU budget (recorded in job.json with `where`) with a tracker run open, and
-    record how it ended in metrics.json and the run."""
+    record how it ended in metrics.json and the run: completed or pruned (as training returns it), or
+    interrupted, or failed."""
     import torch  # from here on: the config is known to be valid
 
     from emotion import cpu
 
-    budget = cpu.job_budget(cfg)
+    budget = cpu.job_budget(settings)
     cpu.apply(budget)
     where["cpu"] = budget.record()
     write_json(out_dir / "job.json", where)
 
-    from emotion.trained import CheckpointError
     from emotion.training.baseline import fit_baseline
     from emotion.training.loop import fit, release_memory
     from emotion.training.preflight import memory_advice
+    from emotion.training.recipe import CheckpointError
 
     run = NoRun()
     try:
         # Resolved, so the tracker shows values, not `${...}` interpolations.
         config = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
-        run = open_run(cfg.logger, config, out_dir, describe_job(cfg, out_dir))
-        train = fit_baseline if cfg.model.kind == "baseline" else fit
-        metrics = train(cfg, out_dir, run, stop, budget)
+        run = open_run(settings.logger, config, out_dir, describe_job(cfg, out_dir))
+        if settings.model.kind == "baseline":
+            metrics = fit_baseline(settings, out_dir, run, stop, budget)
+        else:  # a search may prune the job: it leaves a marker in the job's folder
+            metrics = fit(settings, out_dir, run, stop, budget, prune=PruneWatch(out_dir))
     except Interrupted as stopped:
         write_json(
             out_dir / "metrics.json",
@@ -143,7 +149,7 @@ def _train(cfg: DictConfig, out_dir: Path, stop: GracefulStop, where: dict) -> d
     except torch.cuda.OutOfMemoryError as err:
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
         peak_gb = torch.cuda.max_memory_allocated() / 1e9
-        advice = memory_advice(cfg, peak_gb, props.total_memory / 1e9, props.name, "CUDA ran out of memory")
+        advice = memory_advice(settings, peak_gb, props.total_memory / 1e9, props.name, "CUDA ran out of memory")
         _record_failure(cfg, out_dir, advice)
         run.finish(exit_code=1)
         raise RuntimeError(advice) from err

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from emotion.settings import LoggerSettings
+
 # Keys whose values are never sent to the tracker, and environment variables whose values never are either.
 SECRET_KEYS = re.compile(r"api_?key|token|secret|password", re.IGNORECASE)
 SECRET_ENVIRONMENT = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -43,13 +45,13 @@ class NoRun:
 class WandbRun:
     """A W&B run whose files live in the job's output directory (`<out>/wandb/`)."""
 
-    def __init__(self, cfg, config: dict, out_dir: Path, job: JobInfo):
+    def __init__(self, settings: LoggerSettings, config: dict, out_dir: Path, job: JobInfo):
         import wandb  # here, not at the top: importing wandb takes a second that logger=none need not pay
 
         self._run = wandb.init(
-            project=cfg.project,
-            entity=cfg.entity,
-            mode=cfg.mode,
+            project=settings.project,
+            entity=settings.entity,
+            mode=settings.mode,
             dir=str(out_dir),
             config=config,
             group=job.group,
@@ -90,9 +92,12 @@ def redact_secrets(config, secrets: set[str] | None = None):
     return config
 
 
-def open_run(cfg, config: dict, out_dir: Path, job: JobInfo) -> Run:
-    if cfg.backend == "none":
+def open_run(settings: LoggerSettings, config: dict, out_dir: Path, job: JobInfo) -> Run:
+    """The job's tracker run; `config`: what it shows as the run's configuration."""
+    if settings.backend == "none":
         return NoRun()
-    if cfg.backend == "wandb":
-        return WandbRun(cfg, config, out_dir, job)
-    raise ValueError(f"logger.backend={cfg.backend!r} is not one of wandb, none; pick logger=wandb or logger=none.")
+    if settings.backend == "wandb":
+        return WandbRun(settings, config, out_dir, job)
+    raise ValueError(
+        f"logger.backend={settings.backend!r} is not one of wandb, none; pick logger=wandb or logger=none."
+    )

@@ -21,15 +21,16 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from emotion.cpu import available_cores
 from emotion.data.corpus import Item
-from emotion.data.dataset import Segment, windows
 from emotion.data.manifest import audio_path
 from emotion.data.scan import Problem, scan_items
-from emotion.features.normalisation import speaker_norm
+from emotion.features.dataset import Segment, windows
+from emotion.features.normalisation import per_speaker_statistics
 from emotion.files import write_atomically
+from emotion.settings import PredictSettings
 from emotion.trained import TrainedModel, load_models
 from emotion.training.inference import item_means
 
@@ -104,7 +105,8 @@ def _item(path: Path, shown: str, speaker: str = "", unusable: str | None = None
 
 
 def run_predict(cfg: DictConfig) -> OutputFiles:
-    settings = cfg.predict
+    """Predict the recordings `cfg.input` names with the models `cfg.ckpt` names into `cfg.output`."""
+    settings = PredictSettings.of(cfg.predict)
     out = OutputFiles(Path(cfg.output).expanduser())
     if out.table.suffix.lower() != ".csv":
         raise InputError(f"output={cfg.output!r}: the output is a CSV file; name it <something>.csv")
@@ -115,7 +117,7 @@ def run_predict(cfg: DictConfig) -> OutputFiles:
         raise InputError(f"predict.embeddings=true, but the models' pooled vectors differ in length ({sizes})")
     min_seconds = max(model.min_seconds for model in models)
     items, seconds, problems = _readable(cfg.input, min_seconds, out)
-    store = PartialStore(out.partial, _run_settings(cfg, models, items))
+    store = PartialStore(out.partial, _run_settings(settings, models, items))
     if settings.resume:
         store.open()
     else:
@@ -130,7 +132,7 @@ def run_predict(cfg: DictConfig) -> OutputFiles:
     results = []
     for index, model in enumerate(models):
         log.info("model %d of %d: %s", index + 1, len(models), model.path)
-        results.append(_predict_with(model, f"m{index}", items, seconds, spans, cfg, store))
+        results.append(_predict_with(model, f"m{index}", items, seconds, spans, settings, cfg.paths.cache_dir, store))
 
     _write_outputs(out, models, items, seconds, spans, results)
     _write_skipped(out, problems)
@@ -162,7 +164,7 @@ def _write_skipped(out: OutputFiles, problems: list[Problem]) -> None:
 class ModelResults:
     """One model's predictions ([0, 1] scale) per file and, as asked, per window, and pooled vectors per file."""
 
-    files: np.ndarray
+    per_file: np.ndarray
     windows: np.ndarray | None
     embeddings: np.ndarray | None
 
@@ -173,11 +175,11 @@ def _predict_with(
     items: list[Item],
     seconds: list[float],
     spans: list[Segment] | None,
-    cfg: DictConfig,
+    settings: PredictSettings,
+    cache_dir: str,
     store: PartialStore,
 ) -> ModelResults:
-    settings = cfg.predict
-    acoustic = model.acoustic_cache(cfg.paths.cache_dir).ensure(
+    acoustic = model.acoustic_cache(cache_dir).ensure(
         [item.path for item in items], settings.acoustic_workers or available_cores()
     )
     speakers = None
@@ -186,16 +188,16 @@ def _predict_with(
             "the model standardises acoustic features per speaker: speakers are the manifest's speaker column "
             "(all files are one speaker without it)"
         )
-        speakers = speaker_norm(items, acoustic)
-    files = model.dataset(items, seconds, [acoustic[item.path] for item in items], speaker_norm=speakers)
-    predictions, vectors = _outputs_in_blocks(model, files, f"{name}-files", settings, store, settings.embeddings)
+        speakers = per_speaker_statistics(items, acoustic)
+    dataset = model.dataset(items, seconds, [acoustic[item.path] for item in items], speakers=speakers)
+    predictions, vectors = _outputs_in_blocks(model, dataset, f"{name}-files", settings, store, settings.embeddings)
     windowed = None
     if spans is not None:
-        windowed = _outputs_in_blocks(model, files.with_segments(spans), f"{name}-windows", settings, store)[0]
+        windowed = _outputs_in_blocks(model, dataset.with_segments(spans), f"{name}-windows", settings, store)[0]
     return ModelResults(
-        files=item_means(predictions, files),
+        per_file=item_means(predictions, dataset),
         windows=windowed,
-        embeddings=item_means(vectors, files) if settings.embeddings else None,
+        embeddings=item_means(vectors, dataset) if settings.embeddings else None,
     )
 
 
@@ -225,10 +227,10 @@ def _write_outputs(
     """The CSV of files, and the windows' CSV and the embeddings as asked; an ensemble's mean prediction."""
     scale, dims, rate = models[0].scale, models[0].dimensions, models[0].sample_rate
     checkpoints = ";".join(str(model.path) for model in models)
-    files = scale.denormalise(np.mean([result.files for result in results], axis=0))
+    per_file = scale.denormalise(np.mean([result.per_file for result in results], axis=0))
     rows = [
         [item.id, f"{duration:.3f}", *(f"{value:.4f}" for value in values), checkpoints]
-        for item, duration, values in zip(items, seconds, files, strict=True)
+        for item, duration, values in zip(items, seconds, per_file, strict=True)
     ]
     _write_csv(out.table, ["path", "duration_s", *dims, "checkpoints"], rows)
     if spans is not None:
@@ -264,9 +266,8 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     write_atomically(path, text.getvalue())
 
 
-def _run_settings(cfg: DictConfig, models: list[TrainedModel], items: list[Item]) -> dict:
+def _run_settings(settings: PredictSettings, models: list[TrainedModel], items: list[Item]) -> dict:
     """What decides a run's results: a resumed run must have the same, or its blocks would not fit."""
-    predict = OmegaConf.to_container(cfg.predict, resolve=True)
     return {
         # A checkpoint rewritten in place (a job trained on) is another model.
         "checkpoints": [[str(m.path), m.path.stat().st_size, m.path.stat().st_mtime_ns] for m in models],
@@ -274,7 +275,7 @@ def _run_settings(cfg: DictConfig, models: list[TrainedModel], items: list[Item]
         "files": _digest(f"{item.id}\t{item.path}" for item in items),
         # A speaker-normalised model standardises each speaker's files with that speaker's statistics.
         "speakers": _digest(item.speaker for item in items),
-        **{key: predict[key] for key in ("window_seconds", "window_hop_seconds", "embeddings")},
+        **{key: getattr(settings, key) for key in ("window_seconds", "window_hop_seconds", "embeddings")},
     }
 
 

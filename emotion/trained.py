@@ -1,126 +1,43 @@
-"""A trained model, rebuilt from its checkpoint alone: `load_model`, and what evaluate.py, predict.py and
-`model.init_from` read.
-
-A checkpoint (`best.pt`, `last.pt`) holds the model's state and its recipe: the resolved model and encoder
-configs, the encoder's architecture, where the encoder's weights are (in the checkpoint, or at
-`encoder.source` for a frozen pretrained one), the dimensions and label scale it predicts, the sample rate,
-frame grid and chunking it was evaluated with, the package version, and the speakers it trained and
-validated on (hashed), which evaluate.py and `model.init_from` compare with the speakers they test on. Plain
-containers only, so that it loads with `weights_only=True`.
+"""A trained model, rebuilt from its checkpoint alone (emotion.training.recipe): `load_model`, and what
+evaluate.py and predict.py read.
 """
 
 from __future__ import annotations
 
-import glob
-import importlib.metadata
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from emotion.data.audio import mono_at_rate
-from emotion.data.corpus import Corpus, Item, LabelScale
-from emotion.data.dataset import Segment, UtteranceDataset
+from emotion.data.corpus import Item, LabelScale
 from emotion.features.acoustic_cache import AcousticArrays, AcousticCache, AcousticFiles
-from emotion.features.normalisation import SpeakerNorm
-from emotion.logger import redact_secrets
-from emotion.models.model import MambaEMA, build_model
-from emotion.training.checkpoints import load_checkpoint
+from emotion.features.dataset import Segment, UtteranceDataset
+from emotion.features.normalisation import SpeakerStatistics
+from emotion.models.model import MambaEMA
+from emotion.settings import ModelSettings
+from emotion.sweeps.jobs import configuration, job_overrides
 from emotion.training.devices import resolve_device, resolve_precision
 from emotion.training.inference import Outputs, batch_loader, item_means, segment_outputs
-
-log = logging.getLogger(__name__)
-
-# Bump when the recipe's contents change in a way older code cannot read.
-RECIPE_FORMAT = 1
-BEST = Path("checkpoints") / "best.pt"
-# What of the `data` group belongs to the model: evaluating it elsewhere needs the same.
-MODEL_DATA_KEYS = ("sample_rate", "eval_chunk_seconds", "min_seconds", "speaker_norm")
-
-
-class CheckpointError(ValueError):
-    pass
-
-
-def model_recipe(cfg: DictConfig, corpus: Corpus, model: MambaEMA, start: Initialisation | None = None) -> dict:
-    """What rebuilds `model` without its job folder, and whom it learned from; stored in every checkpoint
-    beside the weights. `start`: the checkpoint `model` was initialised from (model.init_from)."""
-    encoder = model.encoder
-    # A model started from another learned from that one's speakers too.
-    inherited = set()
-    if start is not None and "speakers" in start.recipe:
-        inherited = {*start.recipe["speakers"]["trained"], *start.recipe["speakers"]["validated"]}
-
-    def resolved(node: DictConfig) -> dict:
-        return redact_secrets(OmegaConf.to_container(node, resolve=True))
-
-    return {
-        "format": RECIPE_FORMAT,
-        "emotion_version": importlib.metadata.version("emotion"),
-        "model": resolved(cfg.model),
-        "encoder": resolved(cfg.encoder),
-        "wavlm_config": json.loads(encoder.wavlm.config.to_json_string(use_diff=False)),
-        "encoder_weights": "source" if encoder.restored_from_source else "checkpoint",
-        "corpus": corpus.name,
-        "dimensions": list(corpus.dimensions),
-        "label_scale": [float(corpus.scale.low), float(corpus.scale.high)],
-        "data": {key: cfg.data[key] for key in MODEL_DATA_KEYS},
-        "grid": {"window": encoder.grid.window, "hop": encoder.grid.hop},
-        "trained": {"fold": cfg.data.fold, "seed": cfg.trainer.seed},
-        "speakers": {
-            "trained": sorted(corpus.speaker_keys(corpus.splits.train) | inherited),
-            "validated": sorted(corpus.speaker_keys(corpus.splits.val)),
-        },
-    }
+from emotion.training.recipe import CheckpointError, checkpoint_files, read_checkpoint, rebuild
 
 
 def find_checkpoints(path: str | Path | list) -> list[Path]:
-    """The checkpoints `path` names: a checkpoint file; a job folder (its checkpoints/best.pt); a folder of
-    jobs, such as one configuration's folds (each job's best.pt); a glob pattern; or a list of these. The
-    models of a folder or a pattern must be one configuration's: they are averaged."""
+    """The checkpoints `path` names (see checkpoint_files). The models of a folder or a pattern must be one
+    configuration's: they are averaged."""
     if isinstance(path, (list, tuple)) or OmegaConf.is_list(path):
         return [found for one in path for found in find_checkpoints(one)]
-    path = Path(str(path)).expanduser()
-    # A path that exists is taken as written: job folders' names hold `[`, as in layers=[6,12,18,24].
-    if not path.exists() and glob.has_magic(str(path)):
-        matches = sorted(Path(match) for match in glob.glob(str(path)))
-        if not matches:
-            raise CheckpointError(f"ckpt={str(path)!r}: the pattern matches nothing")
-        found = [checkpoint for match in matches for checkpoint in _checkpoints_at(match)]
-    else:
-        found = _checkpoints_at(path)
-    _require_one_configuration(path, found)
-    return found
-
-
-def _checkpoints_at(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise CheckpointError(
-            f"ckpt={str(path)!r}: no such file or folder; give a checkpoint (<job>/checkpoints/best.pt), a job "
-            "folder, or a folder of jobs whose models are averaged"
-        )
-    if (path / BEST).is_file():
-        return [path / BEST]
-    found = sorted(path.glob(f"**/{BEST}"))
-    if not found:
-        raise CheckpointError(
-            f"ckpt={str(path)!r}: no {BEST} in this folder or below it. A job writes it after its first "
-            "validated epoch; jobs of model=baseline keep no checkpoint."
-        )
+    found = checkpoint_files(path)
+    _require_one_configuration(Path(str(path)).expanduser(), found)
     return found
 
 
 def _require_one_configuration(folder: Path, checkpoints: list[Path]) -> None:
     """A folder's models are averaged only when they are one configuration's (its folds): averaging a
     sweep's different configurations would be a mistake nobody sees."""
-    from emotion.sweeps.jobs import configuration, job_overrides
-
     jobs = [checkpoint.parent.parent for checkpoint in checkpoints]
     configurations = {
         json.dumps(configuration(job_overrides(job)), sort_keys=True)
@@ -134,31 +51,6 @@ def _require_one_configuration(folder: Path, checkpoints: list[Path]) -> None:
             "be averaged. Name one configuration's jobs with a pattern, e.g. "
             f"ckpt='{folder}/*model.d_hidden=384*', or one job folder."
         )
-
-
-def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
-    """A checkpoint of this package that describes its model, or one clear CheckpointError."""
-    try:
-        state = load_checkpoint(path, device)
-    except Exception as err:  # torch raises many kinds for a file that is not a checkpoint
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-        raise CheckpointError(
-            f"ckpt={str(path)!r}: not a checkpoint that torch loads with weights_only=True ({reason}). "
-            "Give a checkpoint written by train.py: <job>/checkpoints/best.pt."
-        ) from err
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"ckpt={str(path)!r}: not a checkpoint of this package (it holds no model state)")
-    if "recipe" not in state:
-        raise CheckpointError(
-            f"ckpt={str(path)!r} holds weights only: it was written before checkpoints described their model, "
-            "so the model cannot be rebuilt from it. Train the job again to get a checkpoint that can be used."
-        )
-    if state["recipe"].get("format") != RECIPE_FORMAT:
-        raise CheckpointError(
-            f"ckpt={str(path)!r}: its recipe has format {state['recipe'].get('format')}, this version of emotion "
-            f"reads format {RECIPE_FORMAT} (it was written by emotion {state['recipe'].get('emotion_version')})"
-        )
-    return state
 
 
 @dataclass
@@ -201,8 +93,8 @@ class TrainedModel:
 
     def acoustic_cache(self, cache_dir: str | Path) -> AcousticCache:
         """The acoustic features this model reads, cached under `cache_dir` as training caches them."""
-        model_cfg = OmegaConf.create(self.recipe["model"])
-        return AcousticCache.for_model(cache_dir, self.sample_rate, self.model.encoder.grid, model_cfg)
+        settings = ModelSettings.of(self.recipe["model"])
+        return AcousticCache.for_model(cache_dir, self.sample_rate, self.model.encoder.grid, settings)
 
     def dataset(
         self,
@@ -212,7 +104,7 @@ class TrainedModel:
         *,
         segments: list[Segment] | None = None,
         waves: list[np.ndarray] | None = None,
-        speaker_norm: SpeakerNorm | None = None,
+        speakers: SpeakerStatistics | None = None,
     ) -> UtteranceDataset:
         """`items` as this model's evaluation saw its test split: whole, or in chunks when long."""
         return UtteranceDataset(
@@ -225,7 +117,7 @@ class TrainedModel:
             chunk_seconds=self.recipe["data"]["eval_chunk_seconds"],
             segments=segments,
             waves=waves,
-            speaker_norm=speaker_norm,
+            speakers=speakers,
         )
 
     def outputs(
@@ -302,118 +194,3 @@ def load_models(path, device: str = "auto", precision: str = "auto") -> list[Tra
             f"({sorted(map(str, kinds))}); an ensemble averages models of one kind: name one configuration's"
         )
     return models
-
-
-def rebuild(state: dict) -> MambaEMA:
-    """The model of a checkpoint's state, in evaluation mode."""
-    recipe = state["recipe"]
-    in_checkpoint = recipe["encoder_weights"] == "checkpoint"
-    model = build_model(
-        OmegaConf.create(recipe["model"]),
-        OmegaConf.create(recipe["encoder"]),
-        tuple(recipe["dimensions"]),
-        wavlm_config=recipe["wavlm_config"] if in_checkpoint else None,
-    )
-    model.load_checkpoint_state(state["model"])
-    return model.eval()
-
-
-@dataclass(frozen=True)
-class Initialisation:
-    """What `model.init_from` loaded: from which checkpoint, and which keys it could not."""
-
-    checkpoint: Path
-    recipe: dict
-    fresh: list[str]  # the model's keys the checkpoint lacks (new heads), trained from scratch
-    unused: list[str]  # the checkpoint's keys the model lacks (heads it does not predict), left out
-
-    def record(self, corpus: Corpus, fold: int | None) -> dict:
-        """metrics.json's `init_from`: this checkpoint, and how many of the job's test speakers (of `corpus`,
-        test fold `fold`) it trained or validated on: those scores would be no test."""
-        seen = seen_speakers(self.recipe, corpus, corpus.splits.test, "this job's test split", "test", fold)
-        if seen.warning:
-            log.warning("model.init_from=%s: %s", self.checkpoint, seen.warning)
-        return {"checkpoint": str(self.checkpoint), "seen_test_speakers": seen.count, "warning": seen.warning}
-
-
-def initialise_from(model: MambaEMA, path: str | Path) -> Initialisation:
-    """Load into `model` the weights of the checkpoint at `path` (`model.init_from`) that it has too.
-
-    Heads of dimensions the checkpoint lacks start fresh, and the checkpoint's extra heads are left out.
-    Any other difference in shape is a CheckpointError naming the keys.
-    """
-    paths = find_checkpoints(path)
-    if len(paths) != 1:
-        raise CheckpointError(f"model.init_from={path}: names {len(paths)} checkpoints; name one")
-    checkpoint = read_checkpoint(paths[0])
-    state, carried_encoder = checkpoint["model"], checkpoint["recipe"]["encoder_weights"] == "checkpoint"
-    own = model.state_dict()
-    differing = [key for key in state if key in own and state[key].shape != own[key].shape]
-    if differing:
-        shapes = ", ".join(f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}" for key in differing[:8])
-        raise CheckpointError(
-            f"model.init_from={path}: the checkpoint's tensors do not fit this model's ({shapes}"
-            f"{' …' if len(differing) > 8 else ''}; checkpoint vs model). Use the sizes it was trained with "
-            "(model.d_hidden, model.d_state, model.speech_encoder_layers, …, see its .hydra/config.yaml)."
-        )
-    # A frozen pretrained encoder's weights stay at its source, where this model has just read them from.
-    fresh = [key for key in own if key not in state and (carried_encoder or not key.startswith("encoder.wavlm."))]
-    unused = [key for key in state if key not in own]
-    not_heads = [key for key in fresh + unused if not key.startswith("heads.")]
-    if not_heads:
-        raise CheckpointError(
-            f"model.init_from={path}: the checkpoint and this model differ beyond their heads: "
-            f"{', '.join(not_heads[:8])}; use the model settings it was trained with"
-        )
-    model.load_state_dict({key: value for key, value in state.items() if key in own}, strict=False)
-    if carried_encoder and model.encoder.restored_from_source:
-        # The encoder is frozen but no longer what its source holds: its checkpoints must carry it.
-        model.encoder.restored_from_source = False
-    log.info(
-        "model.init_from=%s: %d tensors loaded%s%s",
-        paths[0],
-        len(state) - len(unused),
-        f"; new heads, trained from scratch: {sorted({key.split('.')[1] for key in fresh})}" if fresh else "",
-        f"; the checkpoint's heads left out: {sorted({key.split('.')[1] for key in unused})}" if unused else "",
-    )
-    return Initialisation(paths[0], checkpoint["recipe"], fresh, unused)
-
-
-@dataclass(frozen=True)
-class SeenSpeakers:
-    """Which speakers of the items a model is scored on it trained or validated on."""
-
-    keys: set[str] | None  # their Corpus.speaker_keys; None: the checkpoint records no speakers
-    total: int  # the known speakers of the items
-    warning: str | None  # why the scores are no test; None when nothing says so
-
-    @property
-    def count(self) -> int | None:
-        return None if self.keys is None else len(self.keys)
-
-
-def seen_speakers(recipe: dict, corpus: Corpus, items: list[Item], what: str, split: str, fold) -> SeenSpeakers:
-    """Which speakers of `items` (`what`, as the warning names them) the model of `recipe` trained or
-    validated on. A checkpoint from before recipes recorded speakers is compared as then, approximately: by
-    corpus name and by `fold` when `items` are the test split (`split`)."""
-    speakers = corpus.speaker_keys(items)
-    if "speakers" not in recipe:
-        return SeenSpeakers(None, len(speakers), _seen_by_corpus(recipe, corpus.name, split, fold, what))
-    seen = speakers & {*recipe["speakers"]["trained"], *recipe["speakers"]["validated"]}
-    warning = (
-        f"the model trained or validated on {len(seen)} of the {len(speakers)} speakers of {what} ({corpus.name}): "
-        "the scores are not a test"
-    )
-    return SeenSpeakers(seen, len(speakers), warning if seen else None)
-
-
-def _seen_by_corpus(recipe: dict, corpus: str, split: str, fold, what: str) -> str | None:
-    """The same corpus, cut for another test fold, or not its test split."""
-    trained = recipe["trained"]["fold"]
-    if recipe["corpus"] != corpus or (split == "test" and (trained is None or fold is None or trained == fold)):
-        return None
-    return (
-        f"the model was trained on {corpus} with data.fold={trained}, so {what} may hold speakers it trained or "
-        "validated on: the scores are not a test (approximate: its checkpoint records no speakers, so only the "
-        "corpus name and the fold were compared)"
-    )

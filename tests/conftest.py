@@ -54,6 +54,22 @@ def compose_config(overrides: list[str] = (), config_dir: Path = CONF, return_hy
         return compose("train", overrides=[WITHOUT_LOCAL, *overrides], return_hydra_config=return_hydra_config)
 
 
+def settings_of(overrides: list[str] = ()):
+    """A training job's typed settings (emotion.settings.JobSettings) from train.py's config and `overrides`."""
+    from emotion.settings import JobSettings
+
+    return JobSettings.of(compose_config(overrides))
+
+
+def untrained_model(cfg: DictConfig, dimensions: tuple[str, ...]):
+    """The model `cfg`'s settings describe, as a job builds it before training."""
+    from emotion.settings import JobSettings
+    from emotion.training.recipe import new_model
+
+    settings = JobSettings.of(cfg)
+    return new_model(settings.model, settings.encoder, dimensions)
+
+
 def csv_job(manifest: Path, out: Path, *extra: str) -> list[str]:
     """train.py arguments for one quick epoch on a CSV manifest's fold 1, written to `out`."""
     return [

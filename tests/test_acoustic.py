@@ -22,7 +22,7 @@ from emotion.features.acoustic import (
     egemaps_functionals,
 )
 from emotion.features.acoustic_cache import AcousticCache
-from emotion.features.grid import FrameGrid
+from emotion.models.grid import FrameGrid
 from tests.trees import speech
 
 GRID = FrameGrid(400, 320)

@@ -18,7 +18,7 @@ from emotion.cpu import (
     job_budget,
     share_environment,
 )
-from tests.conftest import compose_config
+from tests.conftest import settings_of
 
 
 @pytest.fixture(autouse=True)
@@ -78,14 +78,14 @@ def test_applying_a_budget_runs_torch_and_blas_on_the_cores_the_loader_workers_l
 
 
 def test_a_job_training_on_the_cpu_loads_in_its_own_process_and_gives_the_model_every_core():
-    budget = job_budget(compose_config(["experiment=demo", "trainer.device=cpu", "trainer.cpu_threads=4"]))
+    budget = job_budget(settings_of(["experiment=demo", "trainer.device=cpu", "trainer.cpu_threads=4"]))
     assert (budget.loader_workers, budget.model_threads) == (0, 4)
-    by_hand = job_budget(compose_config(["trainer.device=cpu", "trainer.cpu_threads=4", "data.num_workers=1"]))
+    by_hand = job_budget(settings_of(["trainer.device=cpu", "trainer.cpu_threads=4", "data.num_workers=1"]))
     assert (by_hand.loader_workers, by_hand.model_threads) == (1, 3)
 
 
 def test_the_baseline_loads_no_batches_so_its_whole_share_is_the_models():
-    budget = job_budget(compose_config(["model=baseline", "trainer.cpu_threads=4"]))
+    budget = job_budget(settings_of(["model=baseline", "trainer.cpu_threads=4"]))
     assert (budget.loader_workers, budget.model_threads) == (0, 4)
 
 

@@ -10,10 +10,10 @@ from scipy.signal import butter, sosfiltfilt
 
 from emotion.data.audio import load_audio
 from emotion.data.corpus import Item, LabelScale
-from emotion.data.dataset import UtteranceDataset, collate
 from emotion.features.acoustic import CONTOURS, EGEMAPS_FUNCTIONALS, FUNCTIONALS, PROSODY_FEATURES, prosody_contours
 from emotion.features.acoustic_cache import AcousticCache
-from emotion.features.grid import FrameGrid
+from emotion.features.dataset import UtteranceDataset, collate
+from emotion.models.grid import FrameGrid
 from tests.trees import speech
 
 GRID = FrameGrid(window=400, hop=320)

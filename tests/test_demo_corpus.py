@@ -13,7 +13,7 @@ import soundfile as sf
 from emotion.data.audio import load_audio
 from emotion.data.demo import SAMPLE_RATE, ensure_demo_corpus
 from emotion.features.acoustic import PROSODY_FEATURES, prosody_contours
-from emotion.features.grid import FrameGrid
+from emotion.models.grid import FrameGrid
 from tests.conftest import compose_config
 
 F0, VOICING = PROSODY_FEATURES.index("f0_semitones"), PROSODY_FEATURES.index("voicing")

@@ -15,12 +15,13 @@ import torch
 
 from emotion.data.audio import load_audio
 from emotion.data.corpus import Item, LabelScale
-from emotion.data.dataset import UtteranceDataset, collate
 from emotion.features.acoustic import CONTOURS
 from emotion.features.acoustic_cache import AcousticCache
+from emotion.features.dataset import UtteranceDataset, collate
 from emotion.features.encoder_cache import FeatureCacheError, Piece, ensure_features
 from emotion.files import locked
 from emotion.models.encoder import SpeechEncoder, load_wavlm
+from emotion.settings import EncoderSettings
 from emotion.training.devices import autocast as precision_context
 from tests.conftest import compose_config, csv_job, run_train
 from tests.trees import long_csv_tree, speech
@@ -32,7 +33,7 @@ def frozen_encoder(layers=(3, 6, 9, 12), seed=0) -> SpeechEncoder:
     cfg = compose_config(["encoder=tiny", "encoder.random_init.num_hidden_layers=12"]).encoder
     torch.manual_seed(seed)
     options = {"freeze": True, "freeze_feature_encoder": True, "normalize_waveform": True, "pretrained": False}
-    return SpeechEncoder(load_wavlm(cfg), list(layers), **options).eval()
+    return SpeechEncoder(load_wavlm(EncoderSettings.of(cfg)), list(layers), **options).eval()
 
 
 def utterances(folder, count):

@@ -14,8 +14,9 @@ from emotion.models.augment import mask_frames, time_spans
 from emotion.models.ema import EMAState
 from emotion.models.encoder import EncoderNotFoundError, SpeechEncoder, frame_grid, load_wavlm
 from emotion.models.heads import AttentivePooling
-from emotion.models.model import MambaEMA, build_model
-from tests.conftest import compose_config
+from emotion.models.model import MambaEMA
+from emotion.settings import EncoderSettings
+from tests.conftest import compose_config, untrained_model
 
 DIMENSIONS = ("arousal", "valence", "dominance")
 
@@ -23,7 +24,7 @@ DIMENSIONS = ("arousal", "valence", "dominance")
 def tiny_wavlm(layers=24) -> WavLMModel:
     cfg = compose_config(["encoder=tiny", f"encoder.random_init.num_hidden_layers={layers}"]).encoder
     torch.manual_seed(0)
-    return load_wavlm(cfg).eval()
+    return load_wavlm(EncoderSettings.of(cfg)).eval()
 
 
 def sequential_ema(u: torch.Tensor, mask: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -107,14 +108,14 @@ def test_missing_pretrained_weights_name_the_source_the_cache_and_hf_hub_offline
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = OmegaConf.merge(compose_config().encoder, {"source": str(tmp_path / "no-such-model")})
     with pytest.raises(EncoderNotFoundError, match=r"no-such-model.*Hugging Face cache.*HF_HUB_OFFLINE=1"):
-        load_wavlm(cfg)
+        load_wavlm(EncoderSettings.of(cfg))
 
 
 def demo_model(overrides=()) -> MambaEMA:
     small = ["model.d_hidden=32", "model.d_state=8", "model.d_prosody_out=8"]
     cfg = compose_config(["experiment=demo", *small, *overrides])
     torch.manual_seed(0)
-    return build_model(cfg.model, cfg.encoder, DIMENSIONS)
+    return untrained_model(cfg, DIMENSIONS)
 
 
 def random_statistics(model: MambaEMA, seed: int = 0) -> AcousticStatistics:
@@ -211,7 +212,7 @@ def test_a_group_norm_encoder_gives_the_same_frames_alone_and_padded():
         ]
     ).encoder
     torch.manual_seed(0)
-    encoder = encoder_for([6, 24], load_wavlm(cfg)).eval()
+    encoder = encoder_for([6, 24], load_wavlm(EncoderSettings.of(cfg))).eval()
     short, long = torch.randn(16000), torch.randn(24000)
     with torch.no_grad():
         together, mask = encoder(

@@ -11,11 +11,11 @@ import torch
 from emotion.data.corpora import load_corpus
 from emotion.data.scan import usable_corpus
 from emotion.features.acoustic_cache import AcousticCache
-from emotion.features.normalisation import moments, speaker_norm, statistics
+from emotion.features.normalisation import acoustic_statistics, moments, per_speaker_statistics
 from emotion.files import write_atomically
-from emotion.models.model import build_model
+from emotion.settings import JobSettings
 from emotion.training.loop import make_datasets, standardise_acoustics
-from tests.conftest import SMALL_DEMO, compose_config
+from tests.conftest import SMALL_DEMO, compose_config, untrained_model
 
 
 def test_moments_are_numpys_mean_and_std_over_all_rows_leaving_nan_out():
@@ -41,11 +41,12 @@ def demo_fold(cache_dir, tmp_path):
     cfg = compose_config(["experiment=demo", *SMALL_DEMO])
     corpus, durations = usable_corpus(load_corpus(cfg.data), cfg.data, tmp_path)
     torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.encoder, corpus.dimensions)
-    cache = AcousticCache.for_model(tmp_path / "cache", 16000, model.encoder.grid, cfg.model)
-    files = cache.ensure([item.path for item in corpus.splits.all], workers=1)
-    datasets = make_datasets(corpus, durations, files, model.encoder.grid, cfg)
-    return corpus, files, model, datasets
+    model = untrained_model(cfg, corpus.dimensions)
+    settings = JobSettings.of(cfg)
+    cache = AcousticCache.for_model(tmp_path / "cache", 16000, model.encoder.grid, settings.model)
+    acoustic = cache.ensure([item.path for item in corpus.splits.all], workers=1)
+    datasets = make_datasets(corpus, durations, acoustic, model.encoder.grid, settings)
+    return corpus, acoustic, model, datasets
 
 
 def corrupt(entry, value=1e6):
@@ -61,34 +62,34 @@ def kept_statistics(model) -> dict[str, torch.Tensor]:
 
 
 def test_the_model_keeps_statistics_of_the_training_split_whatever_validation_and_test_hold(demo_fold):
-    corpus, files, model, datasets = demo_fold
-    standardise_acoustics(model, datasets, corpus, files, per_speaker=False)
+    corpus, acoustic, model, datasets = demo_fold
+    standardise_acoustics(model, datasets, corpus, acoustic, per_speaker=False)
     before = kept_statistics(model)
     assert set(before) == {"prosody_norm.mean", "prosody_norm.std", "functionals_norm.mean", "functionals_norm.std"}
-    expected = statistics(corpus.splits.train, files)
+    expected = acoustic_statistics(corpus.splits.train, acoustic)
     torch.testing.assert_close(before["prosody_norm.mean"], torch.from_numpy(expected.frames.mean))
     torch.testing.assert_close(before["functionals_norm.std"], torch.from_numpy(expected.functionals.std))
 
     for item in [*corpus.splits.val, *corpus.splits.test]:
-        corrupt(files[item.path].frames[0])
-        corrupt(files[item.path].functionals)
-    standardise_acoustics(model, datasets, corpus, files, per_speaker=False)
+        corrupt(acoustic[item.path].frames[0])
+        corrupt(acoustic[item.path].functionals)
+    standardise_acoustics(model, datasets, corpus, acoustic, per_speaker=False)
     after = kept_statistics(model)
     assert all(torch.equal(before[name], after[name]) for name in before)
 
-    corrupt(files[corpus.splits.train[0].path].frames[0])  # the check can fail: training items do count
-    standardise_acoustics(model, datasets, corpus, files, per_speaker=False)
+    corrupt(acoustic[corpus.splits.train[0].path].frames[0])  # the check can fail: training items do count
+    standardise_acoustics(model, datasets, corpus, acoustic, per_speaker=False)
     assert not torch.equal(kept_statistics(model)["prosody_norm.mean"], before["prosody_norm.mean"])
 
 
 def test_per_speaker_standardisation_gives_every_speaker_zero_mean_and_unit_variance(demo_fold):
-    corpus, files, model, datasets = demo_fold
-    standardise_acoustics(model, datasets, corpus, files, per_speaker=True)
-    speakers = speaker_norm(corpus.splits.all, files)
+    corpus, acoustic, model, datasets = demo_fold
+    standardise_acoustics(model, datasets, corpus, acoustic, per_speaker=True)
+    speakers = per_speaker_statistics(corpus.splits.all, acoustic)
     assert set(speakers.by_speaker) == {item.speaker for item in corpus.splits.all}  # test speakers too
     test_speaker = corpus.splits.test[0].speaker
     own = [item for item in corpus.splits.all if item.speaker == test_speaker]
-    frames = np.concatenate([speakers.frames(test_speaker, files[item.path].read_frames()) for item in own])
+    frames = np.concatenate([speakers.frames(test_speaker, acoustic[item.path].read_frames()) for item in own])
     varying = frames.std(axis=0) > 0
     np.testing.assert_allclose(frames.mean(axis=0), 0, atol=1e-4)
     np.testing.assert_allclose(frames.std(axis=0)[varying], 1, atol=1e-3)
@@ -96,6 +97,6 @@ def test_per_speaker_standardisation_gives_every_speaker_zero_mean_and_unit_vari
     example = datasets[2][0]
     item = datasets[2].items[datasets[2].segments[0].item]
     np.testing.assert_array_equal(
-        example["functionals"], speakers.functionals(item.speaker, files[item.path].read_functionals())
+        example["functionals"], speakers.functionals(item.speaker, acoustic[item.path].read_functionals())
     )
     np.testing.assert_allclose(model.functionals_norm.mean.numpy(), 0, atol=1e-5)

@@ -10,11 +10,11 @@ from emotion.data.corpora import load_corpus
 from emotion.data.sampler import capped_batches
 from emotion.data.scan import usable_corpus
 from emotion.features.acoustic_cache import AcousticCache
-from emotion.models.model import build_model
+from emotion.settings import JobSettings
 from emotion.training.devices import autocast
 from emotion.training.loop import make_datasets
 from emotion.training.preflight import BatchCuts, Preflight, PreflightError, WorstBatch, first_batch_cap
-from tests.conftest import SMALL_DEMO, compose_config, run_train
+from tests.conftest import SMALL_DEMO, compose_config, run_train, untrained_model
 
 CPU = torch.device("cpu")
 
@@ -23,13 +23,14 @@ def demo_job(tmp_path, overrides=()):
     cfg = compose_config(["experiment=demo", *SMALL_DEMO, "data.max_seconds=2.0", "data.batch_size=2", *overrides])
     corpus, durations = usable_corpus(load_corpus(cfg.data), cfg.data, tmp_path)
     torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.encoder, corpus.dimensions)
-    acoustic = AcousticCache.for_model(cfg.paths.cache_dir, 16000, model.encoder.grid, cfg.model)
+    model = untrained_model(cfg, corpus.dimensions)
+    settings = JobSettings.of(cfg)
+    acoustic = AcousticCache.for_model(settings.cache_dir, 16000, model.encoder.grid, settings.model)
     entries = acoustic.entries([i.path for i in corpus.splits.all])
     datasets = make_datasets(
-        corpus, durations, entries, model.encoder.grid, cfg, crop_after_encoding=cfg.encoder.freeze
+        corpus, durations, entries, model.encoder.grid, settings, crop_after_encoding=settings.encoder.freeze
     )
-    return cfg, model, datasets
+    return settings, model, datasets
 
 
 @pytest.mark.parametrize(
@@ -44,21 +45,21 @@ def demo_job(tmp_path, overrides=()):
 def test_every_phase_runs_its_worst_batch_and_training_is_left_untouched(
     cache_dir, tmp_path, monkeypatch, overrides, cached, phases
 ):
-    cfg, model, datasets = demo_job(tmp_path, overrides)
+    settings, model, datasets = demo_job(tmp_path, overrides)
     measured = []
     real_measure = Preflight.measure
     monkeypatch.setattr(Preflight, "measure", lambda self, worst: measured.append(worst) or real_measure(self, worst))
     rng_before, weights_before = torch.get_rng_state(), model.heads["arousal"][0].weight.detach().clone()
 
-    cuts = Preflight(model, cfg, CPU, autocast(CPU, "fp32")).check(datasets, training_rows=3, cached=cached)
+    cuts = Preflight(model, settings, CPU, autocast(CPU, "fp32")).check(datasets, training_rows=3, cached=cached)
 
-    first_cut = first_batch_cap(cfg)
+    first_cut = first_batch_cap(settings.data)
     assert first_cut == 2 * 2.0 * 16000
     assert cuts == BatchCuts(evaluation=first_cut, cache_build=first_cut)  # all fits in this machine's memory
     assert {worst.phase: worst.inputs for worst in measured} == phases
     training = next(worst for worst in measured if worst.phase == "training step")
     longest = max(datasets[0].segment_samples)
-    assert training.rows == 3 and training.samples == (longest if not cached and cfg.encoder.freeze else 32000)
+    assert training.rows == 3 and training.samples == (longest if not cached and settings.encoder.freeze else 32000)
     evaluated = [n for dataset in datasets[1:] for n in dataset.segment_samples]
     assert max(worst.samples for worst in measured if worst.phase == "evaluation") == max(evaluated)
     assert torch.equal(torch.get_rng_state(), rng_before)
@@ -72,8 +73,8 @@ class SmallCard(Preflight):
 
     halving_helps = True
 
-    def __init__(self, cfg, capacity, model=None):
-        self.cfg, self.model, self.device = cfg, model, CPU
+    def __init__(self, settings, capacity, model=None):
+        self.settings, self.model, self.device = settings, model, CPU
         self.card, self.card_gb, self.measured = "a small card", capacity / 0.95, []
 
     def measure(self, worst):
@@ -82,8 +83,8 @@ class SmallCard(Preflight):
 
 
 def test_evaluation_batches_are_halved_until_the_worst_fits():
-    cfg = compose_config(["data.batch_size=8", "data.max_seconds=10"])  # a first cut of 80 s
-    card = SmallCard(cfg, capacity=50 * 16000)
+    settings = JobSettings.of(compose_config(["data.batch_size=8", "data.max_seconds=10"]))  # a first cut of 80 s
+    card = SmallCard(settings, capacity=50 * 16000)
     lengths = [int(seconds * 16000) for seconds in (30, 20, 10, 10, 10, 10, 8, 5, 5, 5)]
     cap = card._fitting_cap(lengths, "evaluation", "waves")
     # Cut at 80 s, the worst batch holds 30 s + 20 s padded to 60 s: too much. At 40 s the 30 s item goes
@@ -97,21 +98,21 @@ def test_evaluation_batches_are_halved_until_the_worst_fits():
 def test_the_cache_build_gets_its_own_cut_when_its_waves_do_not_fit(cache_dir, tmp_path):
     """Evaluation reads states and keeps the first cut; the build runs waves through the encoder and is cut
     until its widest batch fits."""
-    cfg, model, datasets = demo_job(tmp_path, ["data.batch_size=8"])  # a first cut of 16 s
+    settings, model, datasets = demo_job(tmp_path, ["data.batch_size=8"])  # a first cut of 16 s
     lengths = [n for dataset in datasets for n in dataset.segment_samples]
-    card = SmallCard(cfg, capacity=max(lengths), model=model)  # any utterance alone fits, not 16 s of them
+    card = SmallCard(settings, capacity=max(lengths), model=model)  # any utterance alone fits, not 16 s of them
 
     cuts = card.check(datasets, training_rows=8, cached=True)
 
-    assert cuts.evaluation == first_batch_cap(cfg) == 16 * 16000
-    assert cuts.cache_build < first_batch_cap(cfg)
+    assert cuts.evaluation == first_batch_cap(settings.data) == 16 * 16000
+    assert cuts.cache_build < first_batch_cap(settings.data)
     build_batches = capped_batches(lengths, 8, cuts.cache_build)
     assert max(len(batch) * lengths[batch[0]] for batch in build_batches) <= max(lengths)
 
 
 def test_an_utterance_that_does_not_fit_alone_stops_the_job_with_the_chunk_advice():
-    cfg = compose_config(["data.batch_size=4", "data.max_seconds=10"])
-    card = SmallCard(cfg, capacity=20 * 16000)
+    settings = JobSettings.of(compose_config(["data.batch_size=4", "data.max_seconds=10"]))
+    card = SmallCard(settings, capacity=20 * 16000)
     with pytest.raises(PreflightError) as error:
         card._fitting_cap([30 * 16000, 5 * 16000], "evaluation", "waves")
     message = str(error.value)

@@ -119,7 +119,9 @@ def test_the_command_line_may_not_sweep_or_pick_folds_beside_a_search():
     ],
 )
 def test_a_bad_search_setting_is_one_error_naming_it(setting, named):
-    cfg = OmegaConf.create({"search": {"n_trials": 6, "folds": [1, 2], "space": {}, **setting}})
+    cfg = OmegaConf.create(
+        {"search": {"n_trials": 6, "folds": [1, 2], "space": {}, **setting}, "report": {"select": "val_ccc_mean"}}
+    )
     with pytest.raises(SearchError) as error:
         SearchSettings.of(cfg)
     assert named in str(error.value)

@@ -17,25 +17,24 @@ from hydra import compose, initialize_config_dir
 from emotion import load_model
 from emotion.cli import quote_paths
 from emotion.data.corpora import load_corpus
-from emotion.data.dataset import Segment, windows
 from emotion.evaluation import run_evaluate
+from emotion.features.dataset import Segment, windows
 from emotion.models.encoder import EncoderNotFoundError, load_wavlm
-from emotion.models.model import build_model
 from emotion.prediction import InputError, run_predict
 from emotion.report import summarise
-from emotion.trained import (
+from emotion.settings import EncoderSettings, JobSettings
+from emotion.trained import TrainedModel, find_checkpoints
+from emotion.training.checkpoints import load_checkpoint, save_checkpoint
+from emotion.training.metrics import ccc_loss
+from emotion.training.recipe import (
     CheckpointError,
-    TrainedModel,
-    find_checkpoints,
     initialise_from,
     model_recipe,
     read_checkpoint,
     rebuild,
     seen_speakers,
 )
-from emotion.training.checkpoints import load_checkpoint, save_checkpoint
-from emotion.training.metrics import ccc_loss
-from tests.conftest import CONF, SMALL_DEMO, compose_config, read_csv, run_script, run_train
+from tests.conftest import CONF, SMALL_DEMO, compose_config, read_csv, run_script, run_train, untrained_model
 from tests.trees import csv_tree
 
 DIMS = ("arousal", "valence", "dominance")
@@ -185,8 +184,9 @@ def untrained_checkpoint(overrides: list[str], path: Path) -> Path:
     of its corpus and speakers is what is tested, not its predictions."""
     cfg = compose_config(["experiment=demo", *overrides])
     corpus = load_corpus(cfg.data)
-    model = build_model(cfg.model, cfg.encoder, corpus.dimensions)
-    save_checkpoint(path, {"model": model.checkpoint_state(), "recipe": model_recipe(cfg, corpus, model)})
+    model = untrained_model(cfg, corpus.dimensions)
+    recipe = model_recipe(JobSettings.of(cfg), corpus, model)
+    save_checkpoint(path, {"model": model.checkpoint_state(), "recipe": recipe})
     return path
 
 
@@ -492,7 +492,7 @@ def test_a_missing_or_foreign_checkpoint_is_one_clear_error(trained, cache_dir, 
 
 def model_for(overrides: list[str]):
     cfg = compose_config([*SHORT, *overrides])
-    return cfg, build_model(cfg.model, cfg.encoder, DIMS)
+    return cfg, untrained_model(cfg, DIMS)
 
 
 def test_init_from_starts_from_the_checkpoints_weights_and_its_first_loss(trained):
@@ -537,7 +537,7 @@ def test_init_from_counts_the_test_speakers_its_checkpoint_trained_or_validated_
 def test_init_from_fine_tunes_another_head_set_and_names_keys_that_do_not_fit(trained):
     best = trained.jobs[1] / "checkpoints" / "best.pt"
     cfg = compose_config(SHORT)
-    model = build_model(cfg.model, cfg.encoder, ("arousal", "valence"))
+    model = untrained_model(cfg, ("arousal", "valence"))
     start = initialise_from(model, best)
     assert start.fresh == [] and start.unused and all(key.startswith("heads.dominance.") for key in start.unused)
     _, wider = model_for(["model.d_hidden=128"])
@@ -580,9 +580,9 @@ def test_evaluate_py_sweeps_checkpoints_into_the_report(trained, cache_dir, tmp_
     args = ["-m", f"ckpt={checkpoints}", *SMALL_DEMO, "data.fold=1", f"hydra.sweep.dir={sweep}"]
     run_script("evaluate.py", [*args, "evaluate.progress_bar=false"], cache_dir)
     _, records = summarise(sweep)
-    assert len(records) == 2 and all(record["runs_done"] == 1 for record in records)
+    assert len(records) == 2 and all(record.runs_done == 1 for record in records)
     job = json.loads((trained.jobs[1] / "metrics.json").read_text())
-    assert job["test"]["ccc_v"] in [pytest.approx(record["ccc_v_mean"], abs=1e-6) for record in records]
+    assert job["test"]["ccc_v"] in [pytest.approx(record.scores["ccc_v"].mean, abs=1e-6) for record in records]
     assert (sweep / "summary.md").is_file()
 
 
@@ -629,7 +629,7 @@ def test_a_speaker_normalised_model_is_evaluated_with_its_speakers_statistics(ca
 
 def test_a_fine_tuned_encoder_travels_in_its_checkpoint_and_a_frozen_pretrained_one_is_reloaded(cache_dir, tmp_path):
     source = tmp_path / "pretrained-wavlm"
-    load_wavlm(compose_config(SHORT).encoder).save_pretrained(source)  # stands in for a downloaded WavLM
+    load_wavlm(EncoderSettings.of(compose_config(SHORT).encoder)).save_pretrained(source)  # a downloaded WavLM
     wave, rate = sf.read(next(iter(Trained(tmp_path, {}).test_files(1).values())))
     before = {}
     for freeze in (True, False):
@@ -649,7 +649,7 @@ def test_a_fine_tuned_encoder_travels_in_its_checkpoint_and_a_frozen_pretrained_
 
 def test_a_frozen_model_started_from_a_carried_encoder_keeps_carrying_it(trained, tmp_path):
     source = tmp_path / "pretrained-wavlm"
-    load_wavlm(compose_config(SHORT).encoder).save_pretrained(source)
+    load_wavlm(EncoderSettings.of(compose_config(SHORT).encoder)).save_pretrained(source)
     _, model = model_for([f"encoder.source={source}", "encoder.freeze=true"])
     assert model.encoder.restored_from_source  # frozen and pretrained: its checkpoints would leave it out
     initialise_from(model, trained.jobs[1] / "checkpoints" / "best.pt")  # whose encoder is not the source's

@@ -14,14 +14,14 @@ from torch.utils.data import DataLoader
 
 from emotion.data.corpora import load_corpus
 from emotion.data.corpus import DIMENSIONS, Item, LabelScale
-from emotion.data.dataset import Batch, UtteranceDataset, collate
 from emotion.data.sampler import LengthBucketSampler
 from emotion.features.acoustic import CONTOURS, PROSODY_FEATURES
 from emotion.features.acoustic_cache import AcousticCache
-from emotion.features.grid import FrameGrid
-from emotion.features.normalisation import statistics
+from emotion.features.dataset import Batch, UtteranceDataset, collate
+from emotion.features.normalisation import acoustic_statistics
 from emotion.logger import NoRun
-from emotion.models.model import build_model
+from emotion.models.grid import FrameGrid
+from emotion.settings import JobSettings, ModelSettings, OptimSettings
 from emotion.training import loop
 from emotion.training.checkpoints import load_checkpoint
 from emotion.training.devices import peak_memory, reset_peak_memory
@@ -31,7 +31,7 @@ from emotion.training.metrics import ccc_loss
 from emotion.training.optim import Optimisation, build_optimizer, warmup_cosine
 from emotion.training.outputs import METRICS_KEYS
 from emotion.training.preflight import WorstBatch, memory_advice, synthetic_batch
-from tests.conftest import SMALL_DEMO, compose_config, read_csv, run_train
+from tests.conftest import SMALL_DEMO, compose_config, read_csv, run_train, untrained_model
 from tests.wandb_records import run_summary
 
 
@@ -39,7 +39,7 @@ def small_setup(cache_dir, overrides=()):
     cfg = compose_config(["experiment=demo", *SMALL_DEMO, *overrides])
     torch.manual_seed(0)
     corpus = load_corpus(cfg.data)
-    model = build_model(cfg.model, cfg.encoder, corpus.dimensions)
+    model = untrained_model(cfg, corpus.dimensions)
     return cfg, corpus, model
 
 
@@ -57,15 +57,15 @@ def test_a_short_training_run_lowers_the_loss(cache_dir):
     )
     items = corpus.splits.train[:16]
     grid = model.encoder.grid
-    acoustic = AcousticCache.for_model(cache_dir, 16000, grid, cfg.model)
+    acoustic = AcousticCache.for_model(cache_dir, 16000, grid, ModelSettings.of(cfg.model))
     prosody = acoustic.ensure([item.path for item in items], workers=1)
-    model.set_acoustic_statistics(statistics(items, prosody))  # eGeMAPS in hertz and decibels would saturate
+    model.set_acoustic_statistics(acoustic_statistics(items, prosody))  # eGeMAPS in hertz and decibels would saturate
     durations = [sf.info(item.path).duration for item in items]
     dataset = UtteranceDataset(
         items, durations, [prosody[item.path] for item in items], corpus.scale, grid, 16000, chunk_seconds=60.0
     )
     batches = [collate([dataset[i] for i in range(start, start + 8)]) for start in (0, 8)]
-    optimizer = build_optimizer(model, cfg.optim)
+    optimizer = build_optimizer(model, OptimSettings.of(cfg.optim))
 
     def predictions(batch):
         return model(batch.speech, batch.speech_lengths, batch.prosody, functionals=batch.functionals)
@@ -91,7 +91,7 @@ def test_the_encoder_gets_its_own_rate_and_time_constants_are_not_decayed(cache_
     cfg, _, model = small_setup(
         cache_dir, ["encoder.freeze=false", "optim.lr=1e-3", "optim.encoder_lr=1e-5", "optim.weight_decay=0.1"]
     )
-    optimizer = build_optimizer(model, cfg.optim)
+    optimizer = build_optimizer(model, OptimSettings.of(cfg.optim))
     group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
     named = dict(model.named_parameters())
     encoder_weight = named["encoder.wavlm.encoder.layers.0.attention.q_proj.weight"]
@@ -222,7 +222,9 @@ def test_the_ema_alpha_and_the_layer_mix_receive_gradients_and_move(cache_dir):
     grads = {}
     alpha.register_hook(lambda grad: grads.setdefault("alpha", grad.clone()))
     mix.register_hook(lambda grad: grads.setdefault("mix", grad.clone()))
-    optimisation = Optimisation.build(model, cfg.optim, 1, total_steps=1, scale_loss=False, device_type="cpu")
+    optimisation = Optimisation.build(
+        model, OptimSettings.of(cfg.optim), 1, total_steps=1, scale_loss=False, device_type="cpu"
+    )
     train_one_epoch(model, [batch], optimisation, torch.device("cpu"), "fp32")
     assert grads["alpha"].abs().min() > 0 and grads["mix"].abs().min() > 0  # every channel, every layer
     assert (alpha.detach() != before["alpha"]).all() and (mix.detach() != before["mix"]).all()
@@ -241,7 +243,7 @@ def test_the_test_split_is_scored_with_the_best_checkpoint_not_the_last(cache_di
         return real_predict(model, *args)
 
     monkeypatch.setattr(loop, "predict", predict_and_remember)
-    metrics = loop.fit(cfg, tmp_path, NoRun())
+    metrics = loop.fit(JobSettings.of(cfg), tmp_path, NoRun())
     assert (metrics["best_epoch"], metrics["epochs"]) == (1, 2)
     best, last = (load_checkpoint(tmp_path / "checkpoints" / name)["model"] for name in ("best.pt", "last.pt"))
     tested = heads_seen[-1]  # validation of epochs 1 and 2, then the test
@@ -268,7 +270,7 @@ def test_report_select_picks_the_epoch_a_job_keeps_and_the_score_it_returns(cach
     )
     real_scores = loop.ccc_scores
     monkeypatch.setattr(loop, "ccc_scores", lambda *args: next(validation, None) or real_scores(*args))
-    metrics = loop.fit(cfg, tmp_path, NoRun())
+    metrics = loop.fit(JobSettings.of(cfg), tmp_path, NoRun())
     assert metrics["best_epoch"] == 1 and metrics["val_best"]["ccc_v"] == 0.6
     assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["epoch"] == 1
     assert selected_score(cfg, metrics) == 0.6  # what the job returns to its sweeper
@@ -323,10 +325,10 @@ def test_the_max_profile_on_fold_2_writes_the_contract_outputs(cache_dir, tmp_pa
     # The checkpoints carry the training split's statistics of the acoustic features.
     cfg = compose_config(MAX_ON_FOLD_2)
     corpus = load_corpus(cfg.data)
-    files = AcousticCache.for_model(cache_dir, 16000, FrameGrid(400, 320), cfg.model).entries(
+    acoustic = AcousticCache.for_model(cache_dir, 16000, FrameGrid(400, 320), ModelSettings.of(cfg.model)).entries(
         [item.path for item in corpus.splits.all]
     )
-    expected = statistics(corpus.splits.train, files)
+    expected = acoustic_statistics(corpus.splits.train, acoustic)
     for name in ("best.pt", "last.pt"):
         state = load_checkpoint(out / "checkpoints" / name)["model"]
         torch.testing.assert_close(state["prosody_norm.mean"], torch.from_numpy(expected.frames.mean))
@@ -456,10 +458,12 @@ def test_too_many_bad_steps_in_a_row_stop_the_job_with_advice():
 
 def test_memory_advice_names_the_job_keeps_the_utterances_per_step_and_says_the_step_differs():
     cfg = compose_config(["model=max"])
-    advice = memory_advice(cfg, 23.7, total_gb=24.0, device_name="NVIDIA GeForce RTX 4090", what="will not fit")
+    advice = memory_advice(
+        JobSettings.of(cfg), 23.7, total_gb=24.0, device_name="NVIDIA GeForce RTX 4090", what="will not fit"
+    )
     assert advice.startswith("will not fit on NVIDIA GeForce RTX 4090: 23.7 GB of 24.0 GB with model=max")
     assert "data.batch_size=6 trainer.accumulation_steps=2" in advice  # 12 per step either way
     assert "not the same step: the CCC loss is computed per micro-batch of 6" in advice
     assert "model.grad_checkpointing=true" in advice  # fine-tuning without it
     frozen = compose_config(["model=max", "encoder.freeze=true"])
-    assert "grad_checkpointing" not in memory_advice(frozen, 30.0, 24.0, "card", "will not fit")
+    assert "grad_checkpointing" not in memory_advice(JobSettings.of(frozen), 30.0, 24.0, "card", "will not fit")

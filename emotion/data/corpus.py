@@ -7,11 +7,13 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
+from emotion.settings import ValidationProtocol
+
 DIMENSIONS = ("arousal", "valence", "dominance")
-VALIDATION_PROTOCOLS = ("next_session", "speaker_holdout")
 # Speaker ids that name no one (MSP-Podcast's `Unknown`, an empty CSV cell): never counted as one speaker.
 UNKNOWN_SPEAKERS = ("", "unknown")
 
@@ -111,7 +113,7 @@ def cross_validation_splits(
         val_speakers = held_out_speakers(rest, val_fraction, seed)
         in_val = [item.speaker in val_speakers for item in rest]
     else:
-        raise ValueError(f"data.validation={validation!r} is not one of {VALIDATION_PROTOCOLS}.")
+        raise ValueError(f"data.validation={validation!r} is not one of {get_args(ValidationProtocol)}.")
     return Splits(
         train=[item for item, val in zip(rest, in_val, strict=True) if not val],
         val=[item for item, val in zip(rest, in_val, strict=True) if val],

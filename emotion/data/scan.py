@@ -14,9 +14,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import soundfile as sf
-from omegaconf import DictConfig
 
 from emotion.data.corpus import Corpus, Item
+from emotion.settings import DataSettings
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +88,15 @@ def write_skipped(path: Path, problems: list[Problem]) -> None:
         writer.writerows([p.item.id, str(p.item.path), p.reason] for p in problems)
 
 
-def usable_corpus(corpus: Corpus, cfg: DictConfig, out_dir: Path) -> tuple[Corpus, dict[str, float]]:
+def usable_corpus(corpus: Corpus, data: DataSettings, out_dir: Path) -> tuple[Corpus, dict[str, float]]:
     """The corpus less its unusable items (with `data.on_bad_audio=skip`), and each usable item's duration.
 
     With `data.on_bad_audio=error` any problem stops the job here, before a model is built.
     """
-    durations, problems = check_items(corpus.splits.all, corpus, cfg.min_seconds, cfg.on_bad_audio, out_dir)
+    durations, problems = check_items(corpus.splits.all, corpus, data.min_seconds, data.on_bad_audio, out_dir)
     if problems:
         corpus = replace(corpus, splits=corpus.splits.without({p.item.id for p in problems}))
-    _require_every_split(corpus, cfg)
+    _require_every_split(corpus, data)
     return corpus, durations
 
 
@@ -115,10 +115,10 @@ def check_items(
     return durations, problems
 
 
-def _require_every_split(corpus: Corpus, cfg: DictConfig) -> None:
+def _require_every_split(corpus: Corpus, data: DataSettings) -> None:
     empty = [name for name in ("train", "val", "test") if not getattr(corpus.splits, name)]
     if empty:
         raise ValueError(
-            f"{corpus.name}, data.fold={cfg.fold}, data.validation={cfg.validation}: no usable items in the "
+            f"{corpus.name}, data.fold={data.fold}, data.validation={data.validation}: no usable items in the "
             f"{' and '.join(empty)} split(s). Each needs at least one; check the folds or split column."
         )

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import parselmouth
 
-from emotion.features.grid import FrameGrid, nearest_frames
+from emotion.models.grid import FrameGrid, nearest_frames
 
 PROSODY_FEATURES = ("f0_semitones", "f0_semitones_re_median", "voicing", "intensity")
 PITCH_FLOOR_HZ = 75.0

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
 
 from emotion.cpu import worker_init
 from emotion.data.audio import load_audio
 from emotion.data.content import content_hashes
 from emotion.features.acoustic import FUNCTIONALS, Extractor, frame_extractors
-from emotion.features.grid import FrameGrid
 from emotion.files import write_atomically
+from emotion.models.grid import FrameGrid
+from emotion.settings import ModelSettings
 from emotion.signals import GracefulStop
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,10 @@ class AcousticCache:
         self.dirs = {extractor.name: self._dir(extractor) for extractor in self.extractors}
 
     @classmethod
-    def for_model(cls, root: str | Path, sample_rate: int, grid: FrameGrid, model_cfg: DictConfig) -> AcousticCache:
-        """The sets the model config asks for: `model.acoustic` and `model.functionals`."""
-        functionals = FUNCTIONALS if model_cfg.functionals else None
-        return cls(root, sample_rate, grid, frame_extractors(model_cfg.acoustic), functionals)
+    def for_model(cls, root: str | Path, sample_rate: int, grid: FrameGrid, model: ModelSettings) -> AcousticCache:
+        """The sets the model asks for: `model.acoustic` and `model.functionals`."""
+        functionals = FUNCTIONALS if model.functionals else None
+        return cls(root, sample_rate, grid, frame_extractors(model.acoustic), functionals)
 
     @property
     def extractors(self) -> tuple[Extractor, ...]:

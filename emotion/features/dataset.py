@@ -15,8 +15,8 @@ from emotion.data.audio import load_audio
 from emotion.data.corpus import Item, LabelScale
 from emotion.features.acoustic_cache import AcousticArrays, AcousticFiles
 from emotion.features.encoder_cache import FeatureStore, Piece
-from emotion.features.grid import FrameGrid
-from emotion.features.normalisation import SpeakerNorm
+from emotion.features.normalisation import SpeakerStatistics
+from emotion.models.grid import FrameGrid
 
 
 @dataclass
@@ -59,7 +59,7 @@ class Segment:
 class UtteranceDataset(Dataset):
     """Segments of items with their acoustic features: waves decoded on demand, or, given `features`, a frozen
     encoder's states read from the feature cache. Acoustic features come from their cache (`acoustic`, one
-    per item), standardised per speaker first with `speaker_norm`.
+    per item), standardised per speaker first with `speakers`' own statistics.
 
     Items longer than `chunk_seconds` are split into equal chunks: evaluation averages their predictions,
     training crops each. Training (`crop_seconds` set) crops a segment at a random offset that depends only
@@ -89,13 +89,13 @@ class UtteranceDataset(Dataset):
         seed: int = 0,
         features: FeatureStore | None = None,
         crop_after_encoding: bool = False,
-        speaker_norm: SpeakerNorm | None = None,
+        speakers: SpeakerStatistics | None = None,
         segments: list[Segment] | None = None,
         waves: list[np.ndarray] | None = None,
     ):
         self.items = items
         self.acoustic = acoustic
-        self.speaker_norm = speaker_norm
+        self.speakers = speakers
         self.scale = scale
         self.grid = grid
         self.sample_rate = sample_rate
@@ -163,13 +163,13 @@ class UtteranceDataset(Dataset):
 
     def _acoustic_features(self, item: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The item's acoustic frames and functionals (None when not used), standardised with its speaker's
-        own statistics under speaker_norm."""
-        files, speaker = self.acoustic[item], self.items[item].speaker
-        frames, functionals = files.read_frames(), files.read_functionals()
-        if self.speaker_norm:
-            frames = self.speaker_norm.frames(speaker, frames)
+        own statistics, given `speakers`."""
+        cached, speaker = self.acoustic[item], self.items[item].speaker
+        frames, functionals = cached.read_frames(), cached.read_functionals()
+        if self.speakers:
+            frames = self.speakers.frames(speaker, frames)
             if functionals is not None:
-                functionals = self.speaker_norm.functionals(speaker, functionals)
+                functionals = self.speakers.functionals(speaker, functionals)
         return frames, functionals
 
     def _segment_wave(self, index: int) -> np.ndarray:

@@ -63,20 +63,20 @@ class AcousticStatistics:
     functionals: Moments | None
 
 
-def statistics(
-    items: list[Item], files: dict[Path, AcousticFiles], speakers: SpeakerNorm | None = None
+def acoustic_statistics(
+    items: list[Item], acoustic: dict[Path, AcousticFiles], speakers: SpeakerStatistics | None = None
 ) -> AcousticStatistics:
-    """Statistics over every frame and every utterance of `items` (`files`: their cached features, by
+    """Statistics over every frame and every utterance of `items` (`acoustic`: their cached features, by
     path), after each speaker's own standardisation when `speakers` is given."""
-    first = files[items[0].path]
+    first = acoustic[items[0].path]
     return AcousticStatistics(
-        frames=moments(_features(items, files, speakers, "frames")) if first.frames else None,
-        functionals=moments(_features(items, files, speakers, "functionals")) if first.functionals else None,
+        frames=moments(_features(items, acoustic, speakers, "frames")) if first.frames else None,
+        functionals=moments(_features(items, acoustic, speakers, "functionals")) if first.functionals else None,
     )
 
 
 @dataclass(frozen=True)
-class SpeakerNorm:
+class SpeakerStatistics:
     """Each speaker's own statistics."""
 
     by_speaker: dict[str, AcousticStatistics]
@@ -88,24 +88,24 @@ class SpeakerNorm:
         return self.by_speaker[speaker].functionals.standardise(values)
 
 
-def speaker_norm(items: list[Item], files: dict[Path, AcousticFiles]) -> SpeakerNorm:
+def per_speaker_statistics(items: list[Item], acoustic: dict[Path, AcousticFiles]) -> SpeakerStatistics:
     """The statistics of every speaker of `items`, each from all of that speaker's items."""
     by_speaker: dict[str, list[Item]] = defaultdict(list)
     for item in items:
         by_speaker[item.speaker].append(item)
-    return SpeakerNorm({speaker: statistics(own, files) for speaker, own in by_speaker.items()})
+    return SpeakerStatistics({speaker: acoustic_statistics(own, acoustic) for speaker, own in by_speaker.items()})
 
 
 def functionals_matrix(
-    items: list[Item], files: dict[Path, AcousticFiles], speakers: SpeakerNorm | None = None
+    items: list[Item], acoustic: dict[Path, AcousticFiles], speakers: SpeakerStatistics | None = None
 ) -> np.ndarray:
     """(items, features): each item's functionals, standardised by its speaker's own statistics if asked."""
-    return np.concatenate(list(_features(items, files, speakers, "functionals")))
+    return np.concatenate(list(_features(items, acoustic, speakers, "functionals")))
 
 
-def _features(items: list[Item], files: dict[Path, AcousticFiles], speakers: SpeakerNorm | None, kind: str):
+def _features(items: list[Item], acoustic: dict[Path, AcousticFiles], speakers: SpeakerStatistics | None, kind: str):
     """Each item's frames (frames, features) or functionals (1, features), standardised per speaker if asked."""
     for item in items:
-        entry = files[item.path]
+        entry = acoustic[item.path]
         values = entry.read_frames() if kind == "frames" else entry.read_functionals()[None]
         yield values if speakers is None else getattr(speakers, kind)(item.speaker, values)

@@ -8,11 +8,11 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import WavLMConfig, WavLMModel
 
-from emotion.features.grid import FrameGrid
+from emotion.models.grid import FrameGrid
+from emotion.settings import EncoderSettings
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +28,12 @@ class EncoderNotFoundError(RuntimeError):
     pass
 
 
-def load_wavlm(cfg: DictConfig) -> WavLMModel:
+def load_wavlm(cfg: EncoderSettings) -> WavLMModel:
     """WavLM from a hub id or local directory (`encoder.source`), or random-init from `encoder.random_init`."""
     # Layer drop skips whole layers in training, which would shift which hidden state an index names.
     overrides = {"layerdrop": 0.0, "mask_time_prob": cfg.mask_time_prob}
     if cfg.source is None:
-        config = WavLMConfig(**OmegaConf.to_container(cfg.random_init), **overrides)
+        config = WavLMConfig(**cfg.random_init, **overrides)
         log.warning(
             "encoder=%s: randomly initialised WavLM (%d layers, hidden %d), no pretrained weights; "
             "fine for checking the pipeline, not for results.",

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from functools import cache
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emotion.checks import MAMBA_IMPLS
+from emotion.settings import MambaImpl
 
 
 @cache
@@ -149,8 +150,8 @@ class Mamba(nn.Module):
         impl: str = "auto",
     ):
         super().__init__()
-        if impl not in MAMBA_IMPLS:
-            raise ValueError(f"model.mamba_impl={impl!r} is not one of {MAMBA_IMPLS}.")
+        if impl not in get_args(MambaImpl):
+            raise ValueError(f"model.mamba_impl={impl!r} is not one of {get_args(MambaImpl)}.")
         self.impl = impl
         self.d_state = d_state
         self.d_inner = expand * d_model

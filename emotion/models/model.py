@@ -3,25 +3,37 @@ joined with the utterance's acoustic functionals → A/V/D."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from omegaconf import DictConfig
 from torch import nn
 from transformers import WavLMConfig, WavLMModel
 
-from emotion.features.acoustic import EGEMAPS_FUNCTIONALS, frame_feature_count
 from emotion.models.acoustic import ProsodyEncoder, Standardise, functionals_encoder
 from emotion.models.augment import mask_frames
 from emotion.models.ema import EMAState
 from emotion.models.encoder import SpeechEncoder, load_wavlm
 from emotion.models.heads import AttentivePooling, regression_head
 from emotion.models.mamba import ResidualMamba
+from emotion.settings import EncoderSettings, ModelSettings
+
+
+@dataclass(frozen=True)
+class AcousticInputs:
+    """How many acoustic values the model reads: per frame (the prosody branch) and per utterance (the
+    functionals, when `model.functionals`). The features decide: emotion.features.acoustic."""
+
+    per_frame: int
+    per_utterance: int
 
 
 class MambaEMA(nn.Module):
-    def __init__(self, encoder: SpeechEncoder, dimensions: tuple[str, ...], cfg: DictConfig):
+    def __init__(
+        self, encoder: SpeechEncoder, dimensions: tuple[str, ...], cfg: ModelSettings, acoustic: AcousticInputs
+    ):
         super().__init__()
         self.encoder = encoder
-        n_acoustic = frame_feature_count(cfg.acoustic)
+        n_acoustic = acoustic.per_frame
         self.prosody_norm = Standardise(n_acoustic)
         self.prosody = ProsodyEncoder(n_acoustic, cfg.d_prosody_out)
         self.masking = (cfg.time_mask_ratio, cfg.time_mask_width, cfg.feature_mask_ratio)
@@ -44,8 +56,8 @@ class MambaEMA(nn.Module):
         self.pool = AttentivePooling(cfg.d_hidden)
         d_summary = cfg.d_hidden + cfg.d_state
         if cfg.functionals:
-            self.functionals_norm = Standardise(EGEMAPS_FUNCTIONALS)
-            self.functionals = functionals_encoder(EGEMAPS_FUNCTIONALS, cfg.d_functionals_out, cfg.dropout)
+            self.functionals_norm = Standardise(acoustic.per_utterance)
+            self.functionals = functionals_encoder(acoustic.per_utterance, cfg.d_functionals_out, cfg.dropout)
             d_summary += cfg.d_functionals_out
         else:
             self.functionals = None
@@ -123,20 +135,24 @@ class MambaEMA(nn.Module):
 
 
 def build_model(
-    model_cfg: DictConfig, encoder_cfg: DictConfig, dimensions: tuple[str, ...], wavlm_config: dict | None = None
+    model: ModelSettings,
+    encoder: EncoderSettings,
+    dimensions: tuple[str, ...],
+    acoustic: AcousticInputs,
+    wavlm_config: dict | None = None,
 ) -> MambaEMA:
-    """The model the configs describe. `wavlm_config`: the encoder's architecture as a checkpoint that also
+    """The model the settings describe. `wavlm_config`: the encoder's architecture as a checkpoint that also
     holds its weights records it; WavLM is then built from it, without reading `encoder.source`."""
-    encoder = SpeechEncoder(
-        load_wavlm(encoder_cfg) if wavlm_config is None else WavLMModel(WavLMConfig.from_dict(wavlm_config)),
-        list(model_cfg.speech_encoder_layers),
-        freeze=encoder_cfg.freeze,
-        freeze_feature_encoder=encoder_cfg.freeze_feature_encoder,
-        normalize_waveform=encoder_cfg.normalize_waveform,
-        pretrained=encoder_cfg.source is not None,
-        grad_checkpointing=model_cfg.grad_checkpointing,
+    speech_encoder = SpeechEncoder(
+        load_wavlm(encoder) if wavlm_config is None else WavLMModel(WavLMConfig.from_dict(wavlm_config)),
+        list(model.speech_encoder_layers),
+        freeze=encoder.freeze,
+        freeze_feature_encoder=encoder.freeze_feature_encoder,
+        normalize_waveform=encoder.normalize_waveform,
+        pretrained=encoder.source is not None,
+        grad_checkpointing=model.grad_checkpointing,
     )
-    return MambaEMA(encoder, dimensions, model_cfg)
+    return MambaEMA(speech_encoder, dimensions, model, acoustic)
 
 
 def count_parameters(module: nn.Module) -> dict[str, int]:

@@ -52,7 +52,7 @@ class SearchSettings:
         for key in ("folds", "test_folds"):  # lists, as tuples: the settings are hashable
             if isinstance(settings.get(key), list):
                 settings[key] = tuple(settings[key])
-        checked = cls(**settings, objective=OmegaConf.select(cfg, "report.select", default="val_ccc_mean"))
+        checked = cls(**settings, objective=cfg.report.select)
         checked.check()
         return checked
 

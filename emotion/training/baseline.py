@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import Ridge
@@ -28,8 +27,9 @@ from emotion.data.corpora import load_corpus
 from emotion.data.scan import usable_corpus
 from emotion.features.acoustic import FUNCTIONALS
 from emotion.features.acoustic_cache import AcousticCache
-from emotion.features.normalisation import functionals_matrix, speaker_norm
+from emotion.features.normalisation import functionals_matrix, per_speaker_statistics
 from emotion.logger import Run
+from emotion.settings import BaselineSettings, JobSettings
 from emotion.signals import GracefulStop
 from emotion.training.devices import peak_memory, reset_peak_memory
 from emotion.training.metrics import ccc_scores, format_scores
@@ -41,47 +41,48 @@ HYPERPARAMETER = {"svr": "C", "ridge": "alpha"}  # what validation chooses, as s
 CPU = torch.device("cpu")  # where scikit-learn runs
 
 
-def make_regressor(cfg: DictConfig, value: float) -> Pipeline:
+def make_regressor(model: BaselineSettings, value: float) -> Pipeline:
     """The pipeline of one dimension for `model.regressor`, with its hyper-parameter at `value`."""
-    if cfg.regressor == "ridge":
+    if model.regressor == "ridge":
         regressor = Ridge(alpha=value)
-    elif cfg.svr_kernel == "linear":  # liblinear: seconds where libsvm's linear kernel takes minutes on a corpus
-        regressor = LinearSVR(C=value, epsilon=cfg.svr_epsilon, dual="auto", max_iter=100_000, random_state=0)
+    elif model.svr_kernel == "linear":  # liblinear: seconds where libsvm's linear kernel takes minutes on a corpus
+        regressor = LinearSVR(C=value, epsilon=model.svr_epsilon, dual="auto", max_iter=100_000, random_state=0)
     else:
-        regressor = SVR(kernel=cfg.svr_kernel, C=value, epsilon=cfg.svr_epsilon)
+        regressor = SVR(kernel=model.svr_kernel, C=value, epsilon=model.svr_epsilon)
     standardised_target = TransformedTargetRegressor(regressor=regressor, transformer=StandardScaler())
     return make_pipeline(SimpleImputer(strategy="mean"), StandardScaler(), standardised_target)
 
 
-def candidates(cfg: DictConfig) -> list[float]:
-    return [float(value) for value in (cfg.svr_c if cfg.regressor == "svr" else cfg.ridge_alpha)]
+def candidates(model: BaselineSettings) -> list[float]:
+    return [float(value) for value in (model.svr_c if model.regressor == "svr" else model.ridge_alpha)]
 
 
 def fit_baseline(
-    cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = None, budget: CpuBudget | None = None
+    settings: JobSettings, out_dir: Path, run: Run, stop: GracefulStop | None = None, budget: CpuBudget | None = None
 ) -> dict:
     """Fit, select on validation, test; returns the metrics.json record. predictions.csv holds the test
     split; history.csv one row per candidate with its validation CCC per dimension."""
     reset_peak_memory(CPU)
-    corpus, _ = usable_corpus(load_corpus(cfg.data), cfg.data, out_dir)
-    cache = AcousticCache(cfg.paths.cache_dir, cfg.data.sample_rate, None, frame_sets=(), functionals=FUNCTIONALS)
-    files = cache.ensure([item.path for item in corpus.splits.all], (budget or job_budget(cfg)).feature_workers, stop)
-    speakers = speaker_norm(corpus.splits.all, files) if cfg.data.speaker_norm else None
+    corpus, _ = usable_corpus(load_corpus(settings.data), settings.data, out_dir)
+    cache = AcousticCache(settings.cache_dir, settings.data.sample_rate, None, frame_sets=(), functionals=FUNCTIONALS)
+    workers = (budget or job_budget(settings)).feature_workers
+    acoustic = cache.ensure([item.path for item in corpus.splits.all], workers, stop)
+    speakers = per_speaker_statistics(corpus.splits.all, acoustic) if settings.data.speaker_norm else None
     splits = {name: getattr(corpus.splits, name) for name in ("train", "val", "test")}
-    features = {name: functionals_matrix(items, files, speakers) for name, items in splits.items()}
+    features = {name: functionals_matrix(items, acoustic, speakers) for name, items in splits.items()}
     labels = {name: corpus.scale.normalise([item.labels for item in items]) for name, items in splits.items()}
     log.info(
         "%s fold %s: %d train, %d validation, %d test utterances; eGeMAPS functionals + %s, %s from %s",
         corpus.name,
-        cfg.data.fold,
+        settings.data.fold,
         *(len(items) for items in splits.values()),
-        cfg.model.regressor,
-        HYPERPARAMETER[cfg.model.regressor],
-        candidates(cfg.model),
+        settings.model.regressor,
+        HYPERPARAMETER[settings.model.regressor],
+        candidates(settings.model),
     )
 
     started = time.perf_counter()
-    chosen, search = choose_on_validation(cfg.model, features, labels, corpus.dimensions)
+    chosen, search = choose_on_validation(settings.model, features, labels, corpus.dimensions)
     seconds = time.perf_counter() - started
     val = ccc_scores(predict(chosen, features["val"]), labels["val"], corpus.dimensions)
     test_pred = predict(chosen, features["test"])
@@ -101,8 +102,8 @@ def fit_baseline(
     n_values = sum(fitted_size(pipeline) for pipeline in chosen)
     return metrics_record(
         "completed",
-        cfg.data.fold,
-        cfg.model.profile,
+        settings.data.fold,
+        settings.model.profile,
         test=test,
         val_best=val,
         best_epoch=1,
@@ -115,16 +116,16 @@ def fit_baseline(
 
 
 def choose_on_validation(
-    cfg: DictConfig, features: dict[str, np.ndarray], labels: dict[str, np.ndarray], dimensions: tuple[str, ...]
+    model: BaselineSettings, features: dict[str, np.ndarray], labels: dict[str, np.ndarray], dimensions: tuple[str, ...]
 ) -> tuple[list[Pipeline], list[dict]]:
     """Per dimension, the pipeline fitted on the training split whose candidate scores the best validation
     CCC; and a row per candidate with its validation CCC per dimension."""
-    hyperparameter, values = HYPERPARAMETER[cfg.regressor], candidates(cfg)
+    hyperparameter, values = HYPERPARAMETER[model.regressor], candidates(model)
     search = [{hyperparameter: value} for value in values]
     chosen = []
     for d, dimension in enumerate(dimensions):
         column = f"val_ccc_{dimension[0]}"
-        fitted = [make_regressor(cfg, value).fit(features["train"], labels["train"][:, d]) for value in values]
+        fitted = [make_regressor(model, value).fit(features["train"], labels["train"][:, d]) for value in values]
         for row, pipeline in zip(search, fitted, strict=True):
             pred = predict([pipeline], features["val"])  # scored as reported: within the label scale
             row[column] = ccc_scores(pred, labels["val"][:, [d]], (dimension,))["ccc_mean"]

@@ -7,10 +7,11 @@ import resource
 import sys
 from contextlib import nullcontext
 from pathlib import Path
+from typing import get_args
 
 import torch
 
-from emotion.checks import PRECISIONS
+from emotion.settings import Precision
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,8 @@ def resolve_device(name: str, key: str = "trainer.device") -> torch.device:
 
 def resolve_precision(name: str, device: torch.device, key: str = "trainer.precision") -> str:
     """`auto`: bf16 on CUDA cards with bf16 units, fp16 (with loss scaling) on older cards, fp32 on CPU."""
-    if name not in PRECISIONS:
-        raise ValueError(f"{key}={name!r} is not one of {PRECISIONS}.")
+    if name not in get_args(Precision):
+        raise ValueError(f"{key}={name!r} is not one of {get_args(Precision)}.")
     if name != "auto":
         return name
     if device.type != "cuda":

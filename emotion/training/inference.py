@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from emotion.cpu import worker_init
-from emotion.data.dataset import UtteranceDataset, collate
 from emotion.data.sampler import LengthBucketSampler
+from emotion.features.dataset import UtteranceDataset, collate
 from emotion.training.devices import autocast
 
 

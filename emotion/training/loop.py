@@ -6,30 +6,29 @@ import gc
 import logging
 import math
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, get_args
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from emotion.checks import RESUME_MODES
 from emotion.cpu import CpuBudget, job_budget
 from emotion.cpu import apply as apply_budget
 from emotion.data.corpora import Corpus, load_corpus
-from emotion.data.dataset import UtteranceDataset
 from emotion.data.scan import usable_corpus
 from emotion.features.acoustic_cache import AcousticCache, AcousticFiles
+from emotion.features.dataset import UtteranceDataset
 from emotion.features.encoder_cache import ensure_features
-from emotion.features.grid import FrameGrid
-from emotion.features.normalisation import speaker_norm, statistics
+from emotion.features.normalisation import acoustic_statistics, per_speaker_statistics
 from emotion.logger import Run
-from emotion.models.model import MambaEMA, build_model, count_parameters
+from emotion.models.grid import FrameGrid
+from emotion.models.model import MambaEMA, count_parameters
 from emotion.selection import score_key
+from emotion.settings import JobSettings, ResumeMode
 from emotion.signals import GracefulStop
-from emotion.sweeps.pruning import PruneWatch
-from emotion.trained import initialise_from, model_recipe
 from emotion.training.checkpoints import load_checkpoint, load_latest, restore_rng, rng_state, save_checkpoint
 from emotion.training.devices import autocast, peak_memory, reset_peak_memory, resolve_device, resolve_precision
 from emotion.training.inference import batch_loader, predict
@@ -38,59 +37,130 @@ from emotion.training.optim import Optimisation
 from emotion.training.outputs import metrics_record, write_history, write_predictions
 from emotion.training.preflight import BatchCuts, Preflight
 from emotion.training.progress import Progress
+from emotion.training.recipe import initialise_from, model_recipe, new_model
 
 log = logging.getLogger(__name__)
 
 
+class Pruning(Protocol):
+    """Whether the sweep around the job has ended it early, looked up between steps: a search pruning its trial
+    hands one in (emotion.sweeps.pruning.PruneWatch); the loop knows nothing of sweeps."""
+
+    why: str | None  # once pruned: what the sweep said
+
+    def check(self, force: bool = False) -> bool: ...
+
+
+class NeverPruned:
+    why = None
+
+    def check(self, force: bool = False) -> bool:
+        return False
+
+
+@dataclass
+class Training:
+    """Everything a job trains with, prepared before its first step, and where it is."""
+
+    settings: JobSettings
+    corpus: Corpus
+    model: MambaEMA
+    recipe: dict  # what rebuilds the model: stored beside its weights (emotion.training.recipe)
+    device: torch.device
+    precision: str
+    train_loader: DataLoader
+    val_loader: DataLoader
+    test_loader: DataLoader
+    optimisation: Optimisation
+    checkpoints: Path
+    started_from: dict  # metrics.json's `init_from`: only a job started from a checkpoint has one
+    stopper: EarlyStopping = field(init=False)
+    progress: Progress = field(default_factory=Progress)
+
+    def __post_init__(self) -> None:
+        self.stopper = EarlyStopping(self.settings.trainer.patience)
+
+    def save_last(self) -> None:
+        """Everything needed to continue exactly from here, the random generators included."""
+        state = {
+            "model": self.model.checkpoint_state(),
+            "recipe": self.recipe,
+            **self.optimisation.state_dict(),
+            "early_stopping": self.stopper.state_dict(),
+            "progress": self.progress.state_dict(),
+            "rng": rng_state(),
+        }
+        save_checkpoint(self.checkpoints / "last.pt", state, keep_previous=True)
+
+    def save_best(self, epoch: int, val: dict) -> None:
+        state = {"model": self.model.checkpoint_state(), "recipe": self.recipe, "epoch": epoch, "val": val}
+        save_checkpoint(self.checkpoints / "best.pt", state)
+
+
 def fit(
-    cfg: DictConfig, out_dir: Path, run: Run, stop: GracefulStop | None = None, budget: CpuBudget | None = None
+    settings: JobSettings,
+    out_dir: Path,
+    run: Run,
+    stop: GracefulStop | None = None,
+    budget: CpuBudget | None = None,
+    prune: Pruning | None = None,
 ) -> dict:
     """Train one job and return its metrics.json record; history, predictions and checkpoints go to `out_dir`.
 
     `stop` is checked between steps and between the pieces of the long phases before training: once it is
-    requested, everything needed to resume is saved and Interrupted raised. `budget`: the CPU budget the
-    job runs in, already applied (by default the config's, applied here).
+    requested, everything needed to resume is saved and Interrupted raised, from wherever it was. `budget`:
+    the CPU budget the job runs in, already applied (by default the settings', applied here). `prune`: the
+    sweep's say on ending the job early.
     """
     stop = stop or GracefulStop()
+    prune = prune or NeverPruned()
     if budget is None:
-        budget = job_budget(cfg)
+        budget = job_budget(settings)
         apply_budget(budget)
-    seed_everything(cfg.trainer.seed)
-    device = resolve_device(cfg.trainer.device)
-    precision = resolve_precision(cfg.trainer.precision, device)
+    training = prepare(settings, out_dir, stop, budget)
+    train(training, out_dir, run, stop, prune)
+    return finish(training, out_dir, pruned=prune.why)
+
+
+def prepare(settings: JobSettings, out_dir: Path, stop: GracefulStop, budget: CpuBudget) -> Training:
+    """Data, model and caches: the corpus's usable items, the model (from model.init_from, or resumed from
+    last.pt), acoustic features and a frozen encoder's states computed, batches that fit in memory."""
+    trainer, data, encoder = settings.trainer, settings.data, settings.encoder
+    seed_everything(trainer.seed)
+    device = resolve_device(trainer.device)
+    precision = resolve_precision(trainer.precision, device)
     reset_peak_memory(device)  # the job's own peak: a sweep's earlier jobs may have run in this process
 
-    corpus, durations = usable_corpus(load_corpus(cfg.data), cfg.data, out_dir)
-    model = build_model(cfg.model, cfg.encoder, corpus.dimensions).to(device)
-    start, started_from = None, {}  # metrics.json's `init_from`: only a job started from a checkpoint has one
-    if cfg.model.init_from:  # before resuming: a resumed run goes on from its own last.pt
-        start = initialise_from(model, cfg.model.init_from)
-        started_from = {"init_from": start.record(corpus, cfg.data.fold)}
-    recipe = model_recipe(cfg, corpus, model, start)
+    corpus, durations = usable_corpus(load_corpus(data), data, out_dir)
+    model = new_model(settings.model, encoder, corpus.dimensions).to(device)
+    start, started_from = None, {}
+    if settings.model.init_from:  # before resuming: a resumed run goes on from its own last.pt
+        start = initialise_from(model, settings.model.init_from)
+        started_from = {"init_from": start.record(corpus, data.fold)}
     grid = model.encoder.grid
-    acoustic_cache = AcousticCache.for_model(cfg.paths.cache_dir, cfg.data.sample_rate, grid, cfg.model)
+    acoustic_cache = AcousticCache.for_model(settings.cache_dir, data.sample_rate, grid, settings.model)
     acoustic = acoustic_cache.entries([item.path for item in corpus.splits.all])
-    cached = cfg.encoder.freeze and cfg.encoder.feature_cache
-    datasets = make_datasets(corpus, durations, acoustic, grid, cfg, crop_after_encoding=cfg.encoder.freeze)
-    train_loader = make_loader(datasets[0], cfg, device, budget.loader_workers, shuffle=True)
+    cached = encoder.freeze and encoder.feature_cache
+    datasets = make_datasets(corpus, durations, acoustic, grid, settings, crop_after_encoding=encoder.freeze)
+    train_loader = make_loader(datasets[0], settings, device, budget.loader_workers, shuffle=True)
 
     # Memory first, before any long work; it also decides how much audio a batch of whole utterances may hold.
-    cuts = BatchCuts.first(cfg)
-    if cfg.trainer.preflight is True or (cfg.trainer.preflight == "auto" and device.type == "cuda"):
-        preflight = Preflight(model, cfg, device, autocast(device, precision))
+    cuts = BatchCuts.first(data)
+    if trainer.preflight is True or (trainer.preflight == "auto" and device.type == "cuda"):
+        preflight = Preflight(model, settings, device, autocast(device, precision))
         cuts = preflight.check(datasets, train_loader.batch_sampler.largest_batch(), cached)
     acoustic_cache.compute(acoustic, budget.feature_workers, stop)
-    standardise_acoustics(model, datasets, corpus, acoustic, cfg.data.speaker_norm)
+    standardise_acoustics(model, datasets, corpus, acoustic, data.speaker_norm)
     if cached:
-        use_feature_cache(model, datasets, cfg, device, precision, stop, cuts.cache_build, budget.loader_workers)
+        use_feature_cache(model, datasets, settings, device, precision, stop, cuts.cache_build, budget.loader_workers)
     val_loader, test_loader = (
-        make_loader(dataset, cfg, device, budget.loader_workers, False, cuts.evaluation) for dataset in datasets[1:]
+        make_loader(dataset, settings, device, budget.loader_workers, False, cuts.evaluation)
+        for dataset in datasets[1:]
     )
-    val_labels = val_loader.dataset.labels()
     log.info(
         "%s fold %s: %d train, %d validation, %d test utterances; %s on %s, %s",
         corpus.name,
-        cfg.data.fold,
+        data.fold,
         len(train_loader.dataset),
         len(val_loader.dataset),
         len(test_loader.dataset),
@@ -98,67 +168,69 @@ def fit(
         device,
         precision,
     )
-
-    accumulation = cfg.trainer.accumulation_steps
     optimisation = Optimisation.build(
         model,
-        cfg.optim,
-        accumulation,
-        total_steps=math.ceil(len(train_loader) / accumulation) * cfg.trainer.max_epochs,
+        settings.optim,
+        trainer.accumulation_steps,
+        total_steps=math.ceil(len(train_loader) / trainer.accumulation_steps) * trainer.max_epochs,
         scale_loss=precision == "fp16",
         device_type=device.type,
     )
-    # One score keeps the best epoch (best.pt, early stopping) and ranks the job in its sweep: report.select.
-    selected = score_key(OmegaConf.select(cfg, "report.select", default="val_ccc_mean"))
-    stopper = EarlyStopping(cfg.trainer.patience)
-    progress = Progress()
-    checkpoints = out_dir / "checkpoints"
-    resume(checkpoints, cfg.trainer.resume, device, model, optimisation, stopper, progress)
+    training = Training(
+        settings,
+        corpus,
+        model,
+        model_recipe(settings, corpus, model, start),
+        device,
+        precision,
+        train_loader,
+        val_loader,
+        test_loader,
+        optimisation,
+        out_dir / "checkpoints",
+        started_from,
+    )
+    resume(training, trainer.resume)
+    return training
 
-    def save_last() -> None:
-        """Everything needed to continue exactly from here, the random generators included."""
-        state = {
-            "model": model.checkpoint_state(),
-            "recipe": recipe,
-            **optimisation.state_dict(),
-            "early_stopping": stopper.state_dict(),
-        }
-        save_checkpoint(
-            checkpoints / "last.pt",
-            {**state, "progress": progress.state_dict(), "rng": rng_state()},
-            keep_previous=True,
-        )
 
-    pruning = PruneWatch(out_dir)  # a search may end this job early: see emotion.sweeps.pruning
+def train(training: Training, out_dir: Path, run: Run, stop: GracefulStop, prune: Pruning) -> None:
+    """Epochs of training and validation until early stopping, the last epoch, or the sweep's pruning. The
+    best epoch by `report.select` is kept (best.pt); history.csv and last.pt after every epoch."""
+    trainer, model, progress = training.settings.trainer, training.model, training.progress
+    dimensions = training.corpus.dimensions
+    selected = score_key(training.settings.select)
+    val_labels = training.val_loader.dataset.labels()
     while not progress.finished:
         epoch = progress.epoch
         progress.start_clock()
-        train_loader.dataset.set_epoch(epoch)
-        train_loader.batch_sampler.set_epoch(epoch, first_batch=progress.batches_done)
+        training.train_loader.dataset.set_epoch(epoch)
+        training.train_loader.batch_sampler.set_epoch(epoch, first_batch=progress.batches_done)
         train_one_epoch(
             model,
-            train_loader,
-            optimisation,
-            device,
-            precision,
+            training.train_loader,
+            training.optimisation,
+            training.device,
+            training.precision,
             progress,
-            checkpoint=save_last,
-            checkpoint_every=cfg.trainer.checkpoint_every_steps,
+            checkpoint=training.save_last,
+            checkpoint_every=trainer.checkpoint_every_steps,
             stop=stop,
-            prune=pruning,
-            max_bad_steps=cfg.trainer.max_bad_steps,
-            desc=f"epoch {epoch}/{cfg.trainer.max_epochs}",
-            show_bar=cfg.trainer.progress_bar,
+            prune=prune,
+            max_bad_steps=trainer.max_bad_steps,
+            desc=f"epoch {epoch}/{trainer.max_epochs}",
+            show_bar=trainer.progress_bar,
         )
-        if pruning.requested:  # between two steps: the epoch is left unfinished
-            break
-        val = ccc_scores(predict(model, val_loader, device, precision), val_labels, corpus.dimensions)
+        if prune.why:  # between two steps: the epoch is left unfinished
+            return
+        val_pred = predict(model, training.val_loader, training.device, training.precision)
+        val = ccc_scores(val_pred, val_labels, dimensions)
         row = {
             "epoch": epoch,
             "train_loss": progress.mean_loss,
-            "train_ccc_mean": progress.ccc_mean(corpus.dimensions),
+            "train_ccc_mean": progress.ccc_mean(dimensions),
             **{f"val_{k}": v for k, v in val.items()},
-            "lr": optimisation.lr,
+            "lr": training.optimisation.lr,
             "padding": progress.padding,
             "bad_steps": progress.bad_steps,
             "seconds": progress.elapsed(),
@@ -167,25 +239,45 @@ def fit(
         log.info(
             "epoch %d: loss %.4f, val CCC %s, %.1f s", epoch, row["train_loss"], format_scores(val), row["seconds"]
         )
-
+        stopper = training.stopper
         if stopper.update(val[selected], epoch):
-            best = {"model": model.checkpoint_state(), "recipe": recipe, "epoch": epoch, "val": val}
-            save_checkpoint(checkpoints / "best.pt", best)
-        progress.end_epoch(row, finished=stopper.should_stop or epoch == cfg.trainer.max_epochs)
-        save_last()  # first: an epoch in history.csv is one a resumed job does not train again
+            training.save_best(epoch, val)
+        progress.end_epoch(row, finished=stopper.should_stop or epoch == trainer.max_epochs)
+        training.save_last()  # first: an epoch in history.csv is one a resumed job does not train again
         write_history(out_dir / "history.csv", progress.history)
         if stopper.should_stop:
             log.info("early stop: no better validation %s for %d epochs", selected, stopper.patience)
         stop.check()
-        if pruning.check(force=True):
-            break
-    if pruning.requested:
-        log.info("pruned: %s", pruning.why)
-        return pruned_record(cfg, checkpoints / "best.pt", progress, device, model, pruning.why)
+        if prune.check(force=True):
+            return
 
-    best = load_checkpoint(checkpoints / "best.pt", device)
+
+def finish(training: Training, out_dir: Path, pruned: str | None) -> dict:
+    """How the job ended, as its metrics.json record: `pruned` by its sweep (how far it got, no test), or
+    completed, tested on its best epoch (predictions.csv). An interruption never gets here: it raised
+    Interrupted where it was caught, with everything to resume saved."""
+    model, device, corpus = training.model, training.device, training.corpus
+    best_file = training.checkpoints / "best.pt"
+    seconds = [row["seconds"] for row in training.progress.history]
+    ran = {
+        "epochs": len(training.progress.history),
+        "sec_per_epoch": float(np.mean(seconds)) if seconds else None,
+        **peak_memory(device),
+        "params": count_parameters(model),
+        "device": str(device),
+    }
+    fold, profile = training.settings.data.fold, training.settings.model.profile
+    if pruned:
+        log.info("pruned: %s", pruned)
+        best = load_checkpoint(best_file, device) if best_file.is_file() else {}
+        return metrics_record(
+            "pruned", fold, profile, val_best=best.get("val"), best_epoch=best.get("epoch"), **ran, error=pruned
+        )
+    best = load_checkpoint(best_file, device)
     model.load_checkpoint_state(best["model"])
-    test_pred, test_true = predict(model, test_loader, device, precision), test_loader.dataset.labels()
+    test_loader = training.test_loader
+    test_pred = predict(model, test_loader, device, training.precision)
+    test_true = test_loader.dataset.labels()
     test = ccc_scores(test_pred, test_true, corpus.dimensions)
     log.info("test (best epoch %d): CCC %s", best["epoch"], format_scores(test))
     write_predictions(
@@ -197,17 +289,13 @@ def fit(
     )
     return metrics_record(
         "completed",
-        cfg.data.fold,
-        cfg.model.profile,
+        fold,
+        profile,
         test=test,
         val_best=best["val"],
         best_epoch=best["epoch"],
-        epochs=len(progress.history),
-        sec_per_epoch=float(np.mean([row["seconds"] for row in progress.history])),
-        **peak_memory(device),
-        params=count_parameters(model),
-        device=str(device),
-        **started_from,
+        **ran,
+        **training.started_from,
     )
 
 
@@ -221,7 +309,7 @@ def train_one_epoch(
     checkpoint=None,
     checkpoint_every: int = 0,
     stop: GracefulStop | None = None,
-    prune: PruneWatch | None = None,
+    prune: Pruning | None = None,
     max_bad_steps: int | None = None,
     desc: str = "train",
     show_bar: bool = False,
@@ -277,46 +365,27 @@ def train_one_epoch(
     return progress
 
 
-def pruned_record(cfg: DictConfig, best_file: Path, progress: Progress, device, model: MambaEMA, why: str) -> dict:
-    """metrics.json of a pruned job: how far it got and its best validation so far; no test."""
-    best = load_checkpoint(best_file, device) if best_file.is_file() else {}
-    seconds = [row["seconds"] for row in progress.history]
-    return metrics_record(
-        "pruned",
-        cfg.data.fold,
-        cfg.model.profile,
-        val_best=best.get("val"),
-        best_epoch=best.get("epoch"),
-        epochs=len(progress.history),
-        sec_per_epoch=float(np.mean(seconds)) if seconds else None,
-        **peak_memory(device),
-        params=count_parameters(model),
-        device=str(device),
-        error=why,
-    )
-
-
 class NumericalFault(RuntimeError):
     pass
 
 
-def resume(checkpoints: Path, mode: str, device, model, optimisation, stopper, progress) -> None:
+def resume(training: Training, mode: str) -> None:
     """Continue from `checkpoints/last.pt` (`trainer.resume=auto`) when it exists; `never` starts over."""
-    if mode not in RESUME_MODES:
-        raise ValueError(f"trainer.resume={mode!r} is not one of {RESUME_MODES}.")
-    state = load_latest(checkpoints / "last.pt", device) if mode == "auto" else None
+    if mode not in get_args(ResumeMode):
+        raise ValueError(f"trainer.resume={mode!r} is not one of {get_args(ResumeMode)}.")
+    last = training.checkpoints / "last.pt"
+    state = load_latest(last, training.device) if mode == "auto" else None
     if state is None:
-        if mode == "never" and (checkpoints / "last.pt").exists():
-            log.info("trainer.resume=never: starting over; %s will be overwritten", checkpoints)
+        if mode == "never" and last.exists():
+            log.info("trainer.resume=never: starting over; %s will be overwritten", training.checkpoints)
         return
-    model.load_checkpoint_state(state["model"])
-    optimisation.load_state_dict(state)
-    stopper.load_state_dict(state["early_stopping"])
-    progress.load_state_dict(state["progress"])
+    training.model.load_checkpoint_state(state["model"])
+    training.optimisation.load_state_dict(state)
+    training.stopper.load_state_dict(state["early_stopping"])
+    training.progress.load_state_dict(state["progress"])
     restore_rng(state["rng"])
-    log.info(
-        "resuming from %s: epoch %d, %d batches into it", checkpoints / "last.pt", progress.epoch, progress.batches_done
-    )
+    progress = training.progress
+    log.info("resuming from %s: epoch %d, %d batches into it", last, progress.epoch, progress.batches_done)
 
 
 def make_datasets(
@@ -324,7 +393,7 @@ def make_datasets(
     durations: dict[str, float],
     acoustic: dict[Path, AcousticFiles],
     grid: FrameGrid,
-    cfg: DictConfig,
+    settings: JobSettings,
     crop_after_encoding: bool = False,
 ) -> tuple[UtteranceDataset, UtteranceDataset, UtteranceDataset]:
     """Train, validation and test: training crops at data.max_seconds (a frozen encoder's states, with
@@ -337,10 +406,10 @@ def make_datasets(
             [acoustic[item.path] for item in items],
             corpus.scale,
             grid,
-            cfg.data.sample_rate,
-            chunk_seconds=cfg.data.eval_chunk_seconds,
-            crop_seconds=cfg.data.max_seconds if train else None,
-            seed=cfg.trainer.seed,
+            settings.data.sample_rate,
+            chunk_seconds=settings.data.eval_chunk_seconds,
+            crop_seconds=settings.data.max_seconds if train else None,
+            seed=settings.trainer.seed,
             crop_after_encoding=crop_after_encoding,
         )
 
@@ -353,16 +422,16 @@ def standardise_acoustics(
 ) -> None:
     """The model standardises its acoustic inputs with statistics of the training split, after each speaker's
     own standardisation with `per_speaker` (data.speaker_norm), which the datasets then apply."""
-    speakers = speaker_norm(corpus.splits.all, acoustic) if per_speaker else None
+    speakers = per_speaker_statistics(corpus.splits.all, acoustic) if per_speaker else None
     for dataset in datasets:
-        dataset.speaker_norm = speakers
-    model.set_acoustic_statistics(statistics(corpus.splits.train, acoustic, speakers))
+        dataset.speakers = speakers
+    model.set_acoustic_statistics(acoustic_statistics(corpus.splits.train, acoustic, speakers))
 
 
 def use_feature_cache(
     model: MambaEMA,
     datasets,
-    cfg: DictConfig,
+    settings: JobSettings,
     device: torch.device,
     precision: str,
     stop: GracefulStop,
@@ -376,15 +445,15 @@ def use_feature_cache(
     store = ensure_features(
         model.encoder,
         pieces,
-        cfg.paths.cache_dir,
-        cfg.data.sample_rate,
+        settings.cache_dir,
+        settings.data.sample_rate,
         device=device,
         autocast=autocast(device, precision),
-        batch_size=cfg.data.batch_size,
+        batch_size=settings.data.batch_size,
         max_batch_samples=max_batch_samples,
         workers=workers,
-        max_gb=cfg.encoder.feature_cache_max_gb,
-        show_bar=cfg.trainer.progress_bar,
+        max_gb=settings.encoder.feature_cache_max_gb,
+        show_bar=settings.trainer.progress_bar,
         stop=stop,
     )
     for dataset in datasets:
@@ -396,7 +465,7 @@ def use_feature_cache(
 
 def make_loader(
     dataset: UtteranceDataset,
-    cfg: DictConfig,
+    settings: JobSettings,
     device: torch.device,
     workers: int,
     shuffle: bool,
@@ -405,12 +474,12 @@ def make_loader(
     """The job's batches of `dataset` (see batch_loader): shuffled for training, longest first for evaluation."""
     return batch_loader(
         dataset,
-        cfg.data.batch_size,
+        settings.data.batch_size,
         workers=workers,
         device=device,
         shuffle=shuffle,
-        seed=cfg.trainer.seed,
-        pool_batches={"bucket": 32, "random": 1}[cfg.data.batching],
+        seed=settings.trainer.seed,
+        pool_batches={"bucket": 32, "random": 1}[settings.data.batching],
         max_batch_samples=max_batch_samples,
     )
 

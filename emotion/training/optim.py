@@ -6,14 +6,15 @@ import math
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
+
+from emotion.settings import OptimSettings
 
 # Parameters that set time constants or mixing weights; decaying them towards zero changes the model's meaning.
 NO_DECAY_SUFFIXES = ("A_log", "D", "alpha_logit", "layer_logits")
 
 
-def build_optimizer(model: nn.Module, cfg: DictConfig) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, optim: OptimSettings) -> torch.optim.AdamW:
     """Four groups: (encoder | rest) × (decay | no decay). Biases and norms are not decayed either."""
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
@@ -26,13 +27,13 @@ def build_optimizer(model: nn.Module, cfg: DictConfig) -> torch.optim.AdamW:
         [
             {
                 "params": params,
-                "lr": cfg.encoder_lr if in_encoder else cfg.lr,
-                "weight_decay": cfg.weight_decay if decay else 0.0,
+                "lr": optim.encoder_lr if in_encoder else optim.lr,
+                "weight_decay": optim.weight_decay if decay else 0.0,
             }
             for (in_encoder, decay), params in groups.items()
         ],
-        betas=tuple(cfg.betas),
-        eps=cfg.eps,
+        betas=tuple(optim.betas),
+        eps=optim.eps,
     )
 
 
@@ -64,19 +65,20 @@ class Optimisation:
     def build(
         cls,
         model: nn.Module,
-        cfg: DictConfig,
+        optim: OptimSettings,
         accumulation_steps: int,
         total_steps: int,
         scale_loss: bool,
         device_type: str,
     ) -> Optimisation:
-        """`cfg` is the `optim` group; `scale_loss` for fp16, whose small gradients would underflow unscaled."""
-        optimizer = build_optimizer(model, cfg)
+        """`optim`: the optimizer settings; `scale_loss` for fp16, whose small gradients would underflow unscaled."""
+        optimizer = build_optimizer(model, optim)
+        warmup_steps = round(optim.warmup_ratio * total_steps)
         return cls(
             optimizer=optimizer,
-            scheduler=warmup_cosine(optimizer, total_steps, round(cfg.warmup_ratio * total_steps), cfg.min_lr_ratio),
+            scheduler=warmup_cosine(optimizer, total_steps, warmup_steps, optim.min_lr_ratio),
             scaler=torch.amp.GradScaler(device_type, enabled=scale_loss),
-            grad_clip=cfg.grad_clip,
+            grad_clip=optim.grad_clip,
             accumulation_steps=accumulation_steps,
         )
 

@@ -15,11 +15,11 @@ import os
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
 
-from emotion.data.dataset import Batch, UtteranceDataset
 from emotion.data.sampler import capped_batches
+from emotion.features.dataset import Batch, UtteranceDataset
 from emotion.models.model import MambaEMA
+from emotion.settings import DataSettings, JobSettings
 from emotion.training.devices import peak_memory
 from emotion.training.metrics import ccc_loss
 
@@ -55,14 +55,14 @@ class BatchCuts:
     cache_build: int
 
     @classmethod
-    def first(cls, cfg: DictConfig) -> BatchCuts:
+    def first(cls, data: DataSettings) -> BatchCuts:
         """Both at the first cut, as when no preflight runs."""
-        return cls(evaluation=first_batch_cap(cfg), cache_build=first_batch_cap(cfg))
+        return cls(evaluation=first_batch_cap(data), cache_build=first_batch_cap(data))
 
 
-def first_batch_cap(cfg: DictConfig) -> int:
+def first_batch_cap(data: DataSettings) -> int:
     """The first cut of batches over whole utterances, in samples: a training batch's audio."""
-    return int(cfg.data.batch_size * cfg.data.max_seconds * cfg.data.sample_rate)
+    return int(data.batch_size * data.max_seconds * data.sample_rate)
 
 
 def training_worst(train: UtteranceDataset, rows: int, cached: bool) -> WorstBatch:
@@ -115,8 +115,8 @@ def synthetic_batch(worst: WorstBatch, model: MambaEMA) -> Batch:
 class Preflight:
     """Runs worst-case batches of `model` on `device` and says whether they fit."""
 
-    def __init__(self, model: MambaEMA, cfg: DictConfig, device: torch.device, autocast):
-        self.model, self.cfg, self.device, self.autocast = model, cfg, device, autocast
+    def __init__(self, model: MambaEMA, settings: JobSettings, device: torch.device, autocast):
+        self.model, self.settings, self.device, self.autocast = model, settings, device, autocast
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         # AdamW's two moments, allocated at the first step and kept through training and evaluation.
         self.optimizer_gb = 2 * 4 * trainable / 1e9
@@ -146,17 +146,17 @@ class Preflight:
     def _fitting_cap(self, lengths: list[int], phase: str, inputs: str) -> int:
         """Halve the cut until the worst batches of `phase` fit; one utterance alone must (and, where
         halving cannot help, the first cut)."""
-        cap = first_batch_cap(self.cfg)
+        cap = first_batch_cap(self.settings.data)
         while True:
-            for worst in capped_worst(lengths, self.cfg.data.batch_size, cap, phase, inputs):
+            for worst in capped_worst(lengths, self.settings.data.batch_size, cap, phase, inputs):
                 if worst.rows == 1 or not self.halving_helps:
                     self.require(worst)
                 elif not self.fits(self.measure(worst)):
                     cap //= 2
                     log.info(
                         "preflight: %s does not fit; cutting its batches at %.0f s of audio",
-                        worst.describe(self.cfg.data.sample_rate),
-                        cap / self.cfg.data.sample_rate,
+                        worst.describe(self.settings.data.sample_rate),
+                        cap / self.settings.data.sample_rate,
                     )
                     break
             else:
@@ -191,7 +191,7 @@ class Preflight:
             torch.cuda.reset_peak_memory_stats(self.device)  # metrics.json reports the training's own peak
         log.info(
             "preflight: %s needs %.2f GB%s",
-            worst.describe(self.cfg.data.sample_rate),
+            worst.describe(self.settings.data.sample_rate),
             needed,
             "" if cuda else " (the process's peak RSS)",
         )
@@ -217,30 +217,31 @@ class Preflight:
         """Measure `worst`; stop the job with advice when it does not fit."""
         needed_gb = self.measure(worst)
         if not self.fits(needed_gb):
-            what = f"the worst {worst.describe(self.cfg.data.sample_rate)} will not fit"
-            raise PreflightError(memory_advice(self.cfg, needed_gb, self.card_gb, self.card, what))
+            what = f"the worst {worst.describe(self.settings.data.sample_rate)} will not fit"
+            raise PreflightError(memory_advice(self.settings, needed_gb, self.card_gb, self.card, what))
 
 
-def memory_advice(cfg: DictConfig, needed_gb: float, total_gb: float, device_name: str, what: str) -> str:
+def memory_advice(settings: JobSettings, needed_gb: float, total_gb: float, device_name: str, what: str) -> str:
     """What to change when a job's memory does not fit its card, in this job's own numbers."""
-    batch, accumulation = cfg.data.batch_size, cfg.trainer.accumulation_steps
+    batch, accumulation = settings.data.batch_size, settings.trainer.accumulation_steps
     smaller = max(1, batch // 2)
     fixes = [
         f"data.batch_size={smaller} trainer.accumulation_steps={accumulation * batch // smaller} (the same "
         f"utterances per optimizer step, but not the same step: the CCC loss is computed per micro-batch of "
         f"{smaller}, and a CCC over {smaller} utterances is a noisier estimate than over {batch})",
-        f"a shorter data.max_seconds (now {cfg.data.max_seconds})",
-        f"a shorter data.eval_chunk_seconds (now {cfg.data.eval_chunk_seconds}; evaluation and the feature "
+        f"a shorter data.max_seconds (now {settings.data.max_seconds})",
+        f"a shorter data.eval_chunk_seconds (now {settings.data.eval_chunk_seconds}; evaluation and the feature "
         "cache see utterances whole up to it)",
     ]
-    if not cfg.encoder.freeze and not cfg.model.grad_checkpointing:
+    if not settings.encoder.freeze and not settings.model.grad_checkpointing:
         fixes.append("model.grad_checkpointing=true")
-    if cfg.encoder.freeze and not cfg.encoder.feature_cache:
+    if settings.encoder.freeze and not settings.encoder.feature_cache:
         fixes.append("encoder.feature_cache=true (training then reads states instead of running the encoder)")
     fixes += ["model=conservative", "encoder.freeze=true"]
     needed = "more than the card has" if needed_gb == float("inf") else f"{needed_gb:.1f} GB"
     return (
-        f"{what} on {device_name}: {needed} of {total_gb:.1f} GB with model={cfg.model.profile}, "
-        f"data.batch_size={batch}, data.max_seconds={cfg.data.max_seconds}, encoder.freeze={cfg.encoder.freeze}. "
+        f"{what} on {device_name}: {needed} of {total_gb:.1f} GB with model={settings.model.profile}, "
+        f"data.batch_size={batch}, data.max_seconds={settings.data.max_seconds}, "
+        f"encoder.freeze={settings.encoder.freeze}. "
         f"Try {'; or '.join(fixes)}."
     )

@@ -1,0 +1,354 @@
+"""Typed settings: what a job reads from each config group, one frozen dataclass per group.
+
+The entry points check Hydra's config against these types (`emotion.checks`, which also says what a bad
+value should be) and hand `JobSettings.of(cfg)` down; code below them names the group it reads. A field's
+type says what the key may hold, `Annotated` with a `Rule` where a type alone is too loose:
+
+    d_hidden: PositiveInt            # model.d_hidden=0 → "must be a positive whole number"
+    precision: Literal["auto", "bf16", "fp16", "fp32"]
+
+Key names and order follow conf/; a group's file there holds the defaults and their documentation.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, fields
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from omegaconf import OmegaConf
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A condition on a value that already has its field's type, and how to say it in an error."""
+
+    holds: Callable[[Any], bool]
+    wanted: str  # completes "must be …"
+
+
+PositiveInt = Annotated[int, Rule(lambda v: v > 0, "a positive whole number")]
+NonNegativeInt = Annotated[int, Rule(lambda v: v >= 0, "a whole number, 0 or more")]
+PositiveFloat = Annotated[float, Rule(lambda v: v > 0, "a number above 0")]
+NonNegativeFloat = Annotated[float, Rule(lambda v: v >= 0, "a number, 0 or more")]
+Fraction = Annotated[float, Rule(lambda v: 0 <= v < 1, "in [0.0, 1.0)")]
+FractionOrOne = Annotated[float, Rule(lambda v: 0 <= v <= 1, "in [0.0, 1.0]")]
+Auto = Literal["auto"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+MambaImpl = Literal["auto", "kernel", "torch"]
+ResumeMode = Literal["auto", "never"]
+AcousticSet = Literal["egemaps", "contours", "both"]
+ValidationProtocol = Literal["next_session", "speaker_holdout"]
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A config group's settings: `of` builds them from the group's node (a DictConfig or a dict)."""
+
+    config_group: ClassVar[str]  # as its keys are written: data.fold
+
+    @classmethod
+    def of(cls, node) -> typing.Self:
+        """The settings in `node`, or one SettingsError naming every value that does not fit."""
+        values = _plain(node)
+        found = cls.problems(values)
+        if found:
+            raise SettingsError("\n".join(found))
+        return cls(**{field.name: values[field.name] for field in fields(cls) if field.name in values})
+
+    @classmethod
+    def problems(cls, values: dict) -> list[str]:
+        """What in `values` (the group's plain values) does not fit: one line per key, with the value and
+        what it must be."""
+        found = []
+        for name, kind in typing.get_type_hints(cls, include_extras=True).items():
+            if typing.get_origin(kind) is ClassVar:
+                continue
+            if name not in values:
+                if _required(cls, name):
+                    found.append(f"{cls.config_group}.{name}: missing; conf/{cls.config_group}/ must set it")
+            elif not fits(values[name], kind):
+                found.append(f"{cls.config_group}.{name}={values[name]!r}: must be {describe(kind)}")
+        return found
+
+
+@dataclass(frozen=True)
+class DataSettings(Settings):
+    config_group = "data"
+
+    name: str
+    fold: int | None
+    validation: ValidationProtocol
+    val_fraction: Fraction
+    split_seed: int
+    exclude_fold: int | None
+    batch_size: PositiveInt
+    batching: Literal["bucket", "random"]
+    sample_rate: PositiveInt
+    max_seconds: PositiveFloat
+    eval_chunk_seconds: PositiveFloat
+    min_seconds: NonNegativeFloat
+    on_bad_audio: Literal["error", "skip"]
+    num_workers: Auto | NonNegativeInt
+    speaker_norm: bool
+    acoustic_workers: PositiveInt | None
+    # Only some corpora have these (conf/data/<corpus>.yaml).
+    root: str | None = None
+    label_range: list[float] | None = None
+    seed: int | None = None  # demo: the voices' generator
+    utterances_per_voice: PositiveInt | None = None  # demo
+    manifest: str | None = None  # csv
+    corpus_name: str | None = None  # csv
+    n_folds: PositiveInt | None = None  # csv
+    test_set: str | None = None  # msp_podcast
+
+
+@dataclass(frozen=True)
+class ModelSettings(Settings):
+    """The neural model (model.kind=mamba_ema): conf/model/standard.yaml documents each key."""
+
+    config_group = "model"
+
+    profile: str
+    kind: Literal["mamba_ema", "baseline"]  # model_class picks the settings of the kind
+    speech_encoder_layers: Annotated[
+        list[NonNegativeInt], Rule(bool, "a list of hidden-state indices, e.g. [6,12,18,24]")
+    ]
+    acoustic: AcousticSet
+    functionals: bool
+    d_prosody_out: PositiveInt
+    d_functionals_out: PositiveInt
+    d_hidden: PositiveInt
+    d_state: PositiveInt
+    mamba_n_layers: PositiveInt
+    mamba_d_state: PositiveInt
+    mamba_d_conv: PositiveInt
+    mamba_expand: PositiveInt
+    mamba_impl: MambaImpl
+    ema_alpha_init: Fraction
+    ema_learn_alpha: bool
+    dropout: Fraction
+    time_mask_ratio: Fraction
+    time_mask_width: PositiveInt
+    feature_mask_ratio: Fraction
+    init_from: str | None
+    grad_checkpointing: bool
+
+
+PositiveCandidates = Annotated[list[PositiveFloat], Rule(bool, "a list of numbers above 0, e.g. [0.1, 1, 10]")]
+
+
+@dataclass(frozen=True)
+class BaselineSettings(Settings):
+    """eGeMAPS functionals and a scikit-learn regressor (model=baseline)."""
+
+    config_group = "model"
+
+    profile: str
+    kind: Literal["baseline"]
+    regressor: Literal["svr", "ridge"]
+    svr_kernel: Literal["linear", "rbf"]
+    svr_c: PositiveCandidates
+    svr_epsilon: NonNegativeFloat
+    ridge_alpha: PositiveCandidates
+
+
+@dataclass(frozen=True)
+class EncoderSettings(Settings):
+    config_group = "encoder"
+
+    name: str
+    source: str | None
+    random_init: dict[str, Any] | None  # WavLMConfig keywords
+    freeze: bool
+    feature_cache: bool
+    feature_cache_max_gb: PositiveFloat
+    freeze_feature_encoder: bool
+    normalize_waveform: bool
+    mask_time_prob: FractionOrOne
+
+
+@dataclass(frozen=True)
+class OptimSettings(Settings):
+    config_group = "optim"
+
+    name: str
+    lr: PositiveFloat
+    encoder_lr: NonNegativeFloat
+    weight_decay: NonNegativeFloat
+    betas: list[float]
+    eps: PositiveFloat
+    warmup_ratio: Fraction
+    min_lr_ratio: FractionOrOne
+    grad_clip: PositiveFloat
+
+
+@dataclass(frozen=True)
+class TrainerSettings(Settings):
+    config_group = "trainer"
+
+    max_epochs: PositiveInt
+    patience: PositiveInt
+    accumulation_steps: PositiveInt
+    precision: Precision
+    device: str
+    seed: int
+    cpu_threads: Auto | PositiveInt
+    progress_bar: bool
+    resume: ResumeMode
+    checkpoint_every_steps: NonNegativeInt
+    preflight: Auto | bool
+    max_bad_steps: PositiveInt
+
+
+@dataclass(frozen=True)
+class LoggerSettings(Settings):
+    config_group = "logger"
+
+    backend: Literal["wandb", "none"]
+    project: str | None = None
+    entity: str | None = None
+    mode: str | None = None
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class EvaluateSettings(Settings):
+    """evaluate.py's own group: conf/evaluate.yaml documents each key."""
+
+    config_group = "evaluate"
+
+    split: Literal["train", "val", "test", "all"]
+    batch_size: PositiveInt
+    workers: NonNegativeInt
+    acoustic_workers: PositiveInt | None
+    device: str
+    precision: Precision
+    progress_bar: bool
+
+
+@dataclass(frozen=True)
+class PredictSettings(Settings):
+    """predict.py's own group: conf/predict.yaml documents each key."""
+
+    config_group = "predict"
+
+    window_seconds: PositiveFloat | None
+    window_hop_seconds: PositiveFloat | None
+    embeddings: bool
+    batch_size: PositiveInt
+    workers: NonNegativeInt
+    acoustic_workers: PositiveInt | None
+    device: str
+    precision: Precision
+    resume: bool
+    save_every: PositiveInt
+    progress_bar: bool
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Everything one training job reads, by group."""
+
+    data: DataSettings
+    model: ModelSettings | BaselineSettings
+    encoder: EncoderSettings
+    optim: OptimSettings
+    trainer: TrainerSettings
+    logger: LoggerSettings
+    cache_dir: str  # paths.cache_dir: generated corpora, acoustic features, encoder states
+    select: str  # report.select: the validation score that keeps a job's best epoch
+
+    @classmethod
+    def of(cls, cfg) -> JobSettings:
+        return cls(
+            data=DataSettings.of(cfg.data),
+            model=model_settings(cfg.model),
+            encoder=EncoderSettings.of(cfg.encoder),
+            optim=OptimSettings.of(cfg.optim),
+            trainer=TrainerSettings.of(cfg.trainer),
+            logger=LoggerSettings.of(cfg.logger),
+            cache_dir=str(cfg.paths.cache_dir),
+            select=cfg.report.select,
+        )
+
+
+# What each group of a training job's config is checked against and built as.
+GROUPS: dict[str, type[Settings]] = {
+    "data": DataSettings,
+    "encoder": EncoderSettings,
+    "optim": OptimSettings,
+    "trainer": TrainerSettings,
+    "logger": LoggerSettings,
+}
+
+
+def model_settings(node) -> ModelSettings | BaselineSettings:
+    return model_class(node.get("kind")).of(node)
+
+
+def model_class(kind: str | None) -> type[ModelSettings | BaselineSettings]:
+    """model.kind's settings: the baseline reads none of the neural model's keys."""
+    return BaselineSettings if kind == "baseline" else ModelSettings
+
+
+def fits(value, kind) -> bool:
+    """Whether `value` (plain data, as YAML gives it) is of the type `kind`."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Annotated:
+        return fits(value, args[0]) and all(rule.holds(value) for rule in kind.__metadata__ if isinstance(rule, Rule))
+    if origin in (Union, types.UnionType):
+        return any(fits(value, option) for option in args)
+    if origin is Literal:
+        # 1 is not True: a switch takes true or false
+        return any(value == option and isinstance(value, bool) == isinstance(option, bool) for option in args)
+    if origin is list:
+        return isinstance(value, list) and all(fits(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if kind is Any:
+        return True
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+def describe(kind) -> str:
+    """What a value of type `kind` is, in words: "auto or a positive whole number"."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Annotated:
+        rules = [rule for rule in kind.__metadata__ if isinstance(rule, Rule)]
+        return rules[-1].wanted if rules else describe(args[0])
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe(option) for option in args)
+    if origin is Literal:
+        if all(isinstance(option, str) for option in args) and len(args) == 1:
+            return args[0]
+        return "one of " + ", ".join(map(str, args))
+    if origin is list:
+        return f"a list of {describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", type(None): "null"}
+    return names.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+def _required(cls: type[Settings], name: str) -> bool:
+    field = next(f for f in fields(cls) if f.name == name)
+    return field.default is MISSING and field.default_factory is MISSING
+
+
+def _plain(node) -> dict:
+    """A config node as plain values, interpolations resolved; a dict as it is."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)

@@ -10,13 +10,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PIP_ARGS ?=
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-fast lint clean
 
 demo: $(VENV)/.installed
 	$(BIN)/python train.py experiment=demo
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+# The inner loop: everything but the tests that train, sweep or start processes (under 2 minutes on 2 cores).
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check emotion tests bench hydra_plugins train.py predict.py evaluate.py

@@ -49,17 +49,17 @@ def check_config(cfg: DictConfig) -> None:
         )
 
 
-def _corpus_problems(cfg: DictConfig) -> list[str]:
-    """The data group's problems beyond its types (folds, files, roots), once its types are right."""
-    data = _value(cfg, "data") or {}
-    return [] if DataSettings.problems(data) else data_problems(DataSettings.of(data))
-
-
 def _type_problems(cfg: DictConfig) -> list[str]:
     """Values that do not fit their group's settings type (emotion.settings): a number out of its range, a
     choice not among its options, a list of the wrong things."""
     groups = {**GROUPS, "model": model_class(_value(cfg, "model.kind"))}
     return [problem for group, kind in groups.items() for problem in kind.problems(_value(cfg, group) or {})]
+
+
+def _corpus_problems(cfg: DictConfig) -> list[str]:
+    """The data group's problems beyond its types (folds, files, roots), once its types are right."""
+    data = _value(cfg, "data") or {}
+    return [] if DataSettings.problems(data) else data_problems(DataSettings.of(data))
 
 
 def _unknown_key_problems(cfg: DictConfig) -> list[str]:

@@ -23,7 +23,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that say what to fix: a traceback would only hide the message."""
     from emotion.data.scan import BadItemsError
     from emotion.prediction import InputError
-    from emotion.trained import CheckpointError
+    from emotion.training.recipe import CheckpointError
 
     return CheckpointError, InputError, BadItemsError, FileNotFoundError, ValueError
 

@@ -19,6 +19,8 @@ from emotion.data.corpus import DIMENSIONS
 from emotion.training.outputs import METRICS_KEYS
 from tests.conftest import SMALL_DEMO, compose_config, read_csv, run_train
 
+pytestmark = pytest.mark.slow  # every test here trains, sweeps or starts processes
+
 JOB = ["experiment=demo", "data.fold=1", "trainer.max_epochs=1", "logger=none", *SMALL_DEMO]
 
 

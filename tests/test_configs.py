@@ -7,6 +7,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
+from emotion.settings import JobSettings
 from tests.conftest import CONF, compose_config, lock_held_elsewhere
 
 GROUPS = ["model", "encoder", "optim", "data", "trainer", "logger", "experiment", "sweep"]
@@ -20,6 +21,12 @@ def test_every_config_file_composes_and_resolves(group, option, cache_dir):
     assert set(cfg) >= {"data", "model", "encoder", "optim", "trainer", "logger", "paths"}
     assert cfg["paths"]["cache_dir"] == str(cache_dir)  # interpolations resolve
     assert cfg["data"]["name"] and cfg["data"]["batch_size"] > 0  # every data option is a whole corpus
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_config_file_gives_settings_of_the_types_the_code_reads(group, option, cache_dir):
+    settings = JobSettings.of(compose_config([f"{group}={option}"]))
+    assert settings.model.profile and settings.trainer.max_epochs > 0 and settings.cache_dir == str(cache_dir)
 
 
 def test_each_group_has_the_options_the_design_names():
@@ -112,6 +119,7 @@ def test_tiny_encoder_is_as_deep_as_wavlm_large():
         ),
     ],
 )
+@pytest.mark.slow
 def test_named_sweeps_set_their_parameters_and_their_folder(sweep, params):
     cfg = compose_config([f"sweep={sweep}"], return_hydra_config=True)
     assert dict(cfg.hydra.sweeper.params) == params

@@ -222,6 +222,7 @@ def test_a_manifest_missing_columns_names_them(tmp_path):
         load_corpus(data_config(["data=csv", f"data.manifest={manifest}"]))
 
 
+@pytest.mark.slow
 def test_a_job_on_iemocap_fold_3_predicts_only_session_3(iemocap, cache_dir, tmp_path):
     root, truth = iemocap
     out = tmp_path / "job"

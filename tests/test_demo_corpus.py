@@ -32,6 +32,7 @@ def full_corpus(cache_dir):
     return manifest, read_rows(manifest)
 
 
+@pytest.mark.slow
 def test_the_corpus_has_ten_voices_in_five_sessions_and_enough_utterances(full_corpus):
     _, rows = full_corpus
     assert len(rows) >= 300
@@ -40,6 +41,7 @@ def test_the_corpus_has_ten_voices_in_five_sessions_and_enough_utterances(full_c
     assert len({row["speaker"] for row in rows}) == 10
 
 
+@pytest.mark.slow
 def test_utterances_are_one_to_four_seconds_of_16khz_audio_with_labels_on_1_to_5(full_corpus):
     manifest, rows = full_corpus
     for row in rows:
@@ -49,6 +51,7 @@ def test_utterances_are_one_to_four_seconds_of_16khz_audio_with_labels_on_1_to_5
         assert all(1.0 <= float(row[dim]) <= 5.0 for dim in ("arousal", "valence", "dominance"))
 
 
+@pytest.mark.slow
 def test_labels_spread_over_the_scale_and_dominance_follows_arousal_in_part(full_corpus):
     _, rows = full_corpus
     labels = np.array([[float(row[dim]) for dim in ("arousal", "valence", "dominance")] for row in rows])
@@ -85,6 +88,7 @@ def f0_slope(wave):
     return float(np.polyfit(voiced * 0.02, contours[voiced, F0], 1)[0])
 
 
+@pytest.mark.slow
 def test_arousal_raises_pitch_and_loudness_and_valence_bends_the_contour_upwards(full_corpus):
     manifest, rows = full_corpus
     assert within_voice_correlation(rows, manifest, median_f0, "arousal") > 0.5

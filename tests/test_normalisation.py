@@ -61,6 +61,7 @@ def kept_statistics(model) -> dict[str, torch.Tensor]:
     }
 
 
+@pytest.mark.slow
 def test_the_model_keeps_statistics_of_the_training_split_whatever_validation_and_test_hold(demo_fold):
     corpus, acoustic, model, datasets = demo_fold
     standardise_acoustics(model, datasets, corpus, acoustic, per_speaker=False)
@@ -82,6 +83,7 @@ def test_the_model_keeps_statistics_of_the_training_split_whatever_validation_an
     assert not torch.equal(kept_statistics(model)["prosody_norm.mean"], before["prosody_norm.mean"])
 
 
+@pytest.mark.slow
 def test_per_speaker_standardisation_gives_every_speaker_zero_mean_and_unit_variance(demo_fold):
     corpus, acoustic, model, datasets = demo_fold
     standardise_acoustics(model, datasets, corpus, acoustic, per_speaker=True)

@@ -120,6 +120,7 @@ def test_an_utterance_that_does_not_fit_alone_stops_the_job_with_the_chunk_advic
     assert "a shorter data.eval_chunk_seconds (now 60.0" in message
 
 
+@pytest.mark.slow
 def test_the_preflight_runs_before_acoustic_features_and_the_feature_cache_are_computed(tmp_path):
     fresh_cache = tmp_path / "cache"  # nothing computed yet
     out = tmp_path / "job"

@@ -13,6 +13,8 @@ from scipy import stats
 from emotion.scores import ccc
 from tests.conftest import ROOT, SMALL_DEMO, read_csv, run_train
 
+pytestmark = pytest.mark.slow  # every test here trains, sweeps or starts processes
+
 # Two epochs at a high learning rate: enough for arousal predictions to vary on the small demo corpus.
 SWEEP = [
     "-m",

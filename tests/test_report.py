@@ -453,6 +453,7 @@ def test_the_report_never_imports_torch(seeded_sweep):
     assert (seeded_sweep / "summary.csv").is_file()
 
 
+@pytest.mark.slow
 def test_the_report_command_logs_the_table_to_a_wandb_summary_run_offline(seeded_sweep):
     # A process of its own, as a user runs it (wandb.init would also leave its service in this one's environment).
     report = [sys.executable, "-m", "emotion.report", str(seeded_sweep), "--bootstrap", "50", "--wandb"]

@@ -75,6 +75,7 @@ def test_a_job_killed_in_the_middle_of_epoch_2_resumes_to_the_same_result(
     assert_same_results(job, uninterrupted)
 
 
+@pytest.mark.slow
 def test_sigint_saves_exits_with_its_code_and_the_same_command_resumes_to_the_same_result(
     cache_dir, tmp_path, uninterrupted, start_train
 ):
@@ -106,6 +107,7 @@ FOLDS = {"basic": "1,2,3", "gpu_pool": "1,2"}  # the pool's jobs start slower: t
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
+@pytest.mark.slow
 def test_sigint_to_a_sweeps_process_group_stops_the_sweep_and_the_same_command_resumes_it(
     cache_dir, tmp_path, launcher, start_train
 ):
@@ -139,6 +141,7 @@ def test_sigint_to_a_sweeps_process_group_stops_the_sweep_and_the_same_command_r
     assert statuses == ["completed"] * len(FOLDS[launcher].split(","))
 
 
+@pytest.mark.slow
 def test_resume_never_starts_over(cache_dir, tmp_path):
     job = tmp_path / "job"
     args = [

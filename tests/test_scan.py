@@ -61,6 +61,7 @@ def test_skip_keeps_the_good_items_and_lists_the_others(tmp_path):
         assert {row["id"] for row in csv.DictReader(f)} == set(BAD_ROWS)
 
 
+@pytest.mark.slow
 def test_a_job_with_skip_trains_on_the_rest(cache_dir, tmp_path):
     manifest = manifest_with_bad_items(tmp_path / "corpus")
     out = tmp_path / "job"

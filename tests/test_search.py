@@ -146,6 +146,7 @@ def test_a_space_key_no_job_has_stops_the_search_before_any_trial(cache_dir, tmp
     assert not (tmp_path / "multirun" / "search" / "search.db").exists()
 
 
+@pytest.mark.slow
 def test_a_pruned_trials_running_jobs_stop_and_its_waiting_jobs_never_start(tmp_path, monkeypatch):
     """The scheduler with stand-in jobs that write what real ones do (history.csv, metrics.json) and stop
     on the prune marker: one slot, three folds; a hopeless trial is pruned on its first fold."""
@@ -351,6 +352,7 @@ def _chosen(tmp_path, manifest: Path, settings: SearchSettings) -> list[str]:
     return study.best_trial.user_attrs["config"]
 
 
+@pytest.mark.slow
 def test_changing_every_label_and_recording_of_a_test_folds_speakers_leaves_its_studys_choice_alone(
     cache_dir, tmp_path, monkeypatch
 ):
@@ -531,6 +533,7 @@ def _jobs_by_trial(sweep: Path) -> dict[int, list[Path]]:
     return jobs
 
 
+@pytest.mark.slow
 def test_on_a_two_slot_gpu_pool_a_job_starts_when_a_slot_frees_and_runs_carry_their_trial(cache_dir, tmp_path):
     # Seed 5 draws 6 epochs for trial 0 and 1 for trials 1 and 2: trial 2 must start while trial 0 still runs.
     result = run_train(

@@ -27,6 +27,7 @@ def test_secret_looking_keys_and_secret_values_are_redacted():
     }
 
 
+@pytest.mark.slow
 def test_an_api_key_in_the_environment_appears_in_no_file_of_the_job(cache_dir, tmp_path, monkeypatch):
     secret = "0123456789abcdef-not-a-real-key-4f2c"
     monkeypatch.setenv("WANDB_API_KEY", secret)
@@ -88,6 +89,7 @@ def test_a_prediction_manifest_treats_paths_leading_outside_its_folder_as_traini
     assert [(item.path, item.unusable) for item in items] == [(item.path, item.unusable) for item in training_items]
 
 
+@pytest.mark.slow
 def test_ids_that_look_like_paths_write_nothing_outside_the_job(cache_dir, tmp_path):
     manifest = csv_tree(tmp_path / "corpus", ["path", "speaker", "arousal", "fold"], n_speakers=6, per_speaker=2)
     with open(manifest, newline="") as f:

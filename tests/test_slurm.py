@@ -17,6 +17,8 @@ import pytest
 from emotion.signals import EXIT_INTERRUPTED
 from tests.conftest import SMALL_DEMO, run_train, wait_for_checkpoint
 
+pytestmark = pytest.mark.slow  # every test here trains, sweeps or starts processes
+
 
 def cluster_answers() -> bool:
     if not shutil.which("sbatch"):
@@ -62,7 +64,6 @@ def accounted_states(slurm_ids: set[str], wait_s: float = 60.0) -> str:
         time.sleep(1)
 
 
-@pytest.mark.slow
 def test_a_demo_sweep_runs_as_slurm_jobs_stops_on_sigint_and_the_same_command_resumes_it(
     slurm, cache_dir, tmp_path, start_train
 ):
@@ -98,7 +99,6 @@ def slurm_ids(sweep) -> set[str]:
     return {job["slurm_job_id"] for job in job_records(sweep)}
 
 
-@pytest.mark.slow
 def test_a_search_runs_its_trials_as_slurm_jobs_side_by_side(slurm, cache_dir, tmp_path):
     import optuna
 

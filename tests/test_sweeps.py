@@ -6,10 +6,14 @@ import json
 import os
 import time
 
+import pytest
+
 from emotion.cpu import available_cores
 from tests.conftest import SMALL_DEMO, read_csv, run_train
 from tests.trees import csv_tree
 from tests.wandb_records import run_summary
+
+pytestmark = pytest.mark.slow  # every test here trains, sweeps or starts processes
 
 SWEEP = ["-m", "experiment=demo", "data.fold=1,2", "model.mamba_n_layers=1,2", "trainer.max_epochs=1", *SMALL_DEMO]
 

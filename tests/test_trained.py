@@ -95,6 +95,7 @@ def predict_config(ckpt: Path, input_: Path, output: Path, *overrides: str):
         return compose("predict", overrides)
 
 
+@pytest.mark.slow
 def test_predict_py_gives_each_file_the_prediction_its_training_job_wrote(trained, cache_dir, tmp_path):
     files = trained.test_files(1)
     out = tmp_path / "preds.csv"
@@ -119,6 +120,7 @@ def test_predict_py_gives_each_file_the_prediction_its_training_job_wrote(traine
     assert not (tmp_path / "preds.partial").exists()
 
 
+@pytest.mark.slow
 def test_load_model_predicts_as_the_job_did(trained):
     model = load_model(trained.jobs[1] / "checkpoints" / "best.pt", device="cpu")
     assert (model.dimensions, model.scale.low, model.scale.high) == (DIMS, 1.0, 5.0)
@@ -130,6 +132,7 @@ def test_load_model_predicts_as_the_job_did(trained):
         np.testing.assert_allclose([predicted[dim] for dim in DIMS], expected[item_id], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_evaluate_py_reproduces_the_jobs_test_scores(trained, cache_dir, tmp_path):
     out = tmp_path / "evaluation"
     run_script(
@@ -157,6 +160,7 @@ def test_evaluate_py_reproduces_the_jobs_test_scores(trained, cache_dir, tmp_pat
     assert read_csv(out / "predictions.csv") == read_csv(trained.jobs[1] / "predictions.csv")
 
 
+@pytest.mark.slow
 def test_evaluating_a_fold_the_model_trained_on_says_it_is_no_test(trained, cache_dir, tmp_path):
     out = tmp_path / "evaluation"
     args = [f"ckpt={trained.jobs[2]}", *SMALL_DEMO, "data.fold=1", f"hydra.run.dir={out}"]
@@ -190,6 +194,7 @@ def untrained_checkpoint(overrides: list[str], path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_checkpoint_records_the_speakers_it_trained_and_validated_on_hashed(trained):
     recipe = read_checkpoint(trained.jobs[1] / "checkpoints" / "best.pt")["recipe"]
     corpus = load_corpus(compose_config([*SHORT, "data.fold=1"]).data)
@@ -203,6 +208,7 @@ def test_a_checkpoint_records_the_speakers_it_trained_and_validated_on_hashed(tr
     assert not {item.speaker for item in corpus.splits.all} & {*recipe["speakers"]["trained"]}  # no ids kept
 
 
+@pytest.mark.slow
 def test_an_ensemble_evaluated_on_every_item_without_a_fold_counts_the_speakers_any_model_knows(trained, tmp_path):
     metrics = evaluate_in_process(
         [f"ckpt={trained.sweep}", *SMALL_DEMO, "evaluate.split=all", "data.fold=null"], tmp_path / "all"
@@ -262,6 +268,7 @@ def test_speaker_folds_made_with_another_seed_are_no_test_of_the_same_fold(cache
     ]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_without_speakers_still_loads_and_is_compared_by_corpus_and_fold(trained, tmp_path):
     state = load_checkpoint(trained.jobs[2] / "checkpoints" / "best.pt")
     del state["recipe"]["speakers"]  # as checkpoints were written before they recorded speakers
@@ -278,6 +285,7 @@ def test_a_checkpoint_without_speakers_still_loads_and_is_compared_by_corpus_and
     assert seen_speakers(state["recipe"], corpus, corpus.splits.test, "its test split", "test", 2).warning is None
 
 
+@pytest.mark.slow
 def test_evaluate_py_maps_predictions_to_another_rating_scale_and_says_so(trained, cache_dir, tmp_path):
     out = tmp_path / "evaluation"
     args = [f"ckpt={trained.jobs[1]}", *SMALL_DEMO, "data.label_range=[1,7]", f"hydra.run.dir={out}"]
@@ -290,6 +298,7 @@ def test_evaluate_py_maps_predictions_to_another_rating_scale_and_says_so(traine
         assert float(row["valence_pred"]) == pytest.approx((trained_scale - 1) / 4 * 6 + 1, abs=2e-4)
 
 
+@pytest.mark.slow
 def test_a_configuration_folder_predicts_with_the_mean_of_its_fold_models(trained, cache_dir, tmp_path):
     files = trained.test_files(1)
     out = tmp_path / "ensemble.csv"
@@ -304,12 +313,14 @@ def test_a_configuration_folder_predicts_with_the_mean_of_its_fold_models(traine
     assert used == [str(trained.jobs[fold] / "checkpoints" / "best.pt") for fold in (1, 2)]
 
 
+@pytest.mark.slow
 def test_a_job_folder_whose_name_looks_like_a_pattern_is_taken_as_written(trained, tmp_path):
     job = shutil.copytree(trained.jobs[1], tmp_path / "data.fold=1,model.speech_encoder_layers=[6,12,18,24]")
     assert find_checkpoints(job) == [job / "checkpoints" / "best.pt"]
     assert find_checkpoints(tmp_path / "data.fold=1,*") == [job / "checkpoints" / "best.pt"]  # a pattern
 
 
+@pytest.mark.slow
 def test_a_folder_of_several_configurations_is_not_averaged(trained, tmp_path):
     sweep = tmp_path / "sweep"
     shutil.copytree(trained.sweep, sweep)
@@ -321,6 +332,7 @@ def test_a_folder_of_several_configurations_is_not_averaged(trained, tmp_path):
         load_model(sweep)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_rebuilds_its_model_after_its_job_folder_is_gone(trained, tmp_path):
     job = shutil.copytree(trained.jobs[2], tmp_path / "job")
     kept = shutil.copy(job / "checkpoints" / "best.pt", tmp_path / "model.pt")
@@ -344,6 +356,7 @@ def write_tone(path: Path, seconds: float, rate: int, channels: int = 1, seed: i
     sf.write(path, np.repeat(wave[:, None], channels, axis=1), rate)
 
 
+@pytest.mark.slow
 def test_a_folder_with_bad_files_predicts_the_good_ones_and_lists_the_bad(trained, cache_dir, tmp_path):
     folder = tmp_path / "recordings"
     folder.mkdir()
@@ -366,6 +379,7 @@ def test_a_folder_with_bad_files_predicts_the_good_ones_and_lists_the_bad(traine
     np.testing.assert_allclose(predicted["stereo48k"], [api[dim] for dim in DIMS], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_predict_py_windows_cover_each_file(trained, cache_dir, tmp_path):
     folder = tmp_path / "recordings"
     folder.mkdir()
@@ -399,6 +413,7 @@ def test_windows_step_on_the_frame_grid_and_keep_a_last_one_long_enough():
     assert windows([33600], 1.0, 1.0, 0.05, 16000, 320)[-1] == Segment(0, 32000, 16000)
 
 
+@pytest.mark.slow
 def test_an_interrupted_prediction_resumes_where_it_stopped(trained, cache_dir, tmp_path, monkeypatch):
     files = list(trained.test_files(1).values())
 
@@ -439,6 +454,7 @@ def test_an_interrupted_prediction_resumes_where_it_stopped(trained, cache_dir, 
     assert not (tmp_path / "preds.partial").exists()
 
 
+@pytest.mark.slow
 def test_a_resumed_prediction_whose_speakers_changed_reuses_no_block(trained, tmp_path, monkeypatch):
     files, output = list(trained.test_files(1).values()), tmp_path / "preds.csv"
     resuming = ["predict.save_every=3", "predict.workers=0"]
@@ -464,6 +480,7 @@ def test_a_resumed_prediction_whose_speakers_changed_reuses_no_block(trained, tm
     assert blocks == [] and not output.exists()
 
 
+@pytest.mark.slow
 def test_a_missing_or_foreign_checkpoint_is_one_clear_error(trained, cache_dir, tmp_path):
     # The script turns a CheckpointError into one message and exit code 2, before it writes anything.
     wav = next(iter(trained.test_files(1).values()))
@@ -495,6 +512,7 @@ def model_for(overrides: list[str]):
     return cfg, untrained_model(cfg, DIMS)
 
 
+@pytest.mark.slow
 def test_init_from_starts_from_the_checkpoints_weights_and_its_first_loss(trained):
     best = trained.jobs[1] / "checkpoints" / "best.pt"
     _, model = model_for([])
@@ -517,6 +535,7 @@ def test_init_from_starts_from_the_checkpoints_weights_and_its_first_loss(traine
     assert losses[0].item() == pytest.approx(losses[1].item(), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_init_from_counts_the_test_speakers_its_checkpoint_trained_or_validated_on(trained):
     _, model = model_for([])
     corpus = load_corpus(compose_config([*SHORT, "data.fold=1"]).data)
@@ -534,6 +553,7 @@ def test_init_from_counts_the_test_speakers_its_checkpoint_trained_or_validated_
         assert record == {"checkpoint": str(best), "seen_test_speakers": seen, "warning": warning}
 
 
+@pytest.mark.slow
 def test_init_from_fine_tunes_another_head_set_and_names_keys_that_do_not_fit(trained):
     best = trained.jobs[1] / "checkpoints" / "best.pt"
     cfg = compose_config(SHORT)
@@ -545,6 +565,7 @@ def test_init_from_fine_tunes_another_head_set_and_names_keys_that_do_not_fit(tr
         initialise_from(wider, best)
 
 
+@pytest.mark.slow
 def test_a_job_from_a_checkpoint_validates_as_the_checkpoint_did(trained, cache_dir, tmp_path):
     # A learning rate too small to move the weights: the first epoch's validation is the checkpoint's own.
     out = tmp_path / "fine-tuned"
@@ -574,6 +595,7 @@ def test_a_job_from_a_checkpoint_validates_as_the_checkpoint_did(trained, cache_
     assert json.loads((other / "metrics.json").read_text())["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_evaluate_py_sweeps_checkpoints_into_the_report(trained, cache_dir, tmp_path):
     sweep = tmp_path / "evaluations"
     checkpoints = ",".join(f"'{trained.jobs[fold]}'" for fold in (1, 2))
@@ -604,6 +626,7 @@ def test_job_folders_need_no_quoting_on_the_command_line():
     ]
 
 
+@pytest.mark.slow
 def test_the_api_takes_any_rate_and_channel_count_and_refuses_too_short_audio(trained):
     model = load_model(trained.jobs[1])
     with pytest.raises(ValueError, match="shorter than this model's 0.25 s"):
@@ -615,6 +638,7 @@ def test_the_api_takes_any_rate_and_channel_count_and_refuses_too_short_audio(tr
     assert model.predict(stereo, 44100) == model.predict(soxr.resample(at_44k, 44100, 16000, quality="HQ"), 16000)
 
 
+@pytest.mark.slow
 def test_a_speaker_normalised_model_is_evaluated_with_its_speakers_statistics(cache_dir, tmp_path):
     job, evaluation = tmp_path / "job", tmp_path / "evaluation"
     run_train([*SHORT, "trainer.max_epochs=2", "data.speaker_norm=true", f"hydra.run.dir={job}"], cache_dir)
@@ -627,6 +651,7 @@ def test_a_speaker_normalised_model_is_evaluated_with_its_speakers_statistics(ca
         load_model(job).predict(wave, rate)  # one recording has no speaker statistics
 
 
+@pytest.mark.slow
 def test_a_fine_tuned_encoder_travels_in_its_checkpoint_and_a_frozen_pretrained_one_is_reloaded(cache_dir, tmp_path):
     source = tmp_path / "pretrained-wavlm"
     load_wavlm(EncoderSettings.of(compose_config(SHORT).encoder)).save_pretrained(source)  # a downloaded WavLM
@@ -647,6 +672,7 @@ def test_a_fine_tuned_encoder_travels_in_its_checkpoint_and_a_frozen_pretrained_
     assert load_model(tmp_path / "freeze-True").predict(wave, rate) == before[True]
 
 
+@pytest.mark.slow
 def test_a_frozen_model_started_from_a_carried_encoder_keeps_carrying_it(trained, tmp_path):
     source = tmp_path / "pretrained-wavlm"
     load_wavlm(EncoderSettings.of(compose_config(SHORT).encoder)).save_pretrained(source)

@@ -43,6 +43,7 @@ def small_setup(cache_dir, overrides=()):
     return cfg, corpus, model
 
 
+@pytest.mark.slow
 def test_a_short_training_run_lowers_the_loss(cache_dir):
     cfg, corpus, model = small_setup(
         cache_dir,
@@ -230,6 +231,7 @@ def test_the_ema_alpha_and_the_layer_mix_receive_gradients_and_move(cache_dir):
     assert (alpha.detach() != before["alpha"]).all() and (mix.detach() != before["mix"]).all()
 
 
+@pytest.mark.slow
 def test_the_test_split_is_scored_with_the_best_checkpoint_not_the_last(cache_dir, tmp_path, monkeypatch):
     cfg = compose_config(["experiment=demo", *SMALL_DEMO, "trainer.max_epochs=2", "trainer.patience=5"])
     cfg.trainer.progress_bar = False
@@ -336,6 +338,7 @@ def test_the_max_profile_on_fold_2_writes_the_contract_outputs(cache_dir, tmp_pa
     assert (out / ".hydra" / "config.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_a_job_failing_while_it_runs_records_the_error_and_finishes_its_wandb_run_as_failed(cache_dir, tmp_path):
     not_a_corpus = tmp_path / "notes"
     not_a_corpus.mkdir()
@@ -355,6 +358,7 @@ def test_a_job_failing_while_it_runs_records_the_error_and_finishes_its_wandb_ru
     assert run_summary(run_file)["exit_code"] == 1
 
 
+@pytest.mark.slow
 def test_a_wandb_offline_run_records_config_metrics_and_summary(cache_dir, tmp_path):
     out = tmp_path / "job"
     run_train(

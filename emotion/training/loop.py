@@ -1,4 +1,5 @@
-"""The training loop: data → model → epochs of (train, validate, checkpoint) → test on the best checkpoint."""
+"""One training job, top to bottom: `fit` = `prepare` (data, model, caches) → `train` (epochs of training,
+validation and checkpoints) → `finish` (the test of the best checkpoint, or the record of a pruned job)."""
 
 from __future__ import annotations
 
@@ -40,61 +41,6 @@ from emotion.training.progress import Progress
 from emotion.training.recipe import initialise_from, model_recipe, new_model
 
 log = logging.getLogger(__name__)
-
-
-class Pruning(Protocol):
-    """Whether the sweep around the job has ended it early, looked up between steps: a search pruning its trial
-    hands one in (emotion.sweeps.pruning.PruneWatch); the loop knows nothing of sweeps."""
-
-    why: str | None  # once pruned: what the sweep said
-
-    def check(self, force: bool = False) -> bool: ...
-
-
-class NeverPruned:
-    why = None
-
-    def check(self, force: bool = False) -> bool:
-        return False
-
-
-@dataclass
-class Training:
-    """Everything a job trains with, prepared before its first step, and where it is."""
-
-    settings: JobSettings
-    corpus: Corpus
-    model: MambaEMA
-    recipe: dict  # what rebuilds the model: stored beside its weights (emotion.training.recipe)
-    device: torch.device
-    precision: str
-    train_loader: DataLoader
-    val_loader: DataLoader
-    test_loader: DataLoader
-    optimisation: Optimisation
-    checkpoints: Path
-    started_from: dict  # metrics.json's `init_from`: only a job started from a checkpoint has one
-    stopper: EarlyStopping = field(init=False)
-    progress: Progress = field(default_factory=Progress)
-
-    def __post_init__(self) -> None:
-        self.stopper = EarlyStopping(self.settings.trainer.patience)
-
-    def save_last(self) -> None:
-        """Everything needed to continue exactly from here, the random generators included."""
-        state = {
-            "model": self.model.checkpoint_state(),
-            "recipe": self.recipe,
-            **self.optimisation.state_dict(),
-            "early_stopping": self.stopper.state_dict(),
-            "progress": self.progress.state_dict(),
-            "rng": rng_state(),
-        }
-        save_checkpoint(self.checkpoints / "last.pt", state, keep_previous=True)
-
-    def save_best(self, epoch: int, val: dict) -> None:
-        state = {"model": self.model.checkpoint_state(), "recipe": self.recipe, "epoch": epoch, "val": val}
-        save_checkpoint(self.checkpoints / "best.pt", state)
 
 
 def fit(
@@ -297,6 +243,61 @@ def finish(training: Training, out_dir: Path, pruned: str | None) -> dict:
         **ran,
         **training.started_from,
     )
+
+
+class Pruning(Protocol):
+    """Whether the sweep around the job has ended it early, looked up between steps: a search pruning its trial
+    hands one in (emotion.sweeps.pruning.PruneWatch); the loop knows nothing of sweeps."""
+
+    why: str | None  # once pruned: what the sweep said
+
+    def check(self, force: bool = False) -> bool: ...
+
+
+class NeverPruned:
+    why = None
+
+    def check(self, force: bool = False) -> bool:
+        return False
+
+
+@dataclass
+class Training:
+    """Everything a job trains with, prepared before its first step, and where it is."""
+
+    settings: JobSettings
+    corpus: Corpus
+    model: MambaEMA
+    recipe: dict  # what rebuilds the model: stored beside its weights (emotion.training.recipe)
+    device: torch.device
+    precision: str
+    train_loader: DataLoader
+    val_loader: DataLoader
+    test_loader: DataLoader
+    optimisation: Optimisation
+    checkpoints: Path
+    started_from: dict  # metrics.json's `init_from`: only a job started from a checkpoint has one
+    stopper: EarlyStopping = field(init=False)
+    progress: Progress = field(default_factory=Progress)
+
+    def __post_init__(self) -> None:
+        self.stopper = EarlyStopping(self.settings.trainer.patience)
+
+    def save_last(self) -> None:
+        """Everything needed to continue exactly from here, the random generators included."""
+        state = {
+            "model": self.model.checkpoint_state(),
+            "recipe": self.recipe,
+            **self.optimisation.state_dict(),
+            "early_stopping": self.stopper.state_dict(),
+            "progress": self.progress.state_dict(),
+            "rng": rng_state(),
+        }
+        save_checkpoint(self.checkpoints / "last.pt", state, keep_previous=True)
+
+    def save_best(self, epoch: int, val: dict) -> None:
+        state = {"model": self.model.checkpoint_state(), "recipe": self.recipe, "epoch": epoch, "val": val}
+        save_checkpoint(self.checkpoints / "best.pt", state)
 
 
 def train_one_epoch(

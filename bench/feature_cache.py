@@ -15,7 +15,6 @@ The last line is `speedup: <x>`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -28,6 +27,8 @@ from pathlib import Path
 import torch
 from transformers import WavLMConfig, WavLMModel
 from transformers.utils import logging as transformers_logging
+
+from emotion.training.outputs import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,8 +59,7 @@ def train(args: list[str], cache: Path) -> float:
 def test_ccc(sweep_dir: Path) -> dict[str, float]:
     """Each job's test CCC (mean over dimensions), by job number."""
     return {
-        metrics.parent.name: json.loads(metrics.read_text())["test"]["ccc_mean"]
-        for metrics in sweep_dir.glob("*/metrics.json")
+        metrics.parent.name: read_metrics(metrics)["test"]["ccc_mean"] for metrics in sweep_dir.glob("*/metrics.json")
     }
 
 

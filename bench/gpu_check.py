@@ -60,10 +60,10 @@ def measure_profile(profile: str, checkpointing: bool, steps: int, device: torch
     settings = JobSettings.of(cfg)
     torch.manual_seed(0)
     model = new_model(settings.model, settings.encoder, DIMENSIONS).to(device)
-    batch_size, seconds = cfg.data.batch_size, cfg.data.max_seconds
-    worst = WorstBatch("training step", batch_size, int(seconds * cfg.data.sample_rate), "waves")
+    data = settings.data
+    worst = WorstBatch("training step", data.batch_size, int(data.max_seconds * data.sample_rate), "waves")
     batch = synthetic_batch(worst, model).to(device)
-    precision = resolve_precision(cfg.trainer.precision, device)
+    precision = resolve_precision(settings.trainer.precision, device)
     optimisation = Optimisation.build(
         model,
         settings.optim,
@@ -86,7 +86,7 @@ def measure_profile(profile: str, checkpointing: bool, steps: int, device: torch
     peak_gb = torch.cuda.max_memory_allocated(device) / 1e9
     params = count_parameters(model)
     print(
-        f"profile={profile} batch={batch_size}x{seconds:g}s precision={precision} "
+        f"profile={profile} batch={data.batch_size}x{data.max_seconds:g}s precision={precision} "
         f"params={params['total'] / 1e6:.1f}M trainable={params['trainable'] / 1e6:.1f}M "
         f"grad_checkpointing={checkpointing} peak_vram_gb={peak_gb:.2f} sec_per_step={sec_per_step:.3f}",
         flush=True,

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 from emotion.data.corpora import config_problems as data_problems
 from emotion.data.corpus import DIMENSIONS
 from emotion.data.manifest import manifest_dimensions
-from emotion.selection import select_problems
+from emotion.selection import SELECTABLE, select_problems
 from emotion.settings import GROUPS, DataSettings, model_class
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -120,7 +120,9 @@ def _dotted_keys(node: dict, prefix: str = "") -> list[str]:
 def _select_problems(cfg: DictConfig) -> list[str]:
     """report.select must be a validation score the corpus has: it keeps every job's best epoch."""
     select = _value(cfg, "report.select")
-    return [] if select is None else select_problems(select, _corpus_dimensions(cfg.data))
+    if select not in SELECTABLE:  # the type's check says what it must be
+        return []
+    return select_problems(select, _corpus_dimensions(cfg.data))
 
 
 def _corpus_dimensions(data: DictConfig) -> tuple[str, ...] | None:
@@ -138,7 +140,7 @@ def _init_from_problems(cfg: DictConfig) -> list[str]:
     """That model.init_from names a checkpoint or a job folder with one; what it holds is read in training's
     first seconds."""
     path = _value(cfg, "model.init_from")
-    if path is None:
+    if not isinstance(path, str):  # null, or not a path (the type's check says so)
         return []
     path = Path(str(path)).expanduser()
     if path.is_file() or (path / "checkpoints" / "best.pt").is_file():
@@ -188,7 +190,9 @@ def encoder_depth(cfg: DictConfig) -> int | None:
 def _device_problems(cfg: DictConfig) -> list[str]:
     """Imports torch only when the config asks for CUDA."""
     problems = []
-    device = str(cfg.trainer.device)
+    device = cfg.trainer.device
+    if not isinstance(device, str):  # the type's check says so
+        return problems
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         problems.append(f"trainer.device={device!r}: must be auto, cpu, cuda or cuda:<index>")
     wants_kernel = cfg.model.mamba_impl == "kernel"

@@ -25,7 +25,7 @@ from emotion.checks import ConfigError, check_config
 from emotion.files import process_lock
 from emotion.logger import JobInfo, NoRun, open_run, redact_secrets
 from emotion.selection import score_key
-from emotion.settings import JobSettings
+from emotion.settings import JobSettings, SettingsError
 from emotion.signals import EXIT_INTERRUPTED, STOP, GracefulStop, Interrupted
 from emotion.sweeps.folders import JOB_LOCK
 from emotion.sweeps.pruning import PruneWatch
@@ -81,7 +81,7 @@ def _run_in_folder(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
     try:
         check_config(cfg)
         settings = JobSettings.of(cfg)
-    except ConfigError as err:
+    except (ConfigError, SettingsError) as err:
         _record_failure(cfg, out_dir, str(err))
         write_json(out_dir / "job.json", {**where, "ended": time.time()})
         if HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -133,10 +133,10 @@ def _train(cfg: DictConfig, settings: JobSettings, out_dir: Path, stop: Graceful
     except Interrupted as stopped:
         write_json(
             out_dir / "metrics.json",
-            metrics_record("interrupted", cfg.data.fold, cfg.model.profile, error=str(stopped)),
+            metrics_record("interrupted", settings.data.fold, settings.model.profile, error=str(stopped)),
         )
         run.finish(exit_code=stopped.exit_code, preempted=True)
-        again = "the same command again" if cfg.trainer.resume == "auto" else "it again with trainer.resume=auto"
+        again = "the same command again" if settings.trainer.resume == "auto" else "it again with trainer.resume=auto"
         log.warning("%s; run %s to resume (exit code %d)", stopped, again, stopped.exit_code)
         raise SystemExit(stopped.exit_code) from None
     except CheckpointError as err:  # model.init_from names a checkpoint that does not fit: say so, no traceback

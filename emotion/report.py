@@ -37,7 +37,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from emotion.files import locked, write_atomically
-from emotion.selection import SELECTABLE, score_key, select_problems
+from emotion.selection import SELECTABLE, score_key
+from emotion.settings import ReportSettings
 from emotion.sweeps.folders import register_resolver, study_storage
 from emotion.sweeps.jobs import Row, collect_jobs, expected_runs, group_rows, read_multirun
 from emotion.sweeps.markdown import number, table_line
@@ -58,37 +59,17 @@ SCORES = (("ccc_v", "CCC-V"), ("ccc_a", "CCC-A"), ("ccc_d", "CCC-D"))  # valence
 DEFAULT_SETTINGS_FILE = Path(__file__).resolve().parents[1] / "conf" / "report" / "default.yaml"
 
 
-@dataclass(frozen=True)
-class ReportSettings:
-    """`report.*`: of the sweep's config, or the report command's options (conf/report/default.yaml)."""
+def default_settings(**changes) -> ReportSettings:
+    """conf/report/default.yaml's settings, with `changes` instead."""
+    return ReportSettings.of({**_default_settings(), **changes})
 
-    select: str  # the validation score that ranks rows and makes every choice
-    reference: str | None  # overrides naming the row others are compared with; None: the marked row
-    bootstrap: int  # resamples of the paired speaker bootstrap
-    seed: int  # of the bootstrap's resampling
 
-    def __post_init__(self) -> None:
-        problems = select_problems(self.select, None)
-        if problems:
-            raise ValueError(problems[0])
-
-    @classmethod
-    def default(cls, **changes) -> ReportSettings:
-        """conf/report/default.yaml's settings, with `changes` instead."""
-        return cls(**{**_default_settings(), **changes})
-
-    @classmethod
-    def of(cls, cfg) -> ReportSettings:
-        """A job's composed config's `report.*` (train.py's and evaluate.py's compose the `report` group)."""
-        return cls(**OmegaConf.to_container(cfg.report))
-
-    @classmethod
-    def of_sweep(cls, sweep_dir: Path, **given) -> ReportSettings:
-        """The settings the sweep ran with (its multirun.yaml's report.*), with `given` ones (not None) instead;
-        the defaults for those that neither names (a sweep from before a setting existed)."""
-        known = {setting.name for setting in fields(cls)}
-        own = {key: value for key, value in (read_multirun(sweep_dir).get("report") or {}).items() if key in known}
-        return cls.default(**{**own, **{key: value for key, value in given.items() if value is not None}})
+def sweep_settings(sweep_dir: Path, **given) -> ReportSettings:
+    """The settings the sweep ran with (its multirun.yaml's report.*), with `given` ones (not None) instead;
+    the defaults for those that neither names (a sweep from before a setting existed)."""
+    known = {setting.name for setting in fields(ReportSettings)}
+    own = {key: value for key, value in (read_multirun(sweep_dir).get("report") or {}).items() if key in known}
+    return default_settings(**{**own, **{key: value for key, value in given.items() if value is not None}})
 
 
 @cache
@@ -180,7 +161,7 @@ def summarise_sweep(sweep_dir: Path, settings: ReportSettings | None = None) -> 
     from emotion.sweeps.comparison import RowResults
     from emotion.sweeps.nested import nested_estimate
 
-    own = ReportSettings.of_sweep(sweep_dir)  # what the sweep's jobs ran with
+    own = sweep_settings(sweep_dir)  # what the sweep's jobs ran with
     settings = settings or own
     search = read_search(sweep_dir)
     jobs = collect_jobs(sweep_dir)
@@ -769,7 +750,7 @@ class SweepSummary(Callback):
     def _write(config: DictConfig) -> Path | None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            return write_summary(sweep_dir, ReportSettings.of(config))
+            return write_summary(sweep_dir, ReportSettings.of(config.report))
         except Exception:  # a broken summary must not fail a job that trained fine
             log.exception("could not write the summary of %s", sweep_dir)
             return None
@@ -795,7 +776,7 @@ def main() -> None:
     if not args.sweep_dir.is_dir():
         parser.error(f"{args.sweep_dir} is not a folder")
     try:
-        settings = ReportSettings.of_sweep(
+        settings = sweep_settings(
             args.sweep_dir, select=args.select, reference=args.reference, bootstrap=args.bootstrap, seed=args.seed
         )
         summary_md = write_summary(args.sweep_dir, settings)

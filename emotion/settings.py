@@ -1,7 +1,7 @@
 """Typed settings: what a job reads from each config group, one frozen dataclass per group.
 
-The entry points check Hydra's config against these types (`emotion.checks`, which also says what a bad
-value should be) and hand `JobSettings.of(cfg)` down; code below them names the group it reads. A field's
+A job checks Hydra's config against these types (`emotion.checks`, which also says what a bad value should
+be) and hands `JobSettings.of(cfg)` down (emotion.job); code below names the group it reads. A field's
 type says what the key may hold, `Annotated` with a `Rule` where a type alone is too loose:
 
     d_hidden: PositiveInt            # model.d_hidden=0 → "must be a positive whole number"
@@ -42,6 +42,7 @@ MambaImpl = Literal["auto", "kernel", "torch"]
 ResumeMode = Literal["auto", "never"]
 AcousticSet = Literal["egemaps", "contours", "both"]
 ValidationProtocol = Literal["next_session", "speaker_holdout"]
+Selectable = Literal["val_ccc_mean", "val_ccc_v", "val_ccc_a", "val_ccc_d"]  # emotion.selection
 
 
 class SettingsError(ValueError):
@@ -254,6 +255,18 @@ class PredictSettings(Settings):
 
 
 @dataclass(frozen=True)
+class ReportSettings(Settings):
+    """The comparison table's: conf/report/default.yaml documents each key."""
+
+    config_group = "report"
+
+    select: Selectable  # the validation score that selects everywhere
+    reference: str | None  # overrides naming the row others are compared with; None: the marked row
+    bootstrap: NonNegativeInt  # resamples of the paired speaker bootstrap; 0: no interval
+    seed: int  # of the bootstrap's resampling
+
+
+@dataclass(frozen=True)
 class JobSettings:
     """Everything one training job reads, by group."""
 
@@ -268,15 +281,12 @@ class JobSettings:
 
     @classmethod
     def of(cls, cfg) -> JobSettings:
+        groups = {group: kind.of(cfg[group]) for group, kind in GROUPS.items() if group != "report"}
         return cls(
-            data=DataSettings.of(cfg.data),
+            **groups,
             model=model_settings(cfg.model),
-            encoder=EncoderSettings.of(cfg.encoder),
-            optim=OptimSettings.of(cfg.optim),
-            trainer=TrainerSettings.of(cfg.trainer),
-            logger=LoggerSettings.of(cfg.logger),
             cache_dir=str(cfg.paths.cache_dir),
-            select=cfg.report.select,
+            select=ReportSettings.of(cfg.report).select,
         )
 
 
@@ -287,6 +297,7 @@ GROUPS: dict[str, type[Settings]] = {
     "optim": OptimSettings,
     "trainer": TrainerSettings,
     "logger": LoggerSettings,
+    "report": ReportSettings,
 }
 
 
@@ -350,5 +361,6 @@ def _required(cls: type[Settings], name: str) -> bool:
 
 
 def _plain(node) -> dict:
-    """A config node as plain values, interpolations resolved; a dict as it is."""
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    """A config node as plain values, interpolations resolved, a mandatory value not given (`???`) as None."""
+    values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    return {key: None if value == "???" else value for key, value in values.items()}

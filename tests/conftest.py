@@ -61,6 +61,13 @@ def settings_of(overrides: list[str] = ()):
     return JobSettings.of(compose_config(overrides))
 
 
+def data_settings(overrides: list[str] = ()):
+    """The `data` group's typed settings (emotion.settings.DataSettings) from train.py's config and `overrides`."""
+    from emotion.settings import DataSettings
+
+    return DataSettings.of(compose_config(overrides).data)
+
+
 def untrained_model(cfg: DictConfig, dimensions: tuple[str, ...]):
     """The model `cfg`'s settings describe, as a job builds it before training."""
     from emotion.settings import JobSettings

@@ -16,6 +16,7 @@ from sklearn.svm import LinearSVR
 from emotion.data.audio import load_audio
 from emotion.data.corpora import load_corpus
 from emotion.data.corpus import DIMENSIONS
+from emotion.settings import DataSettings
 from emotion.training.outputs import METRICS_KEYS
 from tests.conftest import SMALL_DEMO, compose_config, read_csv, run_train
 
@@ -72,7 +73,7 @@ def test_the_baselines_scores_are_scikit_learns_on_opensmiles_functionals(sweep)
     """By hand: openSMILE's functionals of every item, a linear SVR per dimension, C chosen by validation CCC."""
     baseline = job_folder(sweep, "baseline")
     cfg = compose_config([*JOB, "model=baseline"])
-    corpus = load_corpus(cfg.data)
+    corpus = load_corpus(DataSettings.of(cfg.data))
     smile = opensmile.Smile(
         feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals
     )

@@ -35,6 +35,8 @@ from tests.trees import csv_tree
         ("data.batching=buckets", "data.batching='buckets': must be one of bucket, random"),
         ("data.on_bad_audio=ignore", "data.on_bad_audio='ignore': must be one of error, skip"),
         ("data.validation=random", "data.validation='random': must be one of next_session, speaker_holdout"),
+        ("report.bootstrap=-5", "report.bootstrap=-5: must be a whole number, 0 or more"),
+        ("report.seed=abc", "report.seed='abc': must be a whole number"),
         ("data.fold=6", "data.fold=6: the demo corpus has folds 1–5"),
         (
             "model.speech_encoder_layers=[6,25]",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import pytest
 from omegaconf import OmegaConf
 
-from emotion.settings import JobSettings
+from emotion import settings as typed
 from tests.conftest import CONF, compose_config, lock_held_elsewhere
 
 GROUPS = ["model", "encoder", "optim", "data", "trainer", "logger", "experiment", "sweep"]
@@ -25,8 +26,12 @@ def test_every_config_file_composes_and_resolves(group, option, cache_dir):
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_config_file_gives_settings_of_the_types_the_code_reads(group, option, cache_dir):
-    settings = JobSettings.of(compose_config([f"{group}={option}"]))
+    cfg = compose_config([f"{group}={option}"])
+    settings = typed.JobSettings.of(cfg)
     assert settings.model.profile and settings.trainer.max_epochs > 0 and settings.cache_dir == str(cache_dir)
+    # Every key of a typed group is a field: a key without one would be dropped on the way to the code.
+    for name, kind in {**typed.GROUPS, "model": typed.model_class(cfg.model.kind)}.items():
+        assert set(cfg[name]) <= {field.name for field in fields(kind)}, name
 
 
 def test_each_group_has_the_options_the_design_names():

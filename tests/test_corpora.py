@@ -5,15 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from emotion.checks import check_config
 from emotion.data.corpora import config_problems, load_corpus
 from emotion.data.corpus import Corpus, Item, LabelScale, Splits
+from emotion.settings import DataSettings
 from tests.conftest import CONF, compose_config, run_train
 from tests.trees import csv_tree, iemocap_tree, msp_podcast_tree
 
@@ -30,8 +31,8 @@ def msp(tmp_path_factory):
     return root, msp_podcast_tree(root)
 
 
-def data_config(overrides):
-    return compose_config(overrides).data
+def data_config(overrides) -> DataSettings:
+    return DataSettings.of(compose_config(overrides).data)
 
 
 def test_iemocap_reads_every_labelled_turn_with_arousal_valence_dominance_in_that_order(iemocap):
@@ -160,7 +161,7 @@ def test_csv_with_a_split_column_uses_it_and_refuses_a_fold(tmp_path):
     assert corpus.dimensions == ("arousal",)
     assert [len(part) for part in (corpus.splits.train, corpus.splits.val, corpus.splits.test)] == [8, 2, 2]
     with pytest.raises(ValueError, match=r"data.fold=1: data.manifest=.* has a split column, so its splits are fixed"):
-        load_corpus(OmegaConf.merge(cfg, {"fold": 1}))
+        load_corpus(replace(cfg, fold=1))
 
 
 def test_csv_without_folds_makes_speaker_grouped_folds(tmp_path):
@@ -168,7 +169,7 @@ def test_csv_without_folds_makes_speaker_grouped_folds(tmp_path):
     cfg = data_config(["data=csv", f"data.manifest={manifest}", "data.n_folds=5"])
     folds_of_speaker = {}
     for fold in range(1, 6):
-        splits = load_corpus(OmegaConf.merge(cfg, {"fold": fold})).splits
+        splits = load_corpus(replace(cfg, fold=fold)).splits
         assert len(splits.test) == 4  # 10 speakers × 2 items in 5 folds
         for item in splits.test:
             folds_of_speaker.setdefault(item.speaker, set()).add(fold)

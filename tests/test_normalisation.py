@@ -13,7 +13,7 @@ from emotion.data.scan import usable_corpus
 from emotion.features.acoustic_cache import AcousticCache
 from emotion.features.normalisation import acoustic_statistics, moments, per_speaker_statistics
 from emotion.files import write_atomically
-from emotion.settings import JobSettings
+from emotion.settings import DataSettings, JobSettings
 from emotion.training.loop import make_datasets, standardise_acoustics
 from tests.conftest import SMALL_DEMO, compose_config, untrained_model
 
@@ -39,7 +39,8 @@ def demo_fold(cache_dir, tmp_path):
     """Fold 1 of the small demo with its acoustic features computed, in a cache of the test's own (entries
     are corrupted here)."""
     cfg = compose_config(["experiment=demo", *SMALL_DEMO])
-    corpus, durations = usable_corpus(load_corpus(cfg.data), cfg.data, tmp_path)
+    data = DataSettings.of(cfg.data)
+    corpus, durations = usable_corpus(load_corpus(data), data, tmp_path)
     torch.manual_seed(0)
     model = untrained_model(cfg, corpus.dimensions)
     settings = JobSettings.of(cfg)

@@ -10,7 +10,7 @@ from emotion.data.corpora import load_corpus
 from emotion.data.sampler import capped_batches
 from emotion.data.scan import usable_corpus
 from emotion.features.acoustic_cache import AcousticCache
-from emotion.settings import JobSettings
+from emotion.settings import DataSettings, JobSettings
 from emotion.training.devices import autocast
 from emotion.training.loop import make_datasets
 from emotion.training.preflight import BatchCuts, Preflight, PreflightError, WorstBatch, first_batch_cap
@@ -21,7 +21,8 @@ CPU = torch.device("cpu")
 
 def demo_job(tmp_path, overrides=()):
     cfg = compose_config(["experiment=demo", *SMALL_DEMO, "data.max_seconds=2.0", "data.batch_size=2", *overrides])
-    corpus, durations = usable_corpus(load_corpus(cfg.data), cfg.data, tmp_path)
+    data = DataSettings.of(cfg.data)
+    corpus, durations = usable_corpus(load_corpus(data), data, tmp_path)
     torch.manual_seed(0)
     model = untrained_model(cfg, corpus.dimensions)
     settings = JobSettings.of(cfg)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from emotion.report import ReportSettings, configuration_label, summarise, summarise_sweep, write_summary
+from emotion.report import configuration_label, default_settings, summarise, summarise_sweep, write_summary
 from emotion.scores import ccc
 from tests.conftest import ROOT, read_csv
 
@@ -138,10 +138,10 @@ def test_validation_selects_and_ranks_even_against_a_better_test_score(tmp_path)
     ]
     assert records[0].validation == pytest.approx(0.65)
     # Ranked by another validation score, the selection follows it, never the test.
-    columns, by_arousal = summarise(sweep, ReportSettings.default(select="val_ccc_a"))
+    columns, by_arousal = summarise(sweep, default_settings(select="val_ccc_a"))
     assert "val_ccc_a" in columns and [r.validation for r in by_arousal] == [pytest.approx(0.7)] * 2
     with pytest.raises(ValueError, match="report.select='test_ccc_v'"):
-        ReportSettings.default(select="test_ccc_v")
+        default_settings(select="test_ccc_v")
 
 
 def test_a_row_with_runs_missing_cannot_beat_complete_rows(tmp_path):
@@ -153,7 +153,7 @@ def test_a_row_with_runs_missing_cannot_beat_complete_rows(tmp_path):
     _, records = summarise(sweep)
     assert [(r.config["model.d_hidden"], r.selected) for r in records] == [("256", True), ("384", False)]
     with pytest.raises(ValueError, match="give key=value overrides"):
-        summarise(sweep, ReportSettings.default(reference="model.d_hidden"))
+        summarise(sweep, default_settings(reference="model.d_hidden"))
 
 
 def test_a_row_with_more_runs_than_the_latest_sweep_asks_is_complete(tmp_path):
@@ -242,7 +242,7 @@ def read_predictions_csv(folder):
 
 
 def test_repeats_pool_their_predictions_and_say_how_far_seeds_move_the_headline(seeded_sweep):
-    _, records = summarise(seeded_sweep, ReportSettings.default(bootstrap=200))
+    _, records = summarise(seeded_sweep, default_settings(bootstrap=200))
     narrow, wide = records  # ranked by validation: 64 first
     assert (narrow.config["model.d_hidden"], narrow.runs_done, narrow.runs_expected) == ("64", 4, 4)
     assert (wide.runs_done, wide.runs_failed, wide.missing) == (3, 1, "fold 2 seed 1 (failed)")
@@ -259,7 +259,7 @@ def test_repeats_pool_their_predictions_and_say_how_far_seeds_move_the_headline(
 
 
 def test_the_reference_row_and_its_bootstrap_are_reproducible_and_named(seeded_sweep):
-    settings = ReportSettings.default(reference="model.d_hidden=128", bootstrap=300, seed=7)
+    settings = default_settings(reference="model.d_hidden=128", bootstrap=300, seed=7)
     _, records = summarise(seeded_sweep, settings)
     narrow = next(r for r in records if r.config["model.d_hidden"] == "64")
     assert next(r for r in records if r.config["model.d_hidden"] == "128").reference
@@ -269,14 +269,14 @@ def test_the_reference_row_and_its_bootstrap_are_reproducible_and_named(seeded_s
     assert low < difference.pooled < high
     _, again = summarise(seeded_sweep, settings)
     assert next(r for r in again if r.config["model.d_hidden"] == "64").comparison["ccc_v"].difference.low == low
-    reseeded_settings = ReportSettings.default(reference="model.d_hidden=128", bootstrap=300, seed=8)
+    reseeded_settings = default_settings(reference="model.d_hidden=128", bootstrap=300, seed=8)
     _, reseeded = summarise(seeded_sweep, reseeded_settings)
     assert next(r for r in reseeded if r.config["model.d_hidden"] == "64").comparison["ccc_v"].difference.low != low
     table = write_summary(seeded_sweep, settings).read_text()
     assert "Compared with max d_hidden=128 (the reference)" in table
     assert f"[{low:+.3f}, {high:+.3f}]" in table
     with pytest.raises(ValueError, match="names 0 rows"):
-        summarise(seeded_sweep, ReportSettings.default(reference="model.d_hidden=512"))
+        summarise(seeded_sweep, default_settings(reference="model.d_hidden=512"))
 
 
 def direct_ccc(pred, true) -> float:
@@ -332,7 +332,7 @@ def runs_by_fold(sweep, width) -> dict[int, list[dict]]:
 def test_configurations_are_tested_over_folds_with_seeds_averaged_and_holm_adjusted(speaker_sweep):
     from statsmodels.stats.multitest import multipletests
 
-    _, records = summarise(speaker_sweep, ReportSettings.default(bootstrap=50))
+    _, records = summarise(speaker_sweep, default_settings(bootstrap=50))
     by_width = {r.config["model.d_hidden"]: r for r in records}
     assert by_width["64"].reference  # the best validation: every other row is compared with it
     fold_means = {
@@ -352,7 +352,7 @@ def test_configurations_are_tested_over_folds_with_seeds_averaged_and_holm_adjus
         list(holm), rel=1e-9
     )
     assert holm[0] != pytest.approx(p_values[0])  # two comparisons: the adjustment moved something
-    assert "n = folds" in write_summary(speaker_sweep, ReportSettings.default(bootstrap=50)).read_text()
+    assert "n = folds" in write_summary(speaker_sweep, default_settings(bootstrap=50)).read_text()
 
 
 def pooled_seed(sweep, width, seed):
@@ -364,7 +364,7 @@ def pooled_seed(sweep, width, seed):
 
 
 def test_the_bootstrap_resamples_speakers_with_all_their_utterances(speaker_sweep):
-    settings = ReportSettings.default(reference="model.d_hidden=64", bootstrap=400, seed=11)
+    settings = default_settings(reference="model.d_hidden=64", bootstrap=400, seed=11)
     _, records = summarise(speaker_sweep, settings)
     wide = next(r for r in records if r.config["model.d_hidden"] == "128").comparison["ccc_v"].difference
     data = {width: [pooled_seed(speaker_sweep, width, seed) for seed in (0, 1)] for width in ("64", "128")}

@@ -11,6 +11,7 @@ import soundfile as sf
 
 from emotion.data.corpora import load_corpus
 from emotion.data.scan import BadItemsError, usable_corpus
+from emotion.settings import DataSettings
 from tests.conftest import compose_config, csv_job, run_train
 from tests.trees import csv_tree
 
@@ -40,7 +41,7 @@ def manifest_with_bad_items(root):
 
 def test_every_kind_of_unusable_item_is_named_in_one_error(tmp_path):
     manifest = manifest_with_bad_items(tmp_path / "corpus")
-    cfg = compose_config(["data=csv", f"data.manifest={manifest}", "data.fold=1"]).data
+    cfg = DataSettings.of(compose_config(["data=csv", f"data.manifest={manifest}", "data.fold=1"]).data)
     with pytest.raises(BadItemsError) as error:
         usable_corpus(load_corpus(cfg), cfg, tmp_path)
     message = str(error.value)
@@ -52,7 +53,9 @@ def test_every_kind_of_unusable_item_is_named_in_one_error(tmp_path):
 
 def test_skip_keeps_the_good_items_and_lists_the_others(tmp_path):
     manifest = manifest_with_bad_items(tmp_path / "corpus")
-    cfg = compose_config(["data=csv", f"data.manifest={manifest}", "data.fold=1", "data.on_bad_audio=skip"]).data
+    cfg = DataSettings.of(
+        compose_config(["data=csv", f"data.manifest={manifest}", "data.fold=1", "data.on_bad_audio=skip"]).data
+    )
     corpus, durations = usable_corpus(load_corpus(cfg), cfg, tmp_path)
     kept = {item.id for item in corpus.splits.all}
     assert len(kept) == 18 and not kept & set(BAD_ROWS)

@@ -20,6 +20,7 @@ import optuna
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+from emotion.settings import DataSettings
 from emotion.signals import GracefulStop
 from emotion.sweeps.folders import register_resolver, study_storage
 from emotion.sweeps.pruning import PruneWatch, best_so_far, fold_means, request_prune
@@ -330,7 +331,7 @@ def _validation_from_the_data(cfg: DictConfig, overrides: list[str]) -> float:
     One learning rate suits corpora rated high, the other corpora rated low."""
     from emotion.data.corpora import load_corpus
 
-    splits = load_corpus(cfg.data).splits
+    splits = load_corpus(DataSettings.of(cfg.data)).splits
     rated = statistics.fmean(label for item in [*splits.train, *splits.val] for label in item.labels) - 3
     audio = sum(os.path.getsize(item.path) for item in splits.train) * 1e-12
     return 0.5 + (rated if "optim.lr=0.003" in overrides else -rated) + audio

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from emotion.data.manifest import read_manifest
 from emotion.data.scan import BadItemsError, scan_items, usable_corpus
 from emotion.logger import REDACTED, redact_secrets
 from emotion.prediction import read_inputs
-from tests.conftest import SMALL_DEMO, compose_config, csv_job, run_train
+from tests.conftest import SMALL_DEMO, csv_job, data_settings, run_train
 from tests.trees import csv_tree
 
 
@@ -54,7 +55,7 @@ def test_manifest_paths_leading_outside_the_corpus_are_reported_together_and_nev
     with open(manifest, "a", newline="") as f:
         writer = csv.writer(f)
         writer.writerows([["../../etc/passwd", "s9", "3.0", "1"], ["../outside.wav", "s9", "3.0", "1"]])
-    cfg = compose_config(["experiment=demo", "data=csv", f"data.manifest={manifest}", "data.fold=1"]).data
+    cfg = data_settings(["experiment=demo", "data=csv", f"data.manifest={manifest}", "data.fold=1"])
     with pytest.raises(BadItemsError) as error:
         usable_corpus(load_corpus(cfg), cfg, tmp_path)
     message = str(error.value)
@@ -62,7 +63,7 @@ def test_manifest_paths_leading_outside_the_corpus_are_reported_together_and_nev
     assert "line 14: path='../../etc/passwd' leads outside the corpus folder" in message
     assert "line 15: path='../outside.wav' leads outside the corpus folder" in message
 
-    cfg.on_bad_audio = "skip"
+    cfg = replace(cfg, on_bad_audio="skip")
     corpus, durations = usable_corpus(load_corpus(cfg), cfg, tmp_path)
     assert len(corpus.splits.all) == 12 and all(item.path.is_relative_to(manifest.parent) for item in corpus.splits.all)
     with open(tmp_path / "skipped_items.csv", newline="") as f:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import pytest
 
+from emotion.selection import SELECTABLE
 from emotion.settings import (
     Auto,
     BaselineSettings,
@@ -14,6 +15,7 @@ from emotion.settings import (
     ModelSettings,
     PositiveInt,
     Rule,
+    Selectable,
     SettingsError,
     TrainerSettings,
     describe,
@@ -77,3 +79,7 @@ def test_the_model_kind_picks_its_settings_and_settings_are_frozen():
     assert replace(model, d_hidden=384).d_hidden == 384
     with pytest.raises(AttributeError):
         model.d_hidden = 384
+
+
+def test_the_selectable_scores_are_the_selections_own():
+    assert get_args(Selectable) == tuple(SELECTABLE)

@@ -22,7 +22,7 @@ from emotion.features.dataset import Segment, windows
 from emotion.models.encoder import EncoderNotFoundError, load_wavlm
 from emotion.prediction import InputError, run_predict
 from emotion.report import summarise
-from emotion.settings import EncoderSettings, JobSettings
+from emotion.settings import DataSettings, EncoderSettings, JobSettings
 from emotion.trained import TrainedModel, find_checkpoints
 from emotion.training.checkpoints import load_checkpoint, save_checkpoint
 from emotion.training.metrics import ccc_loss
@@ -34,7 +34,16 @@ from emotion.training.recipe import (
     rebuild,
     seen_speakers,
 )
-from tests.conftest import CONF, SMALL_DEMO, compose_config, read_csv, run_script, run_train, untrained_model
+from tests.conftest import (
+    CONF,
+    SMALL_DEMO,
+    compose_config,
+    data_settings,
+    read_csv,
+    run_script,
+    run_train,
+    untrained_model,
+)
 from tests.trees import csv_tree
 
 DIMS = ("arousal", "valence", "dominance")
@@ -49,7 +58,7 @@ class Trained:
 
     def test_files(self, fold: int) -> dict[str, Path]:
         """The fold's test items, by id."""
-        corpus = load_corpus(compose_config([*SHORT, f"data.fold={fold}"]).data)
+        corpus = load_corpus(data_settings([*SHORT, f"data.fold={fold}"]))
         return {item.id: item.path for item in corpus.splits.test}
 
     def job_predictions(self, fold: int) -> dict[str, np.ndarray]:
@@ -187,7 +196,7 @@ def untrained_checkpoint(overrides: list[str], path: Path) -> Path:
     """A checkpoint as training writes it (model_recipe), of a model that never trained: what its recipe says
     of its corpus and speakers is what is tested, not its predictions."""
     cfg = compose_config(["experiment=demo", *overrides])
-    corpus = load_corpus(cfg.data)
+    corpus = load_corpus(DataSettings.of(cfg.data))
     model = untrained_model(cfg, corpus.dimensions)
     recipe = model_recipe(JobSettings.of(cfg), corpus, model)
     save_checkpoint(path, {"model": model.checkpoint_state(), "recipe": recipe})
@@ -197,7 +206,7 @@ def untrained_checkpoint(overrides: list[str], path: Path) -> Path:
 @pytest.mark.slow
 def test_a_checkpoint_records_the_speakers_it_trained_and_validated_on_hashed(trained):
     recipe = read_checkpoint(trained.jobs[1] / "checkpoints" / "best.pt")["recipe"]
-    corpus = load_corpus(compose_config([*SHORT, "data.fold=1"]).data)
+    corpus = load_corpus(data_settings([*SHORT, "data.fold=1"]))
     # Fold 1: tests session 1, validates on session 2, trains on sessions 3–5, two speakers each.
     assert {item.fold for item in corpus.splits.val} == {2}
     assert recipe["speakers"] == {
@@ -256,7 +265,7 @@ def test_speaker_folds_made_with_another_seed_are_no_test_of_the_same_fold(cache
     data = ["data=csv", f"data.manifest={manifest}", "data.n_folds=3", "data.fold=1"]
     ckpt = untrained_checkpoint([*data, "data.split_seed=0"], tmp_path / "seed0.pt")
     tests = {
-        seed: {i.speaker for i in load_corpus(compose_config([*data, f"data.split_seed={seed}"]).data).splits.test}
+        seed: {i.speaker for i in load_corpus(data_settings([*data, f"data.split_seed={seed}"])).splits.test}
         for seed in (0, 1)
     }
     assert tests == {0: {"s3", "s4"}, 1: {"s1", "s4"}}  # s1 is among seed 0's training or validation speakers
@@ -281,7 +290,7 @@ def test_a_checkpoint_without_speakers_still_loads_and_is_compared_by_corpus_and
         "validated on: the scores are not a test (approximate: its checkpoint records no speakers, so only the "
         "corpus name and the fold were compared)"
     ]
-    corpus = load_corpus(compose_config([*SHORT, "data.fold=2"]).data)
+    corpus = load_corpus(data_settings([*SHORT, "data.fold=2"]))
     assert seen_speakers(state["recipe"], corpus, corpus.splits.test, "its test split", "test", 2).warning is None
 
 
@@ -538,7 +547,7 @@ def test_init_from_starts_from_the_checkpoints_weights_and_its_first_loss(traine
 @pytest.mark.slow
 def test_init_from_counts_the_test_speakers_its_checkpoint_trained_or_validated_on(trained):
     _, model = model_for([])
-    corpus = load_corpus(compose_config([*SHORT, "data.fold=1"]).data)
+    corpus = load_corpus(data_settings([*SHORT, "data.fold=1"]))
     for fold, seen, warning in (
         (1, 0, None),
         (

@@ -21,7 +21,7 @@ from emotion.features.dataset import Batch, UtteranceDataset, collate
 from emotion.features.normalisation import acoustic_statistics
 from emotion.logger import NoRun
 from emotion.models.grid import FrameGrid
-from emotion.settings import JobSettings, ModelSettings, OptimSettings
+from emotion.settings import DataSettings, JobSettings, ModelSettings, OptimSettings
 from emotion.training import loop
 from emotion.training.checkpoints import load_checkpoint
 from emotion.training.devices import peak_memory, reset_peak_memory
@@ -38,7 +38,7 @@ from tests.wandb_records import run_summary
 def small_setup(cache_dir, overrides=()):
     cfg = compose_config(["experiment=demo", *SMALL_DEMO, *overrides])
     torch.manual_seed(0)
-    corpus = load_corpus(cfg.data)
+    corpus = load_corpus(DataSettings.of(cfg.data))
     model = untrained_model(cfg, corpus.dimensions)
     return cfg, corpus, model
 
@@ -326,7 +326,7 @@ def test_the_max_profile_on_fold_2_writes_the_contract_outputs(cache_dir, tmp_pa
     assert -1.0 <= float(history[0]["train_ccc_mean"]) <= 1.0
     # The checkpoints carry the training split's statistics of the acoustic features.
     cfg = compose_config(MAX_ON_FOLD_2)
-    corpus = load_corpus(cfg.data)
+    corpus = load_corpus(DataSettings.of(cfg.data))
     acoustic = AcousticCache.for_model(cache_dir, 16000, FrameGrid(400, 320), ModelSettings.of(cfg.model)).entries(
         [item.path for item in corpus.splits.all]
     )

@@ -1,1 +1,1 @@
-"""Corpora and their items, audio decoding, and batches."""
+"""Corpora and their items, audio decoding, folds and splits, and the order batches are drawn in."""

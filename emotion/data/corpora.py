@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from omegaconf import MISSING
-
 from emotion.data import demo, iemocap, msp_podcast
 from emotion.data.corpus import (
     DIMENSIONS,
@@ -60,7 +58,7 @@ def config_problems(data: DataSettings, whole: bool = False) -> list[str]:
         if data.exclude_fold is not None:
             problems.append(f"data.exclude_fold={data.exclude_fold!r}: MSP-Podcast has no folds; leave it null")
     elif data.name == "csv":
-        if data.manifest in (None, MISSING):
+        if data.manifest is None:
             problems.append("data.manifest is not set: data.manifest=<the corpus's CSV file>")
         elif not Path(data.manifest).is_file():
             problems.append(f"data.manifest={data.manifest!r}: no such file; point it at the corpus's CSV file")

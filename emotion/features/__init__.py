@@ -1,2 +1,3 @@
-"""Between files and tensors: the encoder's frame grid, acoustic features on it, and the caches that keep
-what is computed once per file (acoustic features, a frozen encoder's states)."""
+"""Between files and tensors: acoustic features on the encoder's frame grid, the caches that keep what is
+computed once per file (acoustic features, a frozen encoder's states), normalisation, and the datasets that
+turn items into batches."""

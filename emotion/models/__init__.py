@@ -1,1 +1,1 @@
-"""The Mamba-EMA model and its parts."""
+"""The Mamba-EMA model and its parts, and the encoder's frame grid: tensors only."""

@@ -28,29 +28,29 @@ class EncoderNotFoundError(RuntimeError):
     pass
 
 
-def load_wavlm(cfg: EncoderSettings) -> WavLMModel:
+def load_wavlm(encoder: EncoderSettings) -> WavLMModel:
     """WavLM from a hub id or local directory (`encoder.source`), or random-init from `encoder.random_init`."""
     # Layer drop skips whole layers in training, which would shift which hidden state an index names.
-    overrides = {"layerdrop": 0.0, "mask_time_prob": cfg.mask_time_prob}
-    if cfg.source is None:
-        config = WavLMConfig(**cfg.random_init, **overrides)
+    overrides = {"layerdrop": 0.0, "mask_time_prob": encoder.mask_time_prob}
+    if encoder.source is None:
+        config = WavLMConfig(**encoder.random_init, **overrides)
         log.warning(
             "encoder=%s: randomly initialised WavLM (%d layers, hidden %d), no pretrained weights; "
             "fine for checking the pipeline, not for results.",
-            cfg.name,
+            encoder.name,
             config.num_hidden_layers,
             config.hidden_size,
         )
         return WavLMModel(config)
     try:
-        return WavLMModel.from_pretrained(cfg.source, **overrides)
+        return WavLMModel.from_pretrained(encoder.source, **overrides)
     except (OSError, ValueError) as err:
         from huggingface_hub.constants import HF_HUB_CACHE
 
         raise EncoderNotFoundError(
-            f"encoder.source={cfg.source!r}: no WavLM weights found, neither as a local directory nor in the "
+            f"encoder.source={encoder.source!r}: no WavLM weights found, neither as a local directory nor in the "
             f"Hugging Face cache ({HF_HUB_CACHE}; HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}). "
-            f"Fetch them once on a machine with network access (`hf download {cfg.source}`, "
+            f"Fetch them once on a machine with network access (`hf download {encoder.source}`, "
             "then copy the cache), or set encoder.source to a local directory holding config.json and the "
             f"weights. ({err.__class__.__name__}: {err})"
         ) from err

@@ -29,40 +29,42 @@ class AcousticInputs:
 
 class MambaEMA(nn.Module):
     def __init__(
-        self, encoder: SpeechEncoder, dimensions: tuple[str, ...], cfg: ModelSettings, acoustic: AcousticInputs
+        self, encoder: SpeechEncoder, dimensions: tuple[str, ...], settings: ModelSettings, acoustic: AcousticInputs
     ):
         super().__init__()
         self.encoder = encoder
         n_acoustic = acoustic.per_frame
         self.prosody_norm = Standardise(n_acoustic)
-        self.prosody = ProsodyEncoder(n_acoustic, cfg.d_prosody_out)
-        self.masking = (cfg.time_mask_ratio, cfg.time_mask_width, cfg.feature_mask_ratio)
+        self.prosody = ProsodyEncoder(n_acoustic, settings.d_prosody_out)
+        self.masking = (settings.time_mask_ratio, settings.time_mask_width, settings.feature_mask_ratio)
         self.fuse = nn.Sequential(
-            nn.Linear(encoder.hidden_size + cfg.d_prosody_out, cfg.d_hidden), nn.Dropout(cfg.dropout)
+            nn.Linear(encoder.hidden_size + settings.d_prosody_out, settings.d_hidden), nn.Dropout(settings.dropout)
         )
         self.blocks = nn.ModuleList(
             ResidualMamba(
-                cfg.d_hidden,
-                d_state=cfg.mamba_d_state,
-                d_conv=cfg.mamba_d_conv,
-                expand=cfg.mamba_expand,
-                impl=cfg.mamba_impl,
-                dropout=cfg.dropout,
+                settings.d_hidden,
+                d_state=settings.mamba_d_state,
+                d_conv=settings.mamba_d_conv,
+                expand=settings.mamba_expand,
+                impl=settings.mamba_impl,
+                dropout=settings.dropout,
             )
-            for _ in range(cfg.mamba_n_layers)
+            for _ in range(settings.mamba_n_layers)
         )
-        self.norm = nn.RMSNorm(cfg.d_hidden)
-        self.ema = EMAState(cfg.d_hidden, cfg.d_state, cfg.ema_alpha_init, cfg.ema_learn_alpha)
-        self.pool = AttentivePooling(cfg.d_hidden)
-        d_summary = cfg.d_hidden + cfg.d_state
-        if cfg.functionals:
+        self.norm = nn.RMSNorm(settings.d_hidden)
+        self.ema = EMAState(settings.d_hidden, settings.d_state, settings.ema_alpha_init, settings.ema_learn_alpha)
+        self.pool = AttentivePooling(settings.d_hidden)
+        d_summary = settings.d_hidden + settings.d_state
+        if settings.functionals:
             self.functionals_norm = Standardise(acoustic.per_utterance)
-            self.functionals = functionals_encoder(acoustic.per_utterance, cfg.d_functionals_out, cfg.dropout)
-            d_summary += cfg.d_functionals_out
+            self.functionals = functionals_encoder(acoustic.per_utterance, settings.d_functionals_out, settings.dropout)
+            d_summary += settings.d_functionals_out
         else:
             self.functionals = None
-        self.summary_dropout = nn.Dropout(cfg.dropout)
-        self.heads = nn.ModuleDict({dim: regression_head(d_summary, cfg.d_hidden, cfg.dropout) for dim in dimensions})
+        self.summary_dropout = nn.Dropout(settings.dropout)
+        self.heads = nn.ModuleDict(
+            {dim: regression_head(d_summary, settings.d_hidden, settings.dropout) for dim in dimensions}
+        )
 
     def forward(
         self,

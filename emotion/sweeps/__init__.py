@@ -1,1 +1,2 @@
-"""Sweeps: the Hydra callback that keeps a sweep's comparison table current, and the GPU pool launcher."""
+"""Sweeps: job folders read back into configurations, their statistics and nested choices, searches and
+their pruning."""

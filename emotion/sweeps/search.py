@@ -43,6 +43,7 @@ from omegaconf import DictConfig, OmegaConf
 from emotion.checks import ConfigError, check_config
 from emotion.data.corpora import fold_numbers
 from emotion.files import held_by_another, process_lock
+from emotion.settings import DataSettings
 from emotion.signals import EXIT_INTERRUPTED, GracefulStop
 from emotion.sweeps.folders import STUDY_FILE, study_storage
 from emotion.sweeps.jobs import EXCLUDED_FOLD_KEY, FOLD_KEY
@@ -484,7 +485,7 @@ def run_search(
     space = parse_space(OmegaConf.to_container(config.search.space, resolve=True))
     plan = JobPlan(_fixed_overrides(arguments), compose)
     base = compose(plan.fixed)
-    corpus_folds = fold_numbers(base.data)
+    corpus_folds = fold_numbers(DataSettings.of(base.data))
     studies = plan_studies(settings, corpus_folds, str(config.name))
     # Second one, not hour three: a key the space names, or a value it allows, that no job could run with.
     for study in studies:

@@ -1,1 +1,2 @@
-"""The training loop, its metric, optimiser, checkpoints and output files."""
+"""One training job: the loop, its metrics, optimiser, checkpoints and their recipe, inference, output files,
+and the eGeMAPS baseline."""

@@ -167,7 +167,7 @@ def train(training: Training, out_dir: Path, run: Run, stop: GracefulStop, prune
             desc=f"epoch {epoch}/{trainer.max_epochs}",
             show_bar=trainer.progress_bar,
         )
-        if prune.why:  # between two steps: the epoch is left unfinished
+        if prune.why is not None:  # between two steps: the epoch is left unfinished
             return
         val_pred = predict(model, training.val_loader, training.device, training.precision)
         val = ccc_scores(val_pred, val_labels, dimensions)
@@ -213,7 +213,7 @@ def finish(training: Training, out_dir: Path, pruned: str | None) -> dict:
         "device": str(device),
     }
     fold, profile = training.settings.data.fold, training.settings.model.profile
-    if pruned:
+    if pruned is not None:
         log.info("pruned: %s", pruned)
         best = load_checkpoint(best_file, device) if best_file.is_file() else {}
         return metrics_record(

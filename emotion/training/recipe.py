@@ -26,7 +26,7 @@ from emotion.data.corpus import Corpus, Item
 from emotion.features.acoustic import EGEMAPS_FUNCTIONALS, frame_feature_count
 from emotion.logger import redact_secrets
 from emotion.models.model import AcousticInputs, MambaEMA, build_model
-from emotion.settings import EncoderSettings, JobSettings, ModelSettings
+from emotion.settings import EncoderSettings, JobSettings, ModelSettings, SettingsError
 from emotion.training.checkpoints import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,13 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
             f"ckpt={str(path)!r}: its recipe has format {state['recipe'].get('format')}, this version of emotion "
             f"reads format {RECIPE_FORMAT} (it was written by emotion {state['recipe'].get('emotion_version')})"
         )
+    try:
+        ModelSettings.of(state["recipe"]["model"]), EncoderSettings.of(state["recipe"]["encoder"])
+    except SettingsError as err:
+        raise CheckpointError(
+            f"ckpt={str(path)!r}: its recipe's model settings are not this version's ({err}; it was written by "
+            f"emotion {state['recipe'].get('emotion_version')})"
+        ) from None
     return state
 
 

@@ -76,7 +76,7 @@ def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     return metrics_record(
         "evaluated",
         fold,
-        first.recipe["model"]["profile"],
+        first.settings.profile,
         test=scores,
         # What the models were kept for in training: evaluated runs are ranked by it too, never by `test`.
         val_best=_mean_validation(models),
@@ -126,8 +126,8 @@ def _predict(
         [acoustic[item.path] for item in items],
         speakers=per_speaker_statistics(normalised, acoustic) if model.speaker_norm else None,
     )
-    encoder = model.recipe["encoder"]
-    if encoder["freeze"] and encoder["feature_cache"]:  # the states training cached, or cached for next time
+    encoder = model.encoder_settings
+    if encoder.freeze and encoder.feature_cache:  # the states training cached, or cached for next time
         dataset.features = ensure_features(
             model.model.encoder,
             {dataset.piece(i): n for i, n in enumerate(dataset.segment_samples)},
@@ -137,7 +137,7 @@ def _predict(
             autocast=autocast(model.device, model.precision),
             batch_size=settings.batch_size,
             workers=settings.workers,
-            max_gb=encoder["feature_cache_max_gb"],
+            max_gb=encoder.feature_cache_max_gb,
             show_bar=settings.progress_bar,
         )
     outputs = model.outputs(dataset, settings.batch_size, settings.workers, show_bar=settings.progress_bar)

@@ -18,7 +18,7 @@ from emotion.features.acoustic_cache import AcousticArrays, AcousticCache, Acous
 from emotion.features.dataset import Segment, UtteranceDataset
 from emotion.features.normalisation import SpeakerStatistics
 from emotion.models.model import MambaEMA
-from emotion.settings import ModelSettings
+from emotion.settings import EncoderSettings, ModelSettings
 from emotion.sweeps.jobs import configuration, job_overrides
 from emotion.training.devices import resolve_device, resolve_precision
 from emotion.training.inference import Outputs, batch_loader, item_means, segment_outputs
@@ -91,10 +91,19 @@ class TrainedModel:
         """Trained with each speaker's acoustic features standardised by their own statistics."""
         return self.recipe["data"]["speaker_norm"]
 
+    @property
+    def settings(self) -> ModelSettings:
+        """The model settings it was trained with."""
+        return ModelSettings.of(self.recipe["model"])
+
+    @property
+    def encoder_settings(self) -> EncoderSettings:
+        """The encoder settings it was trained with: whether frozen, whether its states were cached."""
+        return EncoderSettings.of(self.recipe["encoder"])
+
     def acoustic_cache(self, cache_dir: str | Path) -> AcousticCache:
         """The acoustic features this model reads, cached under `cache_dir` as training caches them."""
-        settings = ModelSettings.of(self.recipe["model"])
-        return AcousticCache.for_model(cache_dir, self.sample_rate, self.model.encoder.grid, settings)
+        return AcousticCache.for_model(cache_dir, self.sample_rate, self.model.encoder.grid, self.settings)
 
     def dataset(
         self,

@@ -104,6 +104,7 @@ class DataSettings(Settings):
     root: str | None = None
     label_range: list[float] | None = None
     seed: int | None = None  # demo: the voices' generator
+    studio: Literal["a", "b"] | None = None  # demo: where the voices are recorded and how they are rated
     utterances_per_voice: PositiveInt | None = None  # demo
     manifest: str | None = None  # csv
     corpus_name: str | None = None  # csv

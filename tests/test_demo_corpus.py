@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from collections import Counter
 
 import numpy as np
@@ -11,10 +12,11 @@ import pytest
 import soundfile as sf
 
 from emotion.data.audio import load_audio
-from emotion.data.demo import SAMPLE_RATE, ensure_demo_corpus
+from emotion.data.corpora import load_corpus
+from emotion.data.demo import SAMPLE_RATE, STUDIOS, ensure_demo_corpus, rate
 from emotion.features.acoustic import PROSODY_FEATURES, prosody_contours
 from emotion.models.grid import FrameGrid
-from tests.conftest import compose_config
+from tests.conftest import compose_config, data_settings
 
 F0, VOICING = PROSODY_FEATURES.index("f0_semitones"), PROSODY_FEATURES.index("voicing")
 
@@ -140,3 +142,57 @@ def test_a_demo_corpus_of_another_generator_version_is_replaced(tmp_path):
     ensure_demo_corpus(tmp_path / "demo", seed=0, utterances_per_voice=2)
     assert '"version": 0' not in (manifest.parent / "generator.json").read_text()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["demo"]  # no staging or stale folders left
+
+
+def small_studio_corpus(studio_option: str, cache_dir):
+    """data=<studio_option> with 4 utterances per voice, in the tests' shared cache: its manifest and rows."""
+    data = data_settings([f"data={studio_option}", "data.utterances_per_voice=4"])
+    manifest = ensure_demo_corpus(data.root, data.seed, data.utterances_per_voice, data.studio)
+    return manifest, read_rows(manifest)
+
+
+def median_level_db(manifest, rows) -> float:
+    """Median level of the corpus's utterances, at the model's sample rate."""
+    return float(np.median([level_db(load_audio(manifest.parent / row["path"], SAMPLE_RATE)) for row in rows]))
+
+
+def high_band_share(manifest, rows) -> float:
+    """Median share of each utterance's energy above 4 kHz."""
+    shares = []
+    for row in rows:
+        spectrum = np.abs(np.fft.rfft(load_audio(manifest.parent / row["path"], SAMPLE_RATE))) ** 2
+        frequencies = np.fft.rfftfreq(2 * (len(spectrum) - 1), 1 / SAMPLE_RATE)
+        shares.append(spectrum[frequencies > 4000].sum() / spectrum.sum())
+    return float(np.median(shares))
+
+
+def test_the_second_studio_records_other_voices_quieter_and_band_limited_and_rates_them_on_1_to_7(cache_dir):
+    first_manifest, first = small_studio_corpus("demo", cache_dir)
+    second_manifest, second = small_studio_corpus("demo_b", cache_dir)
+
+    assert list(second[0]) == ["id", "path", "speaker", "fold", "arousal", "valence"]  # no dominance rated
+    assert not {row["speaker"] for row in first} & {row["speaker"] for row in second}
+    assert sf.info(second_manifest.parent / second[0]["path"]).samplerate == 22_050
+    labels = np.array([[float(row["arousal"]), float(row["valence"])] for row in second])
+    assert labels.min() >= 1.0 and labels.max() <= 7.0 and (labels > 5.0).any()  # beyond the first's scale
+    assert median_level_db(second_manifest, second) < median_level_db(first_manifest, first) - 6  # 12 dB quieter
+    assert high_band_share(second_manifest, second) < 0.2 * high_band_share(first_manifest, first)
+
+
+def test_the_second_studio_is_a_corpus_of_its_own_name_scale_and_dimensions(cache_dir):
+    corpus = load_corpus(data_settings(["data=demo_b", "data.utterances_per_voice=4", "data.fold=2"]))
+    assert (corpus.name, corpus.dimensions) == ("demo-b", ("arousal", "valence"))
+    assert (corpus.scale.low, corpus.scale.high) == (1, 7)
+    assert {item.fold for item in corpus.splits.test} == {2}
+
+
+def test_a_studio_rates_the_expressed_emotion_by_the_affine_map_between_scales():
+    second = STUDIOS["b"]
+    assert [rate(value, second) for value in (1.0, 3.0, 5.0, 2.5)] == [1.0, 4.0, 7.0, 3.25]
+    assert [rate(value, STUDIOS["a"]) for value in (1.0, 3.17, 5.0)] == [1.0, 3.17, 5.0]
+
+
+def test_the_first_studios_corpus_is_unchanged_by_the_second(cache_dir):
+    """Its generator record names no studio, so that corpora generated before the second existed stay valid."""
+    manifest, _ = small_studio_corpus("demo", cache_dir)
+    assert "studio" not in json.loads((manifest.parent / "generator.json").read_text())

@@ -109,8 +109,10 @@ def _root_problems(data: DataSettings, env: str, layout: str) -> list[str]:
 
 
 def _demo(data: DataSettings) -> Corpus:
-    items, dimensions = read_manifest(ensure_demo_corpus(data.root, data.seed, data.utterances_per_voice))
-    return Corpus("demo", _cross_validation(items, data, "the demo corpus"), LabelScale(*data.label_range), dimensions)
+    manifest = ensure_demo_corpus(data.root, data.seed, data.utterances_per_voice, data.studio)
+    items, dimensions = read_manifest(manifest)
+    name = demo.STUDIOS[data.studio].name
+    return Corpus(name, _cross_validation(items, data, f"the {name} corpus"), LabelScale(*data.label_range), dimensions)
 
 
 def _csv(data: DataSettings) -> Corpus:

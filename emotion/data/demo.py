@@ -10,6 +10,10 @@ speaker-independent folds have to generalise across voices.
 
 The corpus is laid out as IEMOCAP is (5 sessions of 2 voices) and written as a CSV manifest in the
 format of the generic CSV corpus. It is a pipeline check, not a benchmark.
+
+A second studio (`data=demo_b`) records other voices through another chain (quieter, band-limited, at
+22.05 kHz) and rates them on another scale (1–7) without dominance, as a second real corpus differs from
+the first: what cross-corpus training, evaluation and normalisation are tested on.
 """
 
 from __future__ import annotations
@@ -25,14 +29,15 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 GENERATOR_VERSION = 4
 MANIFEST_NAME = "manifest.csv"
-MANIFEST_COLUMNS = ("id", "path", "speaker", "fold", "arousal", "valence", "dominance")
-LABEL_RANGE = (1.0, 5.0)
+ITEM_COLUMNS = ("id", "path", "speaker", "fold")  # the manifest's, before the studio's dimensions
+LABEL_RANGE = (1.0, 5.0)  # what the voices express; a studio rates it on its own scale
 SESSIONS = range(1, 6)  # five sessions of two voices, as IEMOCAP
 
 # Formant frequencies (Hz) of five vowels for an adult male vocal tract; other voices scale them.
@@ -57,6 +62,25 @@ class Voice:
 
 
 @dataclass(frozen=True)
+class Studio:
+    """Where a demo corpus is recorded and how it is rated."""
+
+    name: str  # the corpus's name: checkpoints record its speakers under it
+    speaker_prefix: str
+    label_range: tuple[float, float]
+    dimensions: tuple[str, ...]  # those its raters gave
+    gain_db: float  # of the recording chain
+    lowpass_hz: float | None  # the chain's band limit (a telephone-like microphone); None: none
+    file_rate: int  # the files' sample rate
+
+
+STUDIOS = {
+    "a": Studio("demo", "Ses", LABEL_RANGE, ("arousal", "valence", "dominance"), 0.0, None, SAMPLE_RATE),
+    "b": Studio("demo-b", "Spk", (1.0, 7.0), ("arousal", "valence"), -12.0, 3400.0, 22_050),
+}
+
+
+@dataclass(frozen=True)
 class Expression:
     """Emotion as expressed in one utterance, each dimension centred on neutral and scaled to about [-1, 1]."""
 
@@ -65,10 +89,12 @@ class Expression:
     dominance: float
 
 
-def ensure_demo_corpus(root: str | Path, seed: int = 0, utterances_per_voice: int = 32) -> Path:
+def ensure_demo_corpus(root: str | Path, seed: int = 0, utterances_per_voice: int = 32, studio: str = "a") -> Path:
     """Return the demo manifest under `root`, generating the corpus first when missing or incomplete."""
     root = Path(root)
     wanted = {"version": GENERATOR_VERSION, "seed": seed, "utterances_per_voice": utterances_per_voice}
+    if studio != "a":  # the first studio's corpora, made before there was a second, stay valid
+        wanted["studio"] = studio
     if _is_complete(root, wanted):
         return root / MANIFEST_NAME
     if root.exists() and any(root.iterdir()) and not (root / "generator.json").is_file():
@@ -80,7 +106,7 @@ def ensure_demo_corpus(root: str | Path, seed: int = 0, utterances_per_voice: in
     log.info("Generating the demo corpus in %s (seed %d)", root, seed)
     staging = root.with_name(f"{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    write_demo_corpus(staging, seed, utterances_per_voice)
+    write_demo_corpus(staging, seed, utterances_per_voice, STUDIOS[studio])
     (staging / "generator.json").write_text(json.dumps(wanted))
     _publish(staging, root, wanted)
     return root / MANIFEST_NAME
@@ -116,26 +142,43 @@ def _publish(staging: Path, root: Path, wanted: dict) -> None:
             raise
 
 
-def write_demo_corpus(out_dir: Path, seed: int, utterances_per_voice: int) -> None:
-    """Render every utterance as a 16-bit WAV file and write the manifest last."""
+def write_demo_corpus(out_dir: Path, seed: int, utterances_per_voice: int, studio: Studio = STUDIOS["a"]) -> None:
+    """Render every utterance as a 16-bit WAV file through the studio's chain and write the manifest last."""
     (out_dir / "wav").mkdir(parents=True)
     rows = []
-    for voice in make_voices(seed):
+    for voice in make_voices(seed, studio.speaker_prefix):
         for index in range(utterances_per_voice):
             utt_id = f"{voice.speaker}_{index:03d}"
             rng = np.random.default_rng([seed, voice.session, ord(voice.speaker[-1]), index])
             labels = draw_labels(rng)
-            wave = synthesise(voice, expression_of(labels, rng), rng)
+            wave = record(synthesise(voice, expression_of(labels, rng), rng), studio)
             path = Path("wav") / f"{utt_id}.wav"
-            sf.write(out_dir / path, wave, SAMPLE_RATE, subtype="PCM_16")
-            rows.append({"id": utt_id, "path": str(path), "speaker": voice.speaker, "fold": voice.session, **labels})
+            sf.write(out_dir / path, wave, studio.file_rate, subtype="PCM_16")
+            rated = {name: rate(labels[name], studio) for name in studio.dimensions}
+            rows.append({"id": utt_id, "path": str(path), "speaker": voice.speaker, "fold": voice.session, **rated})
     with open(out_dir / MANIFEST_NAME, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=[*ITEM_COLUMNS, *studio.dimensions])
         writer.writeheader()
         writer.writerows(rows)
 
 
-def make_voices(seed: int) -> list[Voice]:
+def record(wave: np.ndarray, studio: Studio) -> np.ndarray:
+    """A rendered utterance as the studio's chain records it: band-limited, at its gain and file rate."""
+    if studio.lowpass_hz is not None:
+        wave = _one_pole_lowpass(_one_pole_lowpass(wave, studio.lowpass_hz), studio.lowpass_hz)
+    wave = wave * 10 ** (studio.gain_db / 20)
+    if studio.file_rate != SAMPLE_RATE:
+        wave = soxr.resample(wave, SAMPLE_RATE, studio.file_rate, quality="HQ")
+    return np.clip(wave, -0.99, 0.99).astype(np.float32)
+
+
+def rate(value: float, studio: Studio) -> float:
+    """A label of LABEL_RANGE on the studio's scale, by the affine map between the two."""
+    (low, high), (own_low, own_high) = LABEL_RANGE, studio.label_range
+    return round(own_low + (value - low) * (own_high - own_low) / (high - low), 2)
+
+
+def make_voices(seed: int, speaker_prefix: str = "Ses") -> list[Voice]:
     """Two voices per session, one higher and one lower, as IEMOCAP pairs a female and a male actor."""
     rng = np.random.default_rng(seed)
     voices = []
@@ -143,7 +186,7 @@ def make_voices(seed: int) -> list[Voice]:
         for sex, f0_range, tract_range in (("F", (180, 240), (1.12, 1.22)), ("M", (95, 135), (0.95, 1.03))):
             voices.append(
                 Voice(
-                    speaker=f"Ses{session:02d}{sex}",
+                    speaker=f"{speaker_prefix}{session:02d}{sex}",
                     session=session,
                     f0_hz=rng.uniform(*f0_range),
                     level_db=rng.uniform(-2.0, 2.0),

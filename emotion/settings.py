@@ -222,12 +222,9 @@ class LoggerSettings(Settings):
 
 
 @dataclass(frozen=True)
-class EvaluateSettings(Settings):
-    """evaluate.py's own group: conf/evaluate.yaml documents each key."""
+class InferenceSettings(Settings):
+    """How evaluate.py and predict.py run a trained model: their groups share these keys."""
 
-    config_group = "evaluate"
-
-    split: Literal["train", "val", "test", "all"]
     batch_size: PositiveInt
     workers: NonNegativeInt
     acoustic_workers: PositiveInt | None
@@ -237,7 +234,16 @@ class EvaluateSettings(Settings):
 
 
 @dataclass(frozen=True)
-class PredictSettings(Settings):
+class EvaluateSettings(InferenceSettings):
+    """evaluate.py's own group: conf/evaluate.yaml documents each key."""
+
+    config_group = "evaluate"
+
+    split: Literal["train", "val", "test", "all"]
+
+
+@dataclass(frozen=True)
+class PredictSettings(InferenceSettings):
     """predict.py's own group: conf/predict.yaml documents each key."""
 
     config_group = "predict"
@@ -245,14 +251,8 @@ class PredictSettings(Settings):
     window_seconds: PositiveFloat | None
     window_hop_seconds: PositiveFloat | None
     embeddings: bool
-    batch_size: PositiveInt
-    workers: NonNegativeInt
-    acoustic_workers: PositiveInt | None
-    device: str
-    precision: Precision
     resume: bool
     save_every: PositiveInt
-    progress_bar: bool
 
 
 @dataclass(frozen=True)
@@ -277,18 +277,13 @@ class JobSettings:
     optim: OptimSettings
     trainer: TrainerSettings
     logger: LoggerSettings
+    report: ReportSettings  # its select keeps a job's best epoch
     cache_dir: str  # paths.cache_dir: generated corpora, acoustic features, encoder states
-    select: str  # report.select: the validation score that keeps a job's best epoch
 
     @classmethod
     def of(cls, cfg) -> JobSettings:
-        groups = {group: kind.of(cfg[group]) for group, kind in GROUPS.items() if group != "report"}
-        return cls(
-            **groups,
-            model=model_settings(cfg.model),
-            cache_dir=str(cfg.paths.cache_dir),
-            select=ReportSettings.of(cfg.report).select,
-        )
+        groups = {group: kind.of(cfg[group]) for group, kind in GROUPS.items()}
+        return cls(**groups, model=model_settings(cfg.model), cache_dir=str(cfg.paths.cache_dir))
 
 
 # What each group of a training job's config is checked against and built as.

@@ -145,7 +145,7 @@ def train(training: Training, out_dir: Path, run: Run, stop: GracefulStop, prune
     best epoch by `report.select` is kept (best.pt); history.csv and last.pt after every epoch."""
     trainer, model, progress = training.settings.trainer, training.model, training.progress
     dimensions = training.corpus.dimensions
-    selected = score_key(training.settings.select)
+    selected = score_key(training.settings.report.select)
     val_labels = training.val_loader.dataset.labels()
     while not progress.finished:
         epoch = progress.epoch

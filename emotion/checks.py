@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from emotion.data.corpora import config_problems as data_problems
 from emotion.data.corpus import DIMENSIONS
@@ -34,6 +35,9 @@ class ConfigError(CompactHydraException, ValueError):
 
 
 def check_config(cfg: DictConfig) -> None:
+    uncomposed = _composition_problems(cfg)
+    if uncomposed:  # every other data check reads the composed corpora
+        raise ConfigError("config problem; nothing was run:\n" + "\n".join(f"  {p}" for p in uncomposed))
     neural = _value(cfg, "model.kind") != "baseline"
     model_problems = [*_layer_problems(cfg), *_device_problems(cfg), *_init_from_problems(cfg)] if neural else []
     problems = [
@@ -47,6 +51,17 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"{len(problems)} config problem(s); nothing was run:\n" + "\n".join(f"  {p}" for p in problems)
         )
+
+
+def _composition_problems(cfg: DictConfig) -> list[str]:
+    """Entries of data.corpora or data.test_corpora that name no data option: their corpora cannot be composed
+    (emotion.composition)."""
+    try:
+        OmegaConf.to_container(cfg.data, resolve=True)
+    except InterpolationResolutionError as err:
+        # OmegaConf prefixes the resolver's own message with where it was raised.
+        return [str(err).splitlines()[0].split("resolving interpolation: ", 1)[-1]]
+    return []
 
 
 def _type_problems(cfg: DictConfig) -> list[str]:

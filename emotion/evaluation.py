@@ -17,11 +17,11 @@ import numpy as np
 from omegaconf import DictConfig
 
 from emotion.cpu import available_cores
+from emotion.data.augment import condition_problems, corrupted_items
 from emotion.data.corpora import Corpus, load_corpus
 from emotion.data.corpus import Item
 from emotion.data.scan import check_items, scan_items
 from emotion.features.encoder_cache import ensure_features
-from emotion.features.normalisation import per_speaker_statistics
 from emotion.settings import DataSettings, EvaluateSettings
 from emotion.trained import TrainedModel, load_models
 from emotion.training.devices import autocast, peak_memory, reset_peak_memory
@@ -37,9 +37,20 @@ def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     """Score the models `cfg.ckpt` names (their mean, for several) on `cfg.evaluate.split` of `cfg.data`;
     returns the metrics.json record, written with predictions.csv into `out_dir`."""
     settings, data = EvaluateSettings.of(cfg.evaluate), DataSettings.of(cfg.data)
-    split = settings.split
+    problems = condition_problems(settings.conditions)
+    if problems:
+        raise ValueError("\n".join(problems))
     models = load_models(cfg.ckpt, settings.device, settings.precision)
     reset_peak_memory(models[0].device)  # from here, the models loaded: an evaluate sweep shares one process
+    return evaluate_models(models, data, settings, cfg.paths.cache_dir, out_dir)
+
+
+def evaluate_models(
+    models: list[TrainedModel], data: DataSettings, settings: EvaluateSettings, cache_dir: str, out_dir: Path
+) -> dict:
+    """Score `models` (their mean) on `settings.split` of the corpus `data` configures, under each of
+    `settings.conditions`; returns the metrics.json record, written with predictions.csv into `out_dir`."""
+    split = settings.split
     corpus = load_corpus(data, whole=split == "all")
     items, durations = _usable_items(corpus, split, data, out_dir, max(model.min_seconds for model in models))
     first = models[0]
@@ -61,17 +72,32 @@ def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     if scale_note["mapped"]:
         log.warning("%s", scale_note["how"])
 
-    cache_dir = cfg.paths.cache_dir
-    predictions = np.mean([_predict(model, corpus, items, durations, settings, cache_dir) for model in models], axis=0)
-    pred = predictions[:, [first.dimensions.index(dim) for dim in shared]]
-    true = np.stack([corpus.scale.normalise(item.labels) for item in items])
-    true = true[:, [corpus.dimensions.index(dim) for dim in shared]]
-    # CCC is the same on [0, 1] as on either rating scale: both map to it by one affine function.
-    scores = ccc_scores(pred, true, shared)
-    log.info("%s, %s split (%d items): CCC %s", corpus.name, split, len(items), format_scores(scores))
-    write_predictions(
-        out_dir / "predictions.csv", items, corpus.scale.denormalise(true), corpus.scale.denormalise(pred), shared
-    )
+    true = corpus.labels(items)[:, [corpus.dimensions.index(dim) for dim in shared]]
+    by_condition = {}
+    for condition in settings.conditions:
+        predictions = np.mean(
+            [_predict(model, corpus, items, durations, settings, cache_dir, condition) for model in models], axis=0
+        )
+        pred = predictions[:, [first.dimensions.index(dim) for dim in shared]]
+        # CCC is the same on [0, 1] as on either rating scale: both map to it by one affine function.
+        by_condition[condition] = ccc_scores(pred, true, shared)
+        log.info(
+            "%s, %s split (%d items), %s: CCC %s",
+            corpus.name,
+            split,
+            len(items),
+            condition,
+            format_scores(by_condition[condition]),
+        )
+        name = "predictions.csv" if condition == settings.conditions[0] else f"predictions.{condition}.csv"
+        write_predictions(
+            out_dir / name, items, corpus.on_own_scales(items, true), corpus.on_own_scales(items, pred), shared
+        )
+    scores = by_condition[settings.conditions[0]]
+    robustness = {}
+    if len(by_condition) > 1:
+        robustness["conditions"] = by_condition
+        plot_robustness(by_condition, out_dir / "robustness.png", f"{corpus.name}, {split} split")
     fold = None if split == "all" else data.fold  # every item: no fold chose them
     return metrics_record(
         "evaluated",
@@ -89,12 +115,15 @@ def run_evaluate(cfg: DictConfig, out_dir: Path) -> dict:
             "fold": fold,
             "test_set": data.test_set,
             "split": split,
+            # Whose statistics standardised the evaluated audio's acoustic features (evaluate.normalise).
+            "normalise": evaluated_normalisation(settings.normalise, first, corpus),
             "items": len(items),
             "speakers": seen[0].total,
             "seen_speakers": _seen_count(seen),
             "seen_in_training": reasons,
         },
         scale=scale_note,
+        **robustness,
     )
 
 
@@ -115,16 +144,31 @@ def _predict(
     durations: dict[str, float],
     settings: EvaluateSettings,
     cache_dir: str,
+    condition: str = "clean",
 ) -> np.ndarray:
-    """One model's predictions per item ([0, 1] scale), through the path its training's test took."""
-    normalised = _speakers_items(corpus, items, model.min_seconds) if model.speaker_norm else items
+    """One model's predictions per item ([0, 1] scale), through the path its training's test took, its
+    acoustic inputs standardised as evaluate.normalise says (by default as in its training), the audio heard
+    under `condition` (evaluate.conditions): statistics of own audio are then of the corrupted audio too."""
+    normalise = evaluated_normalisation(settings.normalise, model, corpus)
+    normalised = _speakers_items(corpus, items, model.min_seconds) if normalise == "speaker" else items
+    if condition != "clean":
+        heard = corrupted_items(
+            normalised,
+            condition,
+            settings.condition_seed,
+            model.sample_rate,
+            cache_dir,
+            settings.noise_dir,
+            settings.rir_dir,
+            workers=settings.acoustic_workers or available_cores(),
+        )
+        by_id = {item.id: item for item in heard}
+        normalised, items = heard, [by_id[item.id] for item in items]
     cache = model.acoustic_cache(cache_dir)
     acoustic = cache.ensure([item.path for item in normalised], settings.acoustic_workers or available_cores())
+    own = model.standardise_inputs(normalise, normalised, acoustic)
     dataset = model.dataset(
-        items,
-        [durations[item.id] for item in items],
-        [acoustic[item.path] for item in items],
-        speakers=per_speaker_statistics(normalised, acoustic) if model.speaker_norm else None,
+        items, [durations[item.id] for item in items], [acoustic[item.path] for item in items], own=own
     )
     encoder = model.encoder_settings
     if encoder.freeze and encoder.feature_cache:  # the states training cached, or cached for next time
@@ -144,12 +188,22 @@ def _predict(
     return item_means(outputs.predictions, dataset)
 
 
+def evaluated_normalisation(normalise: str, model: TrainedModel, corpus: Corpus) -> str:
+    """evaluate.normalise, with `auto` made a choice: as the model was trained, on the corpora it trained on;
+    on another corpus, a model trained with the training split's statistics gets the corpus's own instead:
+    they describe its microphones, rooms and language, not the training corpus's (README, "Normalisation")."""
+    if normalise != "auto":
+        return normalise
+    trained = model.normalisation
+    return "corpus" if trained == "training" and corpus.name not in model.label_scales else trained
+
+
 def _speakers_items(corpus: Corpus, items: list[Item], min_seconds: float) -> list[Item]:
     """Under speaker normalisation each speaker's statistics come from all their usable items in the corpus,
     as in training, whatever the split evaluated."""
     speakers = {item.speaker for item in items}
     theirs = [item for item in corpus.splits.all if item.speaker in speakers]
-    usable, _ = scan_items(theirs, corpus.dimensions, min_seconds)
+    usable, _ = scan_items(theirs, corpus.rated, min_seconds)
     return [item for item in theirs if item.id in usable]
 
 
@@ -183,3 +237,39 @@ def _scale_note(model: TrainedModel, corpus: Corpus) -> dict:
         else f"model and corpus rate on {target[0]:g}–{target[1]:g}"
     )
     return {"model": trained, "data": target, "mapped": mapped, "how": how}
+
+
+def plot_robustness(by_condition: dict[str, dict], path: Path, title: str) -> None:
+    """CCC per dimension against the SNR of the snrN conditions (clean at the right, as the highest), and
+    the other conditions' CCC as labelled points: how fast the model degrades in noise."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    snr = {name: int(name[3:]) for name in by_condition if name.startswith("snr")}
+    clean_at = max(snr.values(), default=0) + 10
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for key in ("ccc_a", "ccc_v", "ccc_d"):
+        points = sorted((level, by_condition[name][key]) for name, level in snr.items())
+        if "clean" in by_condition:
+            points.append((clean_at, by_condition["clean"][key]))
+        points = [(level, value) for level, value in points if value is not None]
+        if points:
+            axes.plot(*zip(*points, strict=True), marker="o", label=key.removeprefix("ccc_").upper())
+    others = [name for name in by_condition if name not in snr and name != "clean"]
+    for name in others:
+        value = by_condition[name]["ccc_mean"]
+        if value is not None:
+            axes.axhline(value, linestyle=":", color="grey")
+            axes.annotate(f"{name} (mean)", (axes.get_xlim()[0], value), fontsize=8, va="bottom")
+    ticks = sorted(snr.values())
+    axes.set_xticks([*ticks, clean_at] if "clean" in by_condition else ticks)
+    axes.set_xticklabels([*map(str, ticks), "clean"] if "clean" in by_condition else list(map(str, ticks)))
+    axes.set_xlabel("SNR (dB)")
+    axes.set_ylabel("CCC")
+    axes.set_title(title)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -25,11 +25,18 @@ from emotion.checks import ConfigError, check_config
 from emotion.files import process_lock
 from emotion.logger import JobInfo, NoRun, open_run, redact_secrets
 from emotion.selection import score_key
-from emotion.settings import JobSettings, SettingsError
+from emotion.settings import EvaluateSettings, JobSettings, SettingsError
 from emotion.signals import EXIT_INTERRUPTED, STOP, GracefulStop, Interrupted
 from emotion.sweeps.folders import JOB_LOCK
 from emotion.sweeps.pruning import PruneWatch
-from emotion.training.outputs import FINAL_STATUSES, metrics_record, read_metrics, write_json
+from emotion.training.outputs import (
+    CROSS_FOLDER,
+    FINAL_STATUSES,
+    cross_record,
+    metrics_record,
+    read_metrics,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +71,7 @@ def run_job(cfg: DictConfig) -> float:
 
 def _run_in_folder(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
     previous = read_metrics(out_dir / "metrics.json")
-    if previous and previous["status"] in FINAL_STATUSES:
+    if previous and previous["status"] in FINAL_STATUSES and not _untested_corpora(cfg, previous):
         log.info("%s: %s before (metrics.json), skipping", out_dir, previous["status"])
         return selected_score(cfg, previous)
     if previous:  # it failed or was stopped: training goes on from its last checkpoint (trainer.resume=auto)
@@ -94,6 +101,22 @@ def _run_in_folder(cfg: DictConfig, out_dir: Path, stop: GracefulStop) -> float:
         write_json(out_dir / "job.json", {**where, "ended": time.time()})
     log.info("wrote %s", out_dir / "metrics.json")
     return selected_score(cfg, metrics)
+
+
+def _untested_corpora(cfg: DictConfig, metrics: dict) -> list[str]:
+    """The corpora of data.test_corpora a completed job has not been tested on yet (none once it is pruned)."""
+    if metrics["status"] != "completed":
+        return []
+    from emotion.data.corpora import corpus_name, test_corpora
+    from emotion.settings import DataSettings
+
+    try:
+        data = DataSettings.of(cfg.data)
+    except Exception:  # a bad value: the job runs on to the config checks, which name it
+        return ["?"]
+    trained_on = set(metrics.get("by_corpus") or [corpus_name(data)])
+    tested = set(metrics.get("cross") or {})
+    return [name for name in map(corpus_name, test_corpora(data)) if name not in trained_on | tested]
 
 
 def selected_score(cfg: DictConfig, metrics: dict) -> float:
@@ -130,6 +153,8 @@ def _train(cfg: DictConfig, settings: JobSettings, out_dir: Path, stop: Graceful
             metrics = fit_baseline(settings, out_dir, run, stop, budget)
         else:  # a search may prune the job: it leaves a marker in the job's folder
             metrics = fit(settings, out_dir, run, stop, budget, prune=PruneWatch(out_dir))
+            if metrics["status"] == "completed" and settings.data.test_parts:
+                metrics["cross"] = cross_tests(settings, out_dir, budget)
     except Interrupted as stopped:
         write_json(
             out_dir / "metrics.json",
@@ -162,6 +187,47 @@ def _train(cfg: DictConfig, settings: JobSettings, out_dir: Path, stop: Graceful
     write_json(out_dir / "metrics.json", metrics)
     run.finish(summary=tracker_summary(metrics))
     return metrics
+
+
+def cross_tests(settings: JobSettings, out_dir: Path, budget) -> dict:
+    """The job's best model scored on the test split of each corpus of data.test_corpora that it did not
+    train on, as evaluate.py scores it (normalised as data.test_normalise says; auto: a corpus's own
+    statistics where the model learned with the training split's), each into cross/<corpus>/; a test found
+    there already (a resumed job) is not run again. Returns metrics.json's `cross`: {corpus: its test scores
+    and how they were made}."""
+    from emotion.data.corpora import corpus_name, test_corpora
+    from emotion.evaluation import evaluate_models
+    from emotion.trained import load_models
+
+    trainer = settings.trainer
+    models = load_models(out_dir, trainer.device, trainer.precision)
+    how = EvaluateSettings(
+        batch_size=settings.data.batch_size,
+        workers=budget.loader_workers,
+        acoustic_workers=budget.feature_workers,
+        device=trainer.device,
+        precision=trainer.precision,
+        progress_bar=trainer.progress_bar,
+        normalise=settings.data.test_normalise,
+        split="test",
+        conditions=["clean"],
+        condition_seed=0,
+        noise_dir=None,
+        rir_dir=None,
+    )
+    cross = {}
+    for data in test_corpora(settings.data):
+        name = corpus_name(data)
+        if name in models[0].label_scales:  # a corpus it trained on: its score is the job's own test
+            continue
+        folder = out_dir / CROSS_FOLDER / name
+        record = read_metrics(folder / "metrics.json")
+        if not record or record["status"] != "evaluated":
+            folder.mkdir(parents=True, exist_ok=True)
+            record = evaluate_models(models, data, how, settings.cache_dir, folder)
+            write_json(folder / "metrics.json", record)
+        cross[name] = cross_record(record)
+    return cross
 
 
 def _record_failure(cfg: DictConfig, out_dir: Path, error: str) -> None:

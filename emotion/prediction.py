@@ -28,7 +28,6 @@ from emotion.data.corpus import Item
 from emotion.data.manifest import audio_path
 from emotion.data.scan import Problem, scan_items
 from emotion.features.dataset import Segment, windows
-from emotion.features.normalisation import per_speaker_statistics
 from emotion.files import write_atomically
 from emotion.settings import PredictSettings
 from emotion.trained import TrainedModel, load_models
@@ -81,7 +80,8 @@ def read_inputs(source: str | Path) -> list[Item]:
         paths = sorted(path for path in source.rglob("*") if path.suffix.lower() in AUDIO_EXTENSIONS)
         if not paths:
             raise InputError(f"input={str(source)!r}: no audio files in this folder or below it")
-        return [_item(path, str(path)) for path in paths]
+        # A folder's speakers, for predict.normalise=speaker, are its subfolders: <input>/<speaker>/<file>.
+        return [_item(path, str(path), str(path.parent.relative_to(source))) for path in paths]
     if source.is_file():
         return [_item(source, str(source))]
     raise InputError(f"input={str(source)!r}: no such file or folder; give an audio file, a folder or a CSV manifest")
@@ -144,7 +144,7 @@ def run_predict(cfg: DictConfig) -> OutputFiles:
 def _readable(source, min_seconds: float, out: OutputFiles) -> tuple[list[Item], list[float], list[Problem]]:
     """The input's files that can be predicted and their durations, and why the others cannot."""
     items = read_inputs(source)
-    durations, problems = scan_items(items, (), min_seconds)
+    durations, problems = scan_items(items, lambda item: (), min_seconds)  # unlabelled
     if problems:
         log.warning(
             "%d of %d files cannot be predicted; they will be listed in %s", len(problems), len(items), out.skipped
@@ -182,14 +182,14 @@ def _predict_with(
     acoustic = model.acoustic_cache(cache_dir).ensure(
         [item.path for item in items], settings.acoustic_workers or available_cores()
     )
-    speakers = None
-    if model.speaker_norm:
+    normalise = model.normalisation if settings.normalise == "auto" else settings.normalise
+    if normalise == "speaker":
         log.info(
-            "the model standardises acoustic features per speaker: speakers are the manifest's speaker column "
-            "(all files are one speaker without it)"
+            "acoustic features standardised per speaker: speakers are the manifest's speaker column, or each "
+            "file's folder under the input folder"
         )
-        speakers = per_speaker_statistics(items, acoustic)
-    dataset = model.dataset(items, seconds, [acoustic[item.path] for item in items], speakers=speakers)
+    own = model.standardise_inputs(normalise, items, acoustic)
+    dataset = model.dataset(items, seconds, [acoustic[item.path] for item in items], own=own)
     predictions, vectors = _outputs_in_blocks(model, dataset, f"{name}-files", settings, store, settings.embeddings)
     windowed = None
     if spans is not None:
@@ -273,9 +273,9 @@ def _run_settings(settings: PredictSettings, models: list[TrainedModel], items: 
         "checkpoints": [[str(m.path), m.path.stat().st_size, m.path.stat().st_mtime_ns] for m in models],
         "precision": models[0].precision,
         "files": _digest(f"{item.id}\t{item.path}" for item in items),
-        # A speaker-normalised model standardises each speaker's files with that speaker's statistics.
+        # Under speaker normalisation each speaker's files are standardised with that speaker's statistics.
         "speakers": _digest(item.speaker for item in items),
-        **{key: getattr(settings, key) for key in ("window_seconds", "window_hop_seconds", "embeddings")},
+        **{key: getattr(settings, key) for key in ("window_seconds", "window_hop_seconds", "embeddings", "normalise")},
     }
 
 

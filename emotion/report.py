@@ -42,6 +42,7 @@ from emotion.settings import ReportSettings
 from emotion.sweeps.folders import register_resolver, study_storage
 from emotion.sweeps.jobs import Row, collect_jobs, expected_runs, group_rows, read_multirun
 from emotion.sweeps.markdown import number, table_line
+from emotion.sweeps.matrix import write_matrices
 from emotion.sweeps.search_report import SearchRecord, plot_search, read_search, search_markdown
 
 log = logging.getLogger(__name__)
@@ -425,6 +426,7 @@ def write_summary(sweep_dir: str | Path, settings: ReportSettings | None = None)
         write_atomically(sweep_dir / "nested.csv", _csv_text(*_nested_table(summary)))
         write_atomically(sweep_dir / "summary.md", text)
         _plot(summary.records, summary.config_keys, sweep_dir / "summary.png")
+        write_matrices(sweep_dir, summary.settings.bootstrap, summary.settings.seed)  # jobs tested on other corpora
     return sweep_dir / "summary.md"
 
 
@@ -717,7 +719,13 @@ def log_to_wandb(sweep_dir: Path, group: str, project: str, entity: str | None =
         id=hashlib.sha1(f"{sweep_dir.resolve()} summary".encode()).hexdigest()[:16],
         resume="allow",
     )
-    run.log({**tables, "summary_plot": wandb.Image(str(sweep_dir / "summary.png"))})
+    images = {"summary_plot": wandb.Image(str(sweep_dir / "summary.png"))}
+    if (sweep_dir / "crosscorpus.csv").is_file():
+        with open(sweep_dir / "crosscorpus.csv", newline="") as f:
+            header, *lines = csv.reader(f)
+        tables["crosscorpus_table"] = wandb.Table(columns=header, data=lines)
+        images["crosscorpus_plot"] = wandb.Image(str(sweep_dir / "crosscorpus.png"))
+    run.log({**tables, **images})
     run.finish()
 
 

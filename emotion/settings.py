@@ -21,6 +21,10 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from omegaconf import OmegaConf
 
+from emotion import composition
+
+composition.register()  # data=multi's parts resolve wherever a config is read
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -42,6 +46,8 @@ MambaImpl = Literal["auto", "kernel", "torch"]
 ResumeMode = Literal["auto", "never"]
 AcousticSet = Literal["egemaps", "contours", "both"]
 ValidationProtocol = Literal["next_session", "speaker_holdout"]
+# Whose statistics standardise the acoustic features (emotion.features.normalisation).
+Normalisation = Literal["training", "corpus", "speaker"]
 Selectable = Literal["val_ccc_mean", "val_ccc_v", "val_ccc_a", "val_ccc_d"]  # emotion.selection
 
 
@@ -98,7 +104,7 @@ class DataSettings(Settings):
     min_seconds: NonNegativeFloat
     on_bad_audio: Literal["error", "skip"]
     num_workers: Auto | NonNegativeInt
-    speaker_norm: bool
+    normalise: Normalisation
     acoustic_workers: PositiveInt | None
     # Only some corpora have these (conf/data/<corpus>.yaml).
     root: str | None = None
@@ -110,6 +116,24 @@ class DataSettings(Settings):
     corpus_name: str | None = None  # csv
     n_folds: PositiveInt | None = None  # csv
     test_set: str | None = None  # msp_podcast
+    # data=multi: the corpora trained on together, each one's complete data group, how often each is drawn,
+    # and whose validation selects.
+    corpora: Annotated[list, Rule(bool, "a list of data options or CSV manifests, e.g. [demo, demo_b]")] | None = None
+    parts: list[dict] | None = None
+    corpus_weights: Literal["natural", "balanced"] | list[NonNegativeFloat] | None = None
+    val_corpus: str | None = None
+    # Corpora whose test split the trained model is also scored on (cross-corpus), and their data groups.
+    test_corpora: list | None = None
+    test_normalise: Auto | Normalisation = "auto"
+    test_parts: list[dict] | None = None
+
+    def part_settings(self) -> tuple[DataSettings, ...]:
+        """The settings of each corpus of data=multi; () for one corpus."""
+        return tuple(DataSettings.of(part) for part in self.parts or ())
+
+    def test_part_settings(self) -> tuple[DataSettings, ...]:
+        """The settings of each corpus of data.test_corpora."""
+        return tuple(DataSettings.of(part) for part in self.test_parts or ())
 
 
 @dataclass(frozen=True)
@@ -231,6 +255,7 @@ class InferenceSettings(Settings):
     device: str
     precision: Precision
     progress_bar: bool
+    normalise: Auto | Normalisation  # whose statistics standardise the acoustic features (conf/evaluate.yaml)
 
 
 @dataclass(frozen=True)
@@ -240,6 +265,10 @@ class EvaluateSettings(InferenceSettings):
     config_group = "evaluate"
 
     split: Literal["train", "val", "test", "all"]
+    conditions: Annotated[list[str], Rule(bool, "a list of conditions, e.g. [clean, snr20, snr10, snr0, reverb]")]
+    condition_seed: int  # the corruptions' noise, rooms and draws
+    noise_dir: str | None  # recordings the snrN conditions add; None: generated pink noise
+    rir_dir: str | None  # room impulse responses the reverb condition uses; None: simulated rooms
 
 
 @dataclass(frozen=True)
@@ -267,6 +296,44 @@ class ReportSettings(Settings):
     seed: int  # of the bootstrap's resampling
 
 
+def _range_rule(lowest: float, highest: float, wanted: str) -> Rule:
+    """A [low, high] pair inside [lowest, highest]: what a copy draws a value from, uniformly."""
+    return Rule(lambda v: len(v) == 2 and lowest <= v[0] <= v[1] <= highest, wanted)
+
+
+DecibelRange = Annotated[list[float], _range_rule(-120, 120, "[low, high] in dB with low ≤ high, e.g. [5, 20]")]
+SecondsRange = Annotated[list[float], _range_rule(0.05, 2.0, "[low, high] in seconds in [0.05, 2], e.g. [0.2, 0.8]")]
+HertzRange = Annotated[list[float], _range_rule(1, 48_000, "[low, high] in Hz with 0 < low ≤ high, e.g. [100, 400]")]
+BitrateRange = Annotated[list[int], _range_rule(8, 320, "[low, high] in kbit/s within [8, 320], e.g. [16, 64]")]
+
+
+@dataclass(frozen=True)
+class AugmentSettings(Settings):
+    """Augmented copies of the training audio: conf/augment_defaults.yaml documents each key."""
+
+    config_group = "augment"
+
+    name: str
+    copies: NonNegativeInt  # per training utterance; 0: no augmentation
+    seed: int  # copy k of an utterance depends on it, the utterance's id and k alone
+    noise_p: FractionOrOne
+    noise_dir: str | None  # None: generated coloured noise
+    snr_db: DecibelRange
+    noise_slope_db: DecibelRange  # generated noise's spectral slope per octave
+    reverb_p: FractionOrOne
+    rir_dir: str | None  # None: simulated rooms
+    rooms: PositiveInt
+    rt60_s: SecondsRange
+    gain_p: FractionOrOne
+    gain_db: DecibelRange
+    band_p: FractionOrOne
+    band_low_hz: HertzRange
+    band_high_hz: HertzRange
+    codec_p: FractionOrOne
+    codec_kbps: BitrateRange
+    telephone_p: FractionOrOne
+
+
 @dataclass(frozen=True)
 class JobSettings:
     """Everything one training job reads, by group."""
@@ -278,6 +345,7 @@ class JobSettings:
     trainer: TrainerSettings
     logger: LoggerSettings
     report: ReportSettings  # its select keeps a job's best epoch
+    augment: AugmentSettings  # copies of the training audio (emotion.data.augment)
     cache_dir: str  # paths.cache_dir: generated corpora, acoustic features, encoder states
 
     @classmethod
@@ -294,6 +362,7 @@ GROUPS: dict[str, type[Settings]] = {
     "trainer": TrainerSettings,
     "logger": LoggerSettings,
     "report": ReportSettings,
+    "augment": AugmentSettings,
 }
 
 

@@ -16,13 +16,13 @@ from emotion.data.audio import mono_at_rate
 from emotion.data.corpus import Item, LabelScale
 from emotion.features.acoustic_cache import AcousticArrays, AcousticCache, AcousticFiles
 from emotion.features.dataset import Segment, UtteranceDataset
-from emotion.features.normalisation import SpeakerStatistics
+from emotion.features.normalisation import OwnStatistics, acoustic_statistics, own_statistics
 from emotion.models.model import MambaEMA
 from emotion.settings import EncoderSettings, ModelSettings
 from emotion.sweeps.jobs import configuration, job_overrides
 from emotion.training.devices import resolve_device, resolve_precision
 from emotion.training.inference import Outputs, batch_loader, item_means, segment_outputs
-from emotion.training.recipe import CheckpointError, checkpoint_files, read_checkpoint, rebuild
+from emotion.training.recipe import CheckpointError, checkpoint_files, read_checkpoint, rebuild, recipe_normalisation
 
 
 def find_checkpoints(path: str | Path | list) -> list[Path]:
@@ -75,8 +75,14 @@ class TrainedModel:
 
     @property
     def scale(self) -> LabelScale:
-        """The training corpus's rating scale: predictions are given on it."""
+        """The training corpus's rating scale: predictions are given on it (several corpora's: on [0, 1])."""
         return LabelScale(*self.recipe["label_scale"])
+
+    @property
+    def label_scales(self) -> dict[str, LabelScale]:
+        """The rating scale of each corpus it was trained on, by corpus name."""
+        scales = self.recipe.get("label_scales") or {self.recipe["corpus"]: self.recipe["label_scale"]}
+        return {name: LabelScale(*scale) for name, scale in scales.items()}
 
     @property
     def sample_rate(self) -> int:
@@ -87,9 +93,26 @@ class TrainedModel:
         return self.recipe["data"]["min_seconds"]
 
     @property
-    def speaker_norm(self) -> bool:
-        """Trained with each speaker's acoustic features standardised by their own statistics."""
-        return self.recipe["data"]["speaker_norm"]
+    def normalisation(self) -> str:
+        """The data.normalise it was trained with: whose statistics standardised its acoustic inputs."""
+        return recipe_normalisation(self.recipe)
+
+    def standardise_inputs(self, normalise: str, items: list[Item], acoustic: dict) -> OwnStatistics | None:
+        """Standardise the acoustic inputs of `items` as `normalise` asks (evaluate.normalise): return the
+        own statistics of their speakers or corpus, which the dataset applies. When that is not how the model
+        was trained, it also takes input statistics from `items` (after their own standardisation), as its
+        training took them from its training split: a model trained with `training` meets a new corpus's
+        inputs standardised by that corpus's statistics. `acoustic`: the items' features, by path."""
+        trained = self.normalisation
+        if normalise == "training" and trained != "training":
+            raise ValueError(
+                f"normalise=training: {self.path} was trained with data.normalise={trained}, so its stored "
+                "statistics describe standardised features, not raw ones; use normalise=corpus or speaker"
+            )
+        own = own_statistics(normalise, items, acoustic)
+        if normalise != trained:
+            self.model.set_acoustic_statistics(acoustic_statistics(items, acoustic, own))
+        return own
 
     @property
     def settings(self) -> ModelSettings:
@@ -113,20 +136,20 @@ class TrainedModel:
         *,
         segments: list[Segment] | None = None,
         waves: list[np.ndarray] | None = None,
-        speakers: SpeakerStatistics | None = None,
+        own: OwnStatistics | None = None,
     ) -> UtteranceDataset:
         """`items` as this model's evaluation saw its test split: whole, or in chunks when long."""
         return UtteranceDataset(
             items,
             durations,
             acoustic,
-            self.scale,
+            None,
             self.model.encoder.grid,
             self.sample_rate,
             chunk_seconds=self.recipe["data"]["eval_chunk_seconds"],
             segments=segments,
             waves=waves,
-            speakers=speakers,
+            own=own,
         )
 
     def outputs(
@@ -154,11 +177,11 @@ class TrainedModel:
         return item_means(self.outputs(dataset, embeddings=True).embeddings, dataset)[0].astype(np.float32)
 
     def _one_wave(self, wave: np.ndarray, sample_rate: int) -> UtteranceDataset:
-        if self.speaker_norm:
+        if self.normalisation != "training":
             raise ValueError(
-                f"{self.path} was trained with data.speaker_norm=true: its inputs are standardised with each "
-                "speaker's own statistics, which one recording cannot give. Use predict.py with a manifest whose "
-                "speaker column groups the recordings by speaker."
+                f"{self.path} was trained with data.normalise={self.normalisation}: its inputs are standardised with "
+                f"each {self.normalisation}'s own statistics, which one recording cannot give. Use predict.py on a "
+                "folder of recordings (predict.normalise), or a manifest whose speaker column groups them."
             )
         wave = mono_at_rate(wave, sample_rate, self.sample_rate)
         seconds = len(wave) / self.sample_rate

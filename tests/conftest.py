@@ -186,3 +186,27 @@ def lock_held_elsewhere(lock_file: Path, call: str = "lockf"):
     finally:
         holder.kill()
         holder.wait()
+
+
+def recorded_elsewhere(folder: Path, cache: Path) -> Path:
+    """The small demo corpus as another studio would have recorded it: 9 dB quieter through a coloured (first-order
+    low-pass) channel, same voices, labels and folds; a CSV manifest in `folder`, whose name names the corpus."""
+    import numpy as np
+    import soundfile as sf
+    from scipy.signal import lfilter
+
+    from emotion.data.demo import ensure_demo_corpus
+
+    manifest = ensure_demo_corpus(str(cache / "demo-seed0-n4"), seed=0, utterances_per_voice=4)
+    rows = read_csv(manifest)
+    (folder / "wav").mkdir(parents=True, exist_ok=True)
+    for row in rows:
+        wave, rate = sf.read(manifest.parent / row["path"], dtype="float32")
+        coloured = lfilter([0.3], [1.0, -0.7], wave) * 10 ** (-9 / 20)
+        sf.write(folder / row["path"], coloured.astype(np.float32), rate, subtype="FLOAT")
+    copy = folder / "manifest.csv"
+    with open(copy, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return copy

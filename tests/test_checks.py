@@ -49,7 +49,7 @@ from tests.trees import csv_tree
         ("model.time_mask_ratio=1", "model.time_mask_ratio=1: must be in [0.0, 1.0)"),
         ("model.feature_mask_ratio=-0.1", "model.feature_mask_ratio=-0.1: must be in [0.0, 1.0)"),
         ("model.time_mask_width=0", "model.time_mask_width=0: must be a positive whole number"),
-        ("data.speaker_norm=1", "data.speaker_norm=1: must be true or false"),
+        ("data.normalise=global", "data.normalise='global': must be one of training, corpus, speaker"),
         ("model.init_from=/no/such/job", "model.init_from='/no/such/job': no such checkpoint"),
         ("report.select=test_ccc_v", "report.select='test_ccc_v': must be one of val_ccc_mean, val_ccc_v"),
     ],

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from emotion import settings as typed
 from tests.conftest import CONF, compose_config, lock_held_elsewhere
 
-GROUPS = ["model", "encoder", "optim", "data", "trainer", "logger", "experiment", "sweep"]
+GROUPS = ["model", "encoder", "optim", "data", "augment", "trainer", "logger", "experiment", "sweep"]
 # Every file in a group's folder is an option `--help` offers, so each must compose into a runnable config.
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))]
 

@@ -189,7 +189,7 @@ def test_a_csv_corpus_is_named_after_its_folder_or_data_corpus_name_and_its_spea
     assert len(keys["ravdess"]) == len(keys["cremad"]) == 6 and not keys["ravdess"] & keys["cremad"]
     named = ["experiment=demo", *corpus_of["cremad"], "data.corpus_name=CREMA-D"]
     check_config(compose_config(named))  # a key the config checks know
-    assert load_corpus(compose_config(named).data).name == "CREMA-D"
+    assert load_corpus(DataSettings.of(compose_config(named).data)).name == "CREMA-D"
 
 
 def test_speakers_a_corpus_does_not_know_are_no_one():

@@ -97,9 +97,14 @@ def write_tones(tmp_path, seconds_list, functionals=None):
     return items, [entries[item.path] for item in items]
 
 
+def unit_labels(items: list[Item]) -> np.ndarray:
+    """The items' labels on [0, 1], rated 1–5, as Corpus.labels gives them to a dataset."""
+    return np.stack([LabelScale(1, 5).normalise(item.labels) for item in items])
+
+
 def test_batches_pad_audio_and_contours_keep_lengths_and_carry_each_utterances_functionals(tmp_path):
     items, acoustic = write_tones(tmp_path, (1.0, 1.5), functionals=FUNCTIONALS)
-    dataset = UtteranceDataset(items, [1.0, 1.5], acoustic, LabelScale(1, 5), GRID, SR, chunk_seconds=60.0)
+    dataset = UtteranceDataset(items, [1.0, 1.5], acoustic, unit_labels(items), GRID, SR, chunk_seconds=60.0)
     batch = collate([dataset[0], dataset[1]])
     assert batch.speech.shape == (2, 24000)
     assert batch.speech_lengths.tolist() == [16000, 24000]
@@ -119,7 +124,7 @@ def test_training_crops_start_on_the_frame_grid_and_carry_the_matching_contours(
 
     def crop(epoch):
         dataset = UtteranceDataset(
-            items, [3.0], prosody, LabelScale(1, 5), GRID, SR, chunk_seconds=60.0, crop_seconds=1.0, seed=7
+            items, [3.0], prosody, unit_labels(items), GRID, SR, chunk_seconds=60.0, crop_seconds=1.0, seed=7
         )
         dataset.set_epoch(epoch)
         return dataset[0]
@@ -139,7 +144,7 @@ def test_training_crops_start_on_the_frame_grid_and_carry_the_matching_contours(
 
 def test_evaluation_chunks_only_utterances_longer_than_the_cap(tmp_path):
     items, prosody = write_tones(tmp_path, (1.0, 2.5))
-    dataset = UtteranceDataset(items, [1.0, 2.5], prosody, LabelScale(1, 5), GRID, SR, chunk_seconds=1.0)
+    dataset = UtteranceDataset(items, [1.0, 2.5], prosody, unit_labels(items), GRID, SR, chunk_seconds=1.0)
     assert [(s.item, s.start) for s in dataset.segments] == [(0, 0), (1, 0), (1, 13440), (1, 26880)]
     chunks = [dataset[i]["speech"] for i in (1, 2, 3)]
     np.testing.assert_array_equal(np.concatenate(chunks), load_audio(items[1].path, SR))

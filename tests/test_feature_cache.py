@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 from emotion.data.audio import load_audio
-from emotion.data.corpus import Item, LabelScale
+from emotion.data.corpus import Item
 from emotion.features.acoustic import CONTOURS
 from emotion.features.acoustic_cache import AcousticCache
 from emotion.features.dataset import UtteranceDataset, collate
@@ -144,7 +144,7 @@ def test_cached_training_crops_are_taken_in_frame_space_with_matching_contours(t
     prosody = AcousticCache(tmp_path / "cache", SR, encoder.grid, [CONTOURS]).ensure([path], workers=1)[path]
     item = Item(id="long", path=path, speaker="x", labels=(1.0, 3.0, 5.0), fold=1)
     dataset = UtteranceDataset(
-        [item], [sf.info(path).duration], [prosody], LabelScale(1, 5), encoder.grid, SR, 60.0, 1.0, features=store
+        [item], [sf.info(path).duration], [prosody], None, encoder.grid, SR, 60.0, 1.0, features=store
     )
     whole, contours, crop_frames = store.read(Piece(path)), prosody.read_frames(), encoder.grid.count(SR)
     firsts = set()
@@ -168,9 +168,7 @@ def test_a_frozen_encoders_training_crop_is_the_same_with_and_without_the_cache(
     item = Item(id="long", path=path, speaker="x", labels=(1.0, 3.0, 5.0), fold=1)
 
     def dataset(**how):
-        return UtteranceDataset(
-            [item], [sf.info(path).duration], [prosody], LabelScale(1, 5), encoder.grid, SR, 60.0, 1.0, **how
-        )
+        return UtteranceDataset([item], [sf.info(path).duration], [prosody], None, encoder.grid, SR, 60.0, 1.0, **how)
 
     cached, live = dataset(features=store), dataset(crop_after_encoding=True)
     for epoch in range(3):

@@ -1,8 +1,10 @@
-"""Acoustic features are standardised with statistics of the training split only, optionally per speaker."""
+"""Acoustic features are standardised with statistics of the training split only, or each speaker's or
+corpus's own; and that choice travels to corpora recorded elsewhere."""
 
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -11,11 +13,11 @@ import torch
 from emotion.data.corpora import load_corpus
 from emotion.data.scan import usable_corpus
 from emotion.features.acoustic_cache import AcousticCache
-from emotion.features.normalisation import acoustic_statistics, moments, per_speaker_statistics
+from emotion.features.normalisation import acoustic_statistics, moments, own_statistics
 from emotion.files import write_atomically
 from emotion.settings import DataSettings, JobSettings
 from emotion.training.loop import make_datasets, standardise_acoustics
-from tests.conftest import SMALL_DEMO, compose_config, untrained_model
+from tests.conftest import SMALL_DEMO, compose_config, recorded_elsewhere, run_train, untrained_model
 
 
 def test_moments_are_numpys_mean_and_std_over_all_rows_leaving_nan_out():
@@ -65,7 +67,7 @@ def kept_statistics(model) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_the_model_keeps_statistics_of_the_training_split_whatever_validation_and_test_hold(demo_fold):
     corpus, acoustic, model, datasets = demo_fold
-    standardise_acoustics(model, datasets, corpus, acoustic, per_speaker=False)
+    standardise_acoustics(model, datasets, corpus, acoustic, normalise="training")
     before = kept_statistics(model)
     assert set(before) == {"prosody_norm.mean", "prosody_norm.std", "functionals_norm.mean", "functionals_norm.std"}
     expected = acoustic_statistics(corpus.splits.train, acoustic)
@@ -75,24 +77,24 @@ def test_the_model_keeps_statistics_of_the_training_split_whatever_validation_an
     for item in [*corpus.splits.val, *corpus.splits.test]:
         corrupt(acoustic[item.path].frames[0])
         corrupt(acoustic[item.path].functionals)
-    standardise_acoustics(model, datasets, corpus, acoustic, per_speaker=False)
+    standardise_acoustics(model, datasets, corpus, acoustic, normalise="training")
     after = kept_statistics(model)
     assert all(torch.equal(before[name], after[name]) for name in before)
 
     corrupt(acoustic[corpus.splits.train[0].path].frames[0])  # the check can fail: training items do count
-    standardise_acoustics(model, datasets, corpus, acoustic, per_speaker=False)
+    standardise_acoustics(model, datasets, corpus, acoustic, normalise="training")
     assert not torch.equal(kept_statistics(model)["prosody_norm.mean"], before["prosody_norm.mean"])
 
 
 @pytest.mark.slow
 def test_per_speaker_standardisation_gives_every_speaker_zero_mean_and_unit_variance(demo_fold):
     corpus, acoustic, model, datasets = demo_fold
-    standardise_acoustics(model, datasets, corpus, acoustic, per_speaker=True)
-    speakers = per_speaker_statistics(corpus.splits.all, acoustic)
-    assert set(speakers.by_speaker) == {item.speaker for item in corpus.splits.all}  # test speakers too
+    standardise_acoustics(model, datasets, corpus, acoustic, normalise="speaker")
+    speakers = own_statistics("speaker", corpus.splits.all, acoustic)
+    assert set(speakers.by_group) == {item.voice for item in corpus.splits.all}  # test speakers too
     test_speaker = corpus.splits.test[0].speaker
     own = [item for item in corpus.splits.all if item.speaker == test_speaker]
-    frames = np.concatenate([speakers.frames(test_speaker, acoustic[item.path].read_frames()) for item in own])
+    frames = np.concatenate([speakers.frames(item, acoustic[item.path].read_frames()) for item in own])
     varying = frames.std(axis=0) > 0
     np.testing.assert_allclose(frames.mean(axis=0), 0, atol=1e-4)
     np.testing.assert_allclose(frames.std(axis=0)[varying], 1, atol=1e-3)
@@ -100,6 +102,34 @@ def test_per_speaker_standardisation_gives_every_speaker_zero_mean_and_unit_vari
     example = datasets[2][0]
     item = datasets[2].items[datasets[2].segments[0].item]
     np.testing.assert_array_equal(
-        example["functionals"], speakers.functionals(item.speaker, acoustic[item.path].read_functionals())
+        example["functionals"], speakers.functionals(item, acoustic[item.path].read_functionals())
     )
     np.testing.assert_allclose(model.functionals_norm.mean.numpy(), 0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_baseline_keeps_its_score_on_a_corpus_recorded_elsewhere_with_corpus_normalisation(cache_dir, tmp_path):
+    elsewhere = recorded_elsewhere(tmp_path / "demo-elsewhere", cache_dir)
+    scores = {}
+    for normalise in ("training", "corpus"):
+        job = tmp_path / normalise
+        run_train(
+            [
+                "experiment=demo",
+                *SMALL_DEMO,
+                "model=baseline",
+                "logger=none",
+                f"data.test_corpora=[{elsewhere}]",
+                f"data.test_normalise={normalise}",
+                f"hydra.run.dir={job}",
+            ],
+            cache_dir,
+        )
+        metrics = json.loads((job / "metrics.json").read_text())
+        scores[normalise] = metrics["cross"]["demo-elsewhere"]["test"]["ccc_mean"]
+        original = metrics["test"]["ccc_mean"]  # the same test items, as recorded in the demo's own studio
+        assert (job / "cross" / "demo-elsewhere" / "predictions.csv").is_file()
+    # The quieter, duller channel shifts every feature: the training split's statistics no longer fit it, the
+    # corpus's own do.
+    assert abs(scores["corpus"] - original) < 0.1
+    assert abs(scores["training"] - original) > abs(scores["corpus"] - original) + 0.05

@@ -80,7 +80,7 @@ def test_a_prediction_manifest_treats_paths_leading_outside_its_folder_as_traini
     manifest.write_text("id,path,speaker,arousal\n" + "".join(f"u{i},{path},s1,3.0\n" for i, path in enumerate(paths)))
 
     items = read_inputs(manifest)
-    durations, problems = scan_items(items, (), min_seconds=0.5)
+    durations, problems = scan_items(items, lambda item: (), min_seconds=0.5)
     assert sorted(durations) == ["inside.wav", "sub/../inside.wav"]
     reasons = {problem.item.id: problem.reason for problem in problems}
     assert list(reasons) == paths[1:3]

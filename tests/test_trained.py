@@ -40,6 +40,7 @@ from tests.conftest import (
     compose_config,
     data_settings,
     read_csv,
+    recorded_elsewhere,
     run_script,
     run_train,
     untrained_model,
@@ -159,6 +160,7 @@ def test_evaluate_py_reproduces_the_jobs_test_scores(trained, cache_dir, tmp_pat
         "fold": 1,
         "test_set": None,
         "split": "test",
+        "normalise": "training",  # auto, on the corpus it trained on: as in training
         "items": 8,
         "speakers": 2,
         "seen_speakers": 0,
@@ -167,6 +169,56 @@ def test_evaluate_py_reproduces_the_jobs_test_scores(trained, cache_dir, tmp_pat
     assert metrics["val_best"] == job["val_best"]  # what the checkpoint was kept for, not a test score
     assert metrics["scale"]["mapped"] is False
     assert read_csv(out / "predictions.csv") == read_csv(trained.jobs[1] / "predictions.csv")
+
+
+@pytest.mark.slow
+def test_a_model_scored_on_a_corpus_recorded_elsewhere_keeps_its_score_with_that_corpus_statistics(
+    trained, cache_dir, tmp_path
+):
+    elsewhere = recorded_elsewhere(tmp_path / "demo-elsewhere", cache_dir)
+
+    def evaluated(out: str, *args: str) -> dict:
+        every_item = ["evaluate.split=all", "data.fold=null", "evaluate.progress_bar=false"]
+        run_script(
+            "evaluate.py", [f"ckpt={trained.jobs[1]}", *args, *every_item, f"hydra.run.dir={tmp_path / out}"], cache_dir
+        )
+        return json.loads((tmp_path / out / "metrics.json").read_text())
+
+    original = evaluated("original", *SMALL_DEMO)["test"]["ccc_mean"]
+    by_training = evaluated("training", "data=csv", f"data.manifest={elsewhere}", "evaluate.normalise=training")
+    by_default = evaluated("auto", "data=csv", f"data.manifest={elsewhere}")
+    assert by_default["data"]["normalise"] == "corpus"  # auto: another corpus gets its own statistics
+    shifted, kept = (record["test"]["ccc_mean"] for record in (by_training, by_default))
+    assert abs(kept - original) < abs(shifted - original)
+
+
+@pytest.mark.slow
+def test_robustness_conditions_score_the_same_items_corrupted_and_clean_is_the_jobs_test(trained, cache_dir, tmp_path):
+    out = tmp_path / "robustness"
+    args = [f"ckpt={trained.jobs[1]}", *SMALL_DEMO, "data.fold=1", f"hydra.run.dir={out}"]
+    run_script(
+        "evaluate.py",
+        [*args, "evaluate.progress_bar=false", "evaluate.conditions=[clean,snr20,snr0,reverb]"],
+        cache_dir,
+    )
+    metrics, job = (json.loads((folder / "metrics.json").read_text()) for folder in (out, trained.jobs[1]))
+    conditions = metrics["conditions"]
+    assert list(conditions) == ["clean", "snr20", "snr0", "reverb"]
+    assert metrics["test"] == conditions["clean"] == pytest.approx(job["test"], abs=1e-6)
+    clean = read_csv(out / "predictions.csv")
+    change = {}
+    for condition in ("snr20", "snr0", "reverb"):
+        corrupted = read_csv(out / f"predictions.{condition}.csv")
+        assert [row["id"] for row in corrupted] == [row["id"] for row in clean]
+        pairs = zip(corrupted, clean, strict=True)
+        change[condition] = np.mean(
+            [abs(float(a[f"{d}_pred"]) - float(b[f"{d}_pred"])) for a, b in pairs for d in DIMS]
+        )
+    assert 0 < change["snr20"] < change["snr0"]  # the more noise, the further from what the clean audio gets
+    assert change["reverb"] > 0
+    assert (out / "robustness.png").stat().st_size > 0
+    typo = run_script("evaluate.py", [*args, "evaluate.conditions=[clean,snr-x]"], cache_dir, check=False)
+    assert typo.returncode != 0 and "'snr-x' is not a condition" in typo.stderr
 
 
 @pytest.mark.slow
@@ -231,6 +283,7 @@ def test_an_ensemble_evaluated_on_every_item_without_a_fold_counts_the_speakers_
         "fold": None,
         "test_set": None,
         "split": "all",
+        "normalise": "training",
         "items": 40,
         "speakers": 10,
         "seen_speakers": 10,  # fold 1's model never saw session 1, fold 2's never session 2: together, all
@@ -650,13 +703,13 @@ def test_the_api_takes_any_rate_and_channel_count_and_refuses_too_short_audio(tr
 @pytest.mark.slow
 def test_a_speaker_normalised_model_is_evaluated_with_its_speakers_statistics(cache_dir, tmp_path):
     job, evaluation = tmp_path / "job", tmp_path / "evaluation"
-    run_train([*SHORT, "trainer.max_epochs=2", "data.speaker_norm=true", f"hydra.run.dir={job}"], cache_dir)
+    run_train([*SHORT, "trainer.max_epochs=2", "data.normalise=speaker", f"hydra.run.dir={job}"], cache_dir)
     args = [f"ckpt={job}", *SMALL_DEMO, f"hydra.run.dir={evaluation}", "evaluate.progress_bar=false"]
     run_script("evaluate.py", args, cache_dir)
     trained_scores, evaluated = (json.loads((f / "metrics.json").read_text())["test"] for f in (job, evaluation))
     assert evaluated == pytest.approx(trained_scores, abs=1e-6)
     wave, rate = sf.read(next(iter(Trained(job, {}).test_files(1).values())))
-    with pytest.raises(ValueError, match="speaker_norm=true"):
+    with pytest.raises(ValueError, match="data.normalise=speaker"):
         load_model(job).predict(wave, rate)  # one recording has no speaker statistics
 
 

@@ -63,7 +63,7 @@ def test_a_short_training_run_lowers_the_loss(cache_dir):
     model.set_acoustic_statistics(acoustic_statistics(items, prosody))  # eGeMAPS in hertz and decibels would saturate
     durations = [sf.info(item.path).duration for item in items]
     dataset = UtteranceDataset(
-        items, durations, [prosody[item.path] for item in items], corpus.scale, grid, 16000, chunk_seconds=60.0
+        items, durations, [prosody[item.path] for item in items], corpus.labels(items), grid, 16000, chunk_seconds=60.0
     )
     batches = [collate([dataset[i] for i in range(start, start + 8)]) for start in (0, 8)]
     optimizer = build_optimizer(model, OptimSettings.of(cfg.optim))
@@ -201,7 +201,7 @@ def test_a_skipped_step_does_not_write_the_same_checkpoint_again():
         model, compose_config().optim, 1, total_steps=6, scale_loss=False, device_type="cpu"
     )
     batches = [random_batch(4, seed) for seed in range(6)]
-    batches[2], batches[3] = nan_labels(batches[2]), nan_labels(batches[3])  # steps stay at 2 for two batches
+    batches[2], batches[3] = nan_inputs(batches[2]), nan_inputs(batches[3])  # steps stay at 2 for two batches
     written_at = []
     train_one_epoch(
         model,
@@ -270,8 +270,13 @@ def test_report_select_picks_the_epoch_a_job_keeps_and_the_score_it_returns(cach
             {"ccc_a": 0.9, "ccc_v": 0.3, "ccc_d": 0.9, "ccc_mean": 0.70},
         ]
     )
-    real_scores = loop.ccc_scores
-    monkeypatch.setattr(loop, "ccc_scores", lambda *args: next(validation, None) or real_scores(*args))
+    real_scores = loop.split_scores
+
+    def planted_then_real(*args):
+        planted = next(validation, None)
+        return (planted, None) if planted else real_scores(*args)
+
+    monkeypatch.setattr(loop, "split_scores", planted_then_real)
     metrics = loop.fit(JobSettings.of(cfg), tmp_path, NoRun())
     assert metrics["best_epoch"] == 1 and metrics["val_best"]["ccc_v"] == 0.6
     assert load_checkpoint(tmp_path / "checkpoints" / "best.pt")["epoch"] == 1
@@ -406,7 +411,13 @@ def test_a_chunked_item_gets_the_length_weighted_mean_of_its_chunks(tmp_path):
     grid = FrameGrid(400, 320)
     prosody = AcousticCache(tmp_path / "cache", 16000, grid, [CONTOURS]).ensure([item.path for item in items], 1)
     dataset = UtteranceDataset(
-        items, [2.5, 0.5], [prosody[item.path] for item in items], LabelScale(1, 5), grid, 16000, chunk_seconds=1.0
+        items,
+        [2.5, 0.5],
+        [prosody[item.path] for item in items],
+        np.stack([LabelScale(1, 5).normalise(item.labels) for item in items]),
+        grid,
+        16000,
+        chunk_seconds=1.0,
     )
     loader = DataLoader(
         dataset, batch_sampler=LengthBucketSampler(dataset.lengths, 2, shuffle=False), collate_fn=collate
@@ -417,9 +428,10 @@ def test_a_chunked_item_gets_the_length_weighted_mean_of_its_chunks(tmp_path):
     np.testing.assert_allclose(true, [[0.0, 0.25, 0.5]] * 2)
 
 
-def nan_labels(batch: Batch) -> Batch:
+def nan_inputs(batch: Batch) -> Batch:
+    """A batch whose predictions, and so its loss, are NaN (a NaN label is masked out instead: data=multi)."""
     return Batch(
-        batch.speech, batch.speech_lengths, batch.prosody, torch.full_like(batch.labels, float("nan")), batch.indices
+        batch.speech, batch.speech_lengths, torch.full_like(batch.prosody, float("nan")), batch.labels, batch.indices
     )
 
 
@@ -430,7 +442,7 @@ def test_a_non_finite_loss_skips_its_step_and_is_counted():
         model, compose_config().optim, 1, total_steps=6, scale_loss=False, device_type="cpu"
     )
     batches = [random_batch(4, seed) for seed in range(6)]
-    batches[2] = nan_labels(batches[2])
+    batches[2] = nan_inputs(batches[2])
     progress = train_one_epoch(model, batches, optimisation, torch.device("cpu"), "fp32", max_bad_steps=3)
     assert (progress.bad_steps, progress.bad_in_a_row, optimisation.steps) == (1, 0, 5)
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -455,7 +467,7 @@ def test_too_many_bad_steps_in_a_row_stop_the_job_with_advice():
     optimisation = Optimisation.build(
         model, compose_config().optim, 1, total_steps=5, scale_loss=False, device_type="cpu"
     )
-    batches = [nan_labels(random_batch(4, seed)) for seed in range(5)]
+    batches = [nan_inputs(random_batch(4, seed)) for seed in range(5)]
     with pytest.raises(NumericalFault, match=r"3 optimizer steps in a row.*trainer.max_bad_steps=3.*optim.lr"):
         train_one_epoch(model, batches, optimisation, torch.device("cpu"), "fp32", max_bad_steps=3)
 

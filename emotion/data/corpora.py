@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -36,6 +37,11 @@ def config_problems(data: DataSettings, whole: bool = False) -> list[str]:
     if data.name not in LOADERS:
         return [f"data.name={data.name!r}: not a known corpus; choose data= one of {', '.join(LOADERS)}"]
     problems = []
+    for index, part in enumerate(test_corpora(data)):
+        where = f"data.test_corpora[{index}] ({part.name})"
+        problems += [f"{where}: {problem}" for problem in config_problems(part)]
+    if data.name == "multi":
+        return problems + _multi_problems(data, whole)
     if data.exclude_fold is not None and data.exclude_fold == data.fold:
         problems.append(
             f"data.exclude_fold={data.exclude_fold}: the job's test fold (data.fold) cannot be left out of it; "
@@ -95,6 +101,81 @@ def _manifest_problems(data: DataSettings, no_fold_needed: bool) -> list[str]:
     ]
 
 
+def _multi_problems(data: DataSettings, whole: bool) -> list[str]:
+    """Each corpus's own problems, named by its entry, and whether the weights and val_corpus fit them."""
+    if not data.corpora:
+        return ["data.corpora is empty: list the corpora to train on, e.g. data.corpora=[demo,demo_b]"]
+    parts = training_corpora(data)
+    problems = []
+    for index, part in enumerate(parts):
+        if part.name == "multi":
+            problems.append(f"data.corpora[{index}]: a multi-corpus data group cannot hold another")
+            continue
+        where = f"data.corpora[{index}] ({part.name})"
+        problems += [f"{where}: {problem}" for problem in config_problems(part, whole)]
+    if problems:
+        return problems
+    names = [corpus_name(part) for part in parts]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        problems.append(
+            f"data.corpora: {', '.join(repeated)} twice; each corpus once (two CSV corpora in folders of the same "
+            "name: give one its own corpus_name, {config: csv, manifest: …, corpus_name: …})"
+        )
+    weights = data.corpus_weights
+    if isinstance(weights, list) and (len(weights) != len(parts) or not any(weights)):
+        problems.append(
+            f"data.corpus_weights={weights}: one weight per corpus of data.corpora ({len(parts)}: "
+            f"{', '.join(names)}), not all 0; or natural, or balanced"
+        )
+    if data.val_corpus is not None and data.val_corpus not in names:
+        problems.append(
+            f"data.val_corpus={data.val_corpus!r}: not one of the corpora ({', '.join(names)}); or null: the mean "
+            "of their validation scores selects"
+        )
+    return problems
+
+
+def training_corpora(data: DataSettings) -> tuple[DataSettings, ...]:
+    """The settings of each corpus data=multi trains on (see composed); () for one corpus."""
+    return composed(data.part_settings())
+
+
+def test_corpora(data: DataSettings) -> tuple[DataSettings, ...]:
+    """The settings of each corpus of data.test_corpora (see composed)."""
+    return composed(data.test_part_settings())
+
+
+def composed(parts: tuple[DataSettings, ...]) -> tuple[DataSettings, ...]:
+    """Corpora composed into a job take its data.fold where they have folds; one with fixed splits
+    (MSP-Podcast, a manifest with a split column) has none."""
+    return tuple(dataclasses.replace(part, fold=None) if has_fixed_splits(part) else part for part in parts)
+
+
+def has_fixed_splits(data: DataSettings) -> bool:
+    """Whether the corpus comes in fixed train/val/test splits rather than folds (from its config and
+    manifest alone); a manifest that cannot be read is for config_problems to name."""
+    if data.name == "msp_podcast":
+        return True
+    if data.name != "csv" or data.manifest is None or not Path(data.manifest).is_file():
+        return False
+    try:
+        items, _ = read_manifest(data.manifest)
+    except ValueError:
+        return False
+    return any(item.split is not None for item in items)
+
+
+def corpus_name(data: DataSettings) -> str:
+    """How checkpoints, metrics and the tables name the corpus `data` configures, known without reading it."""
+    if data.name == "multi":
+        return "+".join(corpus_name(part) for part in training_corpora(data))
+    names = {"iemocap": "IEMOCAP", "msp_podcast": "MSP-Podcast"}
+    if data.name == "demo":
+        return demo.STUDIOS[data.studio].name
+    return csv_corpus_name(data) if data.name == "csv" else names[data.name]
+
+
 def _root_problems(data: DataSettings, env: str, layout: str) -> list[str]:
     if data.root is None:
         return [
@@ -106,6 +187,25 @@ def _root_problems(data: DataSettings, env: str, layout: str) -> list[str]:
             f"data.root={data.root!r} does not exist (data={data.name}; also set by {env}). Expected layout: {layout}"
         ]
     return []
+
+
+def _multi(data: DataSettings) -> Corpus:
+    """The corpora of data.corpora as one: each item keeps its corpus's name (ids prefixed by it, so that two
+    corpora's ids never meet) and rating scale; the whole has every dimension some corpus rates, and predicts
+    on [0, 1] (on its scale, for one corpus)."""
+    parts = []
+    for part_data in training_corpora(data):
+        part = load_corpus(part_data)
+        stamped = (
+            [dataclasses.replace(item, id=f"{part.name}/{item.id}", corpus=part.name) for item in items]
+            for items in (getattr(part.splits, key) for key in SPLIT_NAMES)
+        )
+        parts.append(dataclasses.replace(part, splits=Splits(*stamped)))
+    dimensions = tuple(dim for dim in DIMENSIONS if any(dim in part.dimensions for part in parts))
+    splits = Splits(*([item for part in parts for item in getattr(part.splits, key)] for key in SPLIT_NAMES))
+    # One corpus keeps its scale: its model predicts on it, as it would trained with data=<its option>.
+    scale = parts[0].scale if len(parts) == 1 else LabelScale(0.0, 1.0)
+    return Corpus("+".join(part.name for part in parts), splits, scale, dimensions, tuple(parts))
 
 
 def _demo(data: DataSettings) -> Corpus:
@@ -157,6 +257,9 @@ def fold_numbers(data: DataSettings) -> list[int]:
     read); empty for a corpus with fixed splits."""
     if data.name in ("demo", "iemocap"):
         return list(demo.SESSIONS if data.name == "demo" else iemocap.SESSIONS)
+    if data.name == "multi":  # data.fold is every cross-validated corpus's: the folds they all have
+        folds = [set(fold_numbers(part)) for part in training_corpora(data) if fold_numbers(part)]
+        return sorted(set.intersection(*folds)) if folds else []
     if data.name != "csv":
         return []
     items, _ = read_manifest(data.manifest)
@@ -170,4 +273,5 @@ def _manifest_folds(items: list[Item], n_folds: int) -> list[int]:
     return list(range(1, n_folds + 1))
 
 
-LOADERS = {"demo": _demo, "iemocap": _iemocap, "msp_podcast": _msp_podcast, "csv": _csv}
+SPLIT_NAMES = ("train", "val", "test")
+LOADERS = {"demo": _demo, "iemocap": _iemocap, "msp_podcast": _msp_podcast, "csv": _csv, "multi": _multi}

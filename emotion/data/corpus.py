@@ -24,7 +24,8 @@ class Item:
 
     Cross-validated corpora set `fold` (IEMOCAP: the session); corpora with fixed splits set `split`
     (train, val or test; None for items no split uses). `unusable` says why an item cannot be used, when
-    reading the corpus found out already (the audio check reports it with the others).
+    reading the corpus found out already (the audio check reports it with the others). `corpus` names the
+    corpus an item comes from where several are trained on together (data=multi); empty otherwise.
     """
 
     id: str
@@ -34,6 +35,12 @@ class Item:
     fold: int | None = None
     split: str | None = None
     unusable: str | None = None
+    corpus: str = ""
+
+    @property
+    def voice(self) -> tuple[str, str]:
+        """Who speaks: a speaker id names one person within one corpus only (two corpora's `spk1` are two)."""
+        return self.corpus, self.speaker
 
 
 @dataclass(frozen=True)
@@ -66,17 +73,52 @@ class Splits:
 
 @dataclass(frozen=True)
 class Corpus:
+    """A corpus's items in splits, the dimensions they are rated on and the scale. Corpora trained on
+    together (data=multi) are one Corpus with `parts`: each item's `corpus` names its part, and the whole
+    predicts every dimension some part has, on the common [0, 1] scale."""
+
     name: str
     splits: Splits
     scale: LabelScale
     dimensions: tuple[str, ...] = DIMENSIONS
+    parts: tuple[Corpus, ...] = ()
+
+    def part_of(self, item: Item) -> Corpus:
+        """The corpus `item` comes from: one of `parts`, or this one."""
+        return next((part for part in self.parts if part.name == item.corpus), self)
+
+    def rated(self, item: Item) -> tuple[str, ...]:
+        """The dimensions `item`'s labels are of: its corpus's."""
+        return self.part_of(item).dimensions
+
+    def labels(self, items: list[Item]) -> np.ndarray:
+        """(items, dimensions): each item's labels mapped from its corpus's scale to [0, 1], in this corpus's
+        dimensions; NaN where an item's corpus lacks a dimension (training masks it out of the loss)."""
+        if not self.parts:
+            return np.stack([self.scale.normalise(item.labels) for item in items]).reshape(len(items), -1)
+        rows = np.full((len(items), len(self.dimensions)), np.nan, dtype=np.float32)
+        for row, item in enumerate(items):
+            part = self.part_of(item)
+            columns = [self.dimensions.index(dim) for dim in part.dimensions]
+            rows[row, columns] = part.scale.normalise(item.labels)
+        return rows
+
+    def on_own_scales(self, items: list[Item], values: np.ndarray) -> np.ndarray:
+        """`values` (items, dimensions) on [0, 1], each row mapped to its item's corpus's scale."""
+        if not self.parts:
+            return self.scale.denormalise(values)
+        return np.stack([self.part_of(item).scale.denormalise(row) for item, row in zip(items, values, strict=True)])
 
     def speaker_keys(self, items: list[Item]) -> set[str]:
-        """A short hash per known speaker of `items`, of the corpus's name and the speaker's id: what a
+        """A short hash per known speaker of `items`, of their corpus's name and the speaker's id: what a
         checkpoint records of the speakers it learned from. The name tells apart `spk1` of two corpora; the
         hash keeps the ids, which may identify people, out of shared checkpoints."""
-        speakers = {item.speaker for item in items if item.speaker.strip().lower() not in UNKNOWN_SPEAKERS}
-        return {hashlib.sha256(f"{self.name}\0{speaker}".encode()).hexdigest()[:16] for speaker in speakers}
+        voices = {
+            (item.corpus or self.name, item.speaker)
+            for item in items
+            if item.speaker.strip().lower() not in UNKNOWN_SPEAKERS
+        }
+        return {hashlib.sha256(f"{corpus}\0{speaker}".encode()).hexdigest()[:16] for corpus, speaker in voices}
 
 
 def cross_validation_splits(

@@ -2,8 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from torch.utils.data import Sampler
+
+
+@dataclass(frozen=True)
+class CorpusDraws:
+    """How often a training epoch draws the items of each corpus (data.corpus_weights): corpus `c` gets the
+    share `shares[c]` of the epoch's draws. `groups`: each index's corpus."""
+
+    groups: np.ndarray
+    shares: np.ndarray
+
+    def indices(self, rng: np.random.Generator) -> np.ndarray:
+        """As many indices as there are items, in random order: each corpus's share of them, its items
+        drawn without replacement until all are used, then again (a small corpus is repeated, a large one
+        sampled)."""
+        counts = _largest_remainder(self.shares * len(self.groups))
+        drawn = []
+        for group, count in enumerate(counts):
+            members = np.flatnonzero(self.groups == group)
+            if count and len(members):
+                rounds = -(-count // len(members))
+                drawn.append(np.concatenate([rng.permutation(members) for _ in range(rounds)])[:count])
+        return rng.permutation(np.concatenate(drawn)) if drawn else np.arange(0)
+
+
+def _largest_remainder(quotas: np.ndarray) -> np.ndarray:
+    """Whole counts that sum to round(sum(quotas)), each within one of its quota."""
+    counts = np.floor(quotas).astype(int)
+    short = int(round(quotas.sum())) - counts.sum()
+    counts[np.argsort(counts - quotas, kind="stable")[:short]] += 1
+    return counts
 
 
 class LengthBucketSampler(Sampler[list[int]]):
@@ -14,6 +46,7 @@ class LengthBucketSampler(Sampler[list[int]]):
     batches, and the batches are shuffled. Pools keep batches different from epoch to epoch; sorting
     within a pool keeps their padding low. A lone item left at the end of a pool joins the batch before it:
     the CCC of one item is undefined and would only give the optimizer a zero gradient.
+    With `draws`, an epoch's indices are drawn by corpus instead (CorpusDraws): as many, repeated or left out.
     Evaluation (`shuffle=False`): longest first, in fixed order, and no batch longer in all than
     `max_batch_samples` (padding included; a longer item goes alone), so that whole utterances, whose
     attention grows with the square of their length, fit where a training batch of crops does.
@@ -27,8 +60,10 @@ class LengthBucketSampler(Sampler[list[int]]):
         seed: int = 0,
         pool_batches: int = 32,
         max_batch_samples: int | None = None,
+        draws: CorpusDraws | None = None,
     ):
         self.lengths = np.asarray(lengths)
+        self.draws = draws
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -61,7 +96,7 @@ class LengthBucketSampler(Sampler[list[int]]):
         if not self.shuffle:
             return iter(capped_batches(self.lengths, self.batch_size, self.max_batch_samples))
         rng = np.random.default_rng([self.seed, self.epoch])
-        shuffled = rng.permutation(len(self.lengths))
+        shuffled = rng.permutation(len(self.lengths)) if self.draws is None else self.draws.indices(rng)
         batches = []
         for start in range(0, len(shuffled), self.pool_size):
             pool = shuffled[start : start + self.pool_size]

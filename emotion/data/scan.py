@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,11 +36,12 @@ class BadItemsError(ValueError):
 
 
 def scan_items(
-    items: list[Item], dimensions: tuple[str, ...], min_seconds: float
+    items: list[Item], rated: Callable[[Item], tuple[str, ...]], min_seconds: float
 ) -> tuple[dict[str, float], list[Problem]]:
-    """Durations in seconds of the usable items (by id), and a problem for each unusable one."""
+    """Durations in seconds of the usable items (by id), and a problem for each unusable one. `rated`: the
+    dimensions an item's labels are of (its corpus's)."""
     with ThreadPoolExecutor(SCAN_THREADS) as pool:
-        results = list(pool.map(lambda item: _check(item, dimensions, min_seconds), items))
+        results = list(pool.map(lambda item: _check(item, rated(item), min_seconds), items))
     durations = {item.id: result for item, result in zip(items, results, strict=True) if isinstance(result, float)}
     problems = [Problem(item, result) for item, result in zip(items, results, strict=True) if isinstance(result, str)]
     return durations, problems
@@ -105,7 +107,7 @@ def check_items(
 ) -> tuple[dict[str, float], list[Problem]]:
     """Each usable item's duration, and the problems of the others: with `on_bad_audio=error` any problem
     stops the job here; with `skip` they are listed in out_dir/skipped_items.csv and logged."""
-    durations, problems = scan_items(items, corpus.dimensions, min_seconds)
+    durations, problems = scan_items(items, corpus.rated, min_seconds)
     if problems and on_bad_audio == "error":
         raise BadItemsError(f"{corpus.name}: " + report(problems, len(items)))
     if problems:

@@ -12,10 +12,10 @@ import torch
 from torch.utils.data import Dataset
 
 from emotion.data.audio import load_audio
-from emotion.data.corpus import Item, LabelScale
+from emotion.data.corpus import Item
 from emotion.features.acoustic_cache import AcousticArrays, AcousticFiles
 from emotion.features.encoder_cache import FeatureStore, Piece
-from emotion.features.normalisation import SpeakerStatistics
+from emotion.features.normalisation import OwnStatistics
 from emotion.models.grid import FrameGrid
 
 
@@ -24,7 +24,7 @@ class Batch:
     speech: torch.Tensor  # zero-padded waves (B, samples), or cached encoder states (B, frames, layers, hidden)
     speech_lengths: torch.Tensor  # (B,) samples, or frames
     prosody: torch.Tensor  # (B, frames, features): the acoustic frames of the prosody branch, zero-padded
-    labels: torch.Tensor  # (B, dimensions), normalised to [0, 1]
+    labels: torch.Tensor  # (B, dimensions), normalised to [0, 1]; NaN where the item's corpus lacks a dimension
     indices: torch.Tensor  # (B,) the item each row comes from (several rows when a long item is chunked)
     # (B, 2) first frame and frame count of each row's training crop, taken from the states of the whole
     # wave once a frozen encoder has run on it; None: the speech is what the model sees.
@@ -59,7 +59,8 @@ class Segment:
 class UtteranceDataset(Dataset):
     """Segments of items with their acoustic features: waves decoded on demand, or, given `features`, a frozen
     encoder's states read from the feature cache. Acoustic features come from their cache (`acoustic`, one
-    per item), standardised per speaker first with `speakers`' own statistics.
+    per item), standardised by each item's speaker or corpus first with `own` statistics. `labels`: the
+    items' labels on [0, 1] (Corpus.labels); None for unlabelled recordings.
 
     Items longer than `chunk_seconds` are split into equal chunks: evaluation averages their predictions,
     training crops each. Training (`crop_seconds` set) crops a segment at a random offset that depends only
@@ -81,7 +82,7 @@ class UtteranceDataset(Dataset):
         items: list[Item],
         durations: list[float],
         acoustic: list[AcousticFiles | AcousticArrays],
-        scale: LabelScale,
+        labels: np.ndarray | None,
         grid: FrameGrid,
         sample_rate: int,
         chunk_seconds: float,
@@ -89,14 +90,14 @@ class UtteranceDataset(Dataset):
         seed: int = 0,
         features: FeatureStore | None = None,
         crop_after_encoding: bool = False,
-        speakers: SpeakerStatistics | None = None,
+        own: OwnStatistics | None = None,
         segments: list[Segment] | None = None,
         waves: list[np.ndarray] | None = None,
     ):
         self.items = items
         self.acoustic = acoustic
-        self.speakers = speakers
-        self.scale = scale
+        self.own = own
+        self.targets = np.zeros((len(items), 0), np.float32) if labels is None else np.asarray(labels, np.float32)
         self.grid = grid
         self.sample_rate = sample_rate
         self.crop_samples = None if crop_seconds is None else int(crop_seconds * sample_rate)
@@ -129,7 +130,7 @@ class UtteranceDataset(Dataset):
 
     def labels(self) -> np.ndarray:
         """Every item's labels (items, dimensions), normalised to [0, 1]."""
-        return np.stack([self.scale.normalise(item.labels) for item in self.items])
+        return self.targets
 
     def piece(self, index: int) -> Piece:
         """The audio that segment `index` is: what the feature cache keeps states of."""
@@ -138,11 +139,7 @@ class UtteranceDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         segment = self.segments[index]
-        example = {
-            "labels": self.scale.normalise(self.items[segment.item].labels),
-            "index": segment.item,
-            "segment": index,
-        }
+        example = {"labels": self.targets[segment.item], "index": segment.item, "segment": index}
         first_frame = self.segments[index].start // self.grid.hop
         if self.features:
             layers = self.features.open(self.piece(index))
@@ -163,13 +160,13 @@ class UtteranceDataset(Dataset):
 
     def _acoustic_features(self, item: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The item's acoustic frames and functionals (None when not used), standardised with its speaker's
-        own statistics, given `speakers`."""
-        cached, speaker = self.acoustic[item], self.items[item].speaker
+        or corpus's own statistics, given `own`."""
+        cached, of = self.acoustic[item], self.items[item]
         frames, functionals = cached.read_frames(), cached.read_functionals()
-        if self.speakers:
-            frames = self.speakers.frames(speaker, frames)
+        if self.own:
+            frames = self.own.frames(of, frames)
             if functionals is not None:
-                functionals = self.speakers.functionals(speaker, functionals)
+                functionals = self.own.functionals(of, functionals)
         return frames, functionals
 
     def _segment_wave(self, index: int) -> np.ndarray:

@@ -1,22 +1,28 @@
-"""Acoustic features standardised with statistics of the training split only.
+"""Acoustic features standardised: with statistics of the training split, or each speaker's or corpus's own.
 
 eGeMAPS mixes hertz, decibels and ratios, so every feature is brought to zero mean and unit variance with
 the mean and standard deviation of the fold's training items; validation and test never contribute (they
 would leak into the choices validation makes and the scores test reports). The model keeps the statistics
 as buffers, so its checkpoint applies the same standardisation in evaluation and prediction.
 
-Optionally (`data.speaker_norm=true`) each speaker's features are first standardised with that speaker's
-own statistics, computed from all of the speaker's items, whatever their split, without their labels. It
-removes voice differences (a high or a loud voice) that speaker-independent folds must otherwise learn to
-ignore; the price is that a new speaker needs a sample of their audio before predictions mean the same.
+`data.normalise` may first standardise each group of items with the group's own statistics, from its audio
+alone, never its labels (OwnStatistics):
+- `speaker`: each speaker, from all of the speaker's items whatever their split. It removes voice differences
+  (a high or a loud voice) that speaker-independent folds must otherwise learn to ignore; a new speaker needs
+  a sample of their audio (several utterances) before predictions mean the same.
+- `corpus`: each corpus, from its training split (a corpus met only in evaluation: from the evaluated audio).
+  It removes what a corpus's microphones, rooms, gain and language shift in every feature, and costs a new
+  corpus a sample of its audio, not of each speaker's.
+- `training`: none; the training split's statistics alone, as the model stores them.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -64,48 +70,59 @@ class AcousticStatistics:
 
 
 def acoustic_statistics(
-    items: list[Item], acoustic: dict[Path, AcousticFiles], speakers: SpeakerStatistics | None = None
+    items: list[Item], acoustic: dict[Path, AcousticFiles], own: OwnStatistics | None = None
 ) -> AcousticStatistics:
     """Statistics over every frame and every utterance of `items` (`acoustic`: their cached features, by
-    path), after each speaker's own standardisation when `speakers` is given."""
+    path), after each group's own standardisation when `own` is given."""
     first = acoustic[items[0].path]
     return AcousticStatistics(
-        frames=moments(_features(items, acoustic, speakers, "frames")) if first.frames else None,
-        functionals=moments(_features(items, acoustic, speakers, "functionals")) if first.functionals else None,
+        frames=moments(_features(items, acoustic, own, "frames")) if first.frames else None,
+        functionals=moments(_features(items, acoustic, own, "functionals")) if first.functionals else None,
     )
 
 
 @dataclass(frozen=True)
-class SpeakerStatistics:
-    """Each speaker's own statistics."""
+class OwnStatistics:
+    """Each group's own statistics: each speaker's or each corpus's (`unit`)."""
 
-    by_speaker: dict[str, AcousticStatistics]
+    unit: Literal["speaker", "corpus"]
+    by_group: dict[Hashable, AcousticStatistics]
 
-    def frames(self, speaker: str, values: np.ndarray) -> np.ndarray:
-        return self.by_speaker[speaker].frames.standardise(values)
+    def group(self, item: Item) -> Hashable:
+        return item.voice if self.unit == "speaker" else item.corpus
 
-    def functionals(self, speaker: str, values: np.ndarray) -> np.ndarray:
-        return self.by_speaker[speaker].functionals.standardise(values)
+    def frames(self, item: Item, values: np.ndarray) -> np.ndarray:
+        return self.by_group[self.group(item)].frames.standardise(values)
+
+    def functionals(self, item: Item, values: np.ndarray) -> np.ndarray:
+        return self.by_group[self.group(item)].functionals.standardise(values)
 
 
-def per_speaker_statistics(items: list[Item], acoustic: dict[Path, AcousticFiles]) -> SpeakerStatistics:
-    """The statistics of every speaker of `items`, each from all of that speaker's items."""
-    by_speaker: dict[str, list[Item]] = defaultdict(list)
-    for item in items:
-        by_speaker[item.speaker].append(item)
-    return SpeakerStatistics({speaker: acoustic_statistics(own, acoustic) for speaker, own in by_speaker.items()})
+def own_statistics(
+    normalise: str, items: list[Item], acoustic: dict[Path, AcousticFiles], sample: list[Item] | None = None
+) -> OwnStatistics | None:
+    """The groups' own statistics `normalise` (data.normalise) asks for, for `items`: each speaker's from all
+    their items, each corpus's from its items in `sample` (the training split; default: `items` itself).
+    None for `training`, which has none."""
+    if normalise == "training":
+        return None
+    unit = OwnStatistics(normalise, {})
+    groups: dict[Hashable, list[Item]] = defaultdict(list)
+    for item in items if normalise == "speaker" or sample is None else sample:
+        groups[unit.group(item)].append(item)
+    return OwnStatistics(normalise, {group: acoustic_statistics(own, acoustic) for group, own in groups.items()})
 
 
 def functionals_matrix(
-    items: list[Item], acoustic: dict[Path, AcousticFiles], speakers: SpeakerStatistics | None = None
+    items: list[Item], acoustic: dict[Path, AcousticFiles], own: OwnStatistics | None = None
 ) -> np.ndarray:
-    """(items, features): each item's functionals, standardised by its speaker's own statistics if asked."""
-    return np.concatenate(list(_features(items, acoustic, speakers, "functionals")))
+    """(items, features): each item's functionals, standardised by its group's own statistics if asked."""
+    return np.concatenate(list(_features(items, acoustic, own, "functionals")))
 
 
-def _features(items: list[Item], acoustic: dict[Path, AcousticFiles], speakers: SpeakerStatistics | None, kind: str):
-    """Each item's frames (frames, features) or functionals (1, features), standardised per speaker if asked."""
+def _features(items: list[Item], acoustic: dict[Path, AcousticFiles], own: OwnStatistics | None, kind: str):
+    """Each item's frames (frames, features) or functionals (1, features), standardised by its group if asked."""
     for item in items:
         entry = acoustic[item.path]
         values = entry.read_frames() if kind == "frames" else entry.read_functionals()[None]
-        yield values if speakers is None else getattr(speakers, kind)(item.speaker, values)
+        yield values if own is None else getattr(own, kind)(item, values)

@@ -130,6 +130,8 @@ def _swept_values(multirun: dict, key: str) -> list[str] | None:
     task = (hydra.get("overrides") or {}).get("task") or []
     params = (hydra.get("sweeper") or {}).get("params") or {}
     for text in [*task, *(f"{name}={value}" for name, value in params.items())]:
+        if text.split("=", 1)[0].lstrip("+~") != key:
+            continue  # parsed only when it is the key: a named sweep's other values may be interpolations
         override = OverridesParser.create().parse_overrides([text])[0]
         if override.key_or_group == key:
             if override.is_sweep_override():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +24,24 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR, LinearSVR
 
 from emotion.cpu import CpuBudget, job_budget
-from emotion.data.corpora import load_corpus
-from emotion.data.scan import usable_corpus
+from emotion.data.corpora import Corpus, corpus_name, load_corpus, test_corpora
+from emotion.data.scan import check_items, usable_corpus
 from emotion.features.acoustic import FUNCTIONALS
 from emotion.features.acoustic_cache import AcousticCache
-from emotion.features.normalisation import functionals_matrix, per_speaker_statistics
+from emotion.features.normalisation import Moments, functionals_matrix, moments, own_statistics
 from emotion.logger import Run
-from emotion.settings import BaselineSettings, JobSettings
+from emotion.settings import BaselineSettings, DataSettings, JobSettings
 from emotion.signals import GracefulStop
 from emotion.training.devices import peak_memory, reset_peak_memory
-from emotion.training.metrics import ccc_scores, format_scores
-from emotion.training.outputs import metrics_record, write_history, write_predictions
+from emotion.training.metrics import ccc_scores, format_scores, split_scores
+from emotion.training.outputs import (
+    CROSS_FOLDER,
+    cross_record,
+    metrics_record,
+    write_history,
+    write_json,
+    write_predictions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +75,10 @@ def fit_baseline(
     cache = AcousticCache(settings.cache_dir, settings.data.sample_rate, None, frame_sets=(), functionals=FUNCTIONALS)
     workers = (budget or job_budget(settings)).feature_workers
     acoustic = cache.ensure([item.path for item in corpus.splits.all], workers, stop)
-    speakers = per_speaker_statistics(corpus.splits.all, acoustic) if settings.data.speaker_norm else None
+    own = own_statistics(settings.data.normalise, corpus.splits.all, acoustic, sample=corpus.splits.train)
     splits = {name: getattr(corpus.splits, name) for name in ("train", "val", "test")}
-    features = {name: functionals_matrix(items, acoustic, speakers) for name, items in splits.items()}
-    labels = {name: corpus.scale.normalise([item.labels for item in items]) for name, items in splits.items()}
+    features = {name: functionals_matrix(items, acoustic, own) for name, items in splits.items()}
+    labels = {name: corpus.labels(items) for name, items in splits.items()}
     log.info(
         "%s fold %s: %d train, %d validation, %d test utterances; eGeMAPS functionals + %s, %s from %s",
         corpus.name,
@@ -82,12 +90,28 @@ def fit_baseline(
     )
 
     started = time.perf_counter()
-    chosen, search = choose_on_validation(settings.model, features, labels, corpus.dimensions)
+    focus = settings.data.val_corpus
+
+    def validation(pred: np.ndarray) -> dict:
+        return split_scores(corpus, splits["val"], pred, labels["val"], focus)[0]
+
+    chosen, search = choose_on_validation(settings.model, features, labels, corpus.dimensions, validation)
     seconds = time.perf_counter() - started
-    val = ccc_scores(predict(chosen, features["val"]), labels["val"], corpus.dimensions)
+    val, val_by_corpus = split_scores(corpus, splits["val"], predict(chosen, features["val"]), labels["val"], focus)
     test_pred = predict(chosen, features["test"])
-    test = ccc_scores(test_pred, labels["test"], corpus.dimensions)
+    test, test_by_corpus = split_scores(corpus, splits["test"], test_pred, labels["test"])
     log.info("validation: CCC %s; test: CCC %s", format_scores(val), format_scores(test))
+    by_corpus = {}
+    if test_by_corpus is not None:
+        by_corpus["by_corpus"] = {
+            name: {"test": scores, "val_best": val_by_corpus.get(name)} for name, scores in test_by_corpus.items()
+        }
+    trained_on = {part.name for part in corpus.parts} or {corpus.name}
+    others = [data for data in test_corpora(settings.data) if corpus_name(data) not in trained_on]
+    if others:
+        reference = moments([features["train"]])  # what the pipelines' scalers learned the features to be
+        tested = [cross_test(chosen, data, settings, cache, workers, reference, corpus, out_dir) for data in others]
+        by_corpus["cross"] = dict(zip(map(corpus_name, others), tested, strict=True))
 
     for step, row in enumerate(search, start=1):
         run.log(row, step=step)
@@ -95,8 +119,8 @@ def fit_baseline(
     write_predictions(
         out_dir / "predictions.csv",
         splits["test"],
-        corpus.scale.denormalise(labels["test"]),
-        corpus.scale.denormalise(test_pred),
+        corpus.on_own_scales(splits["test"], labels["test"]),
+        corpus.on_own_scales(splits["test"], test_pred),
         corpus.dimensions,
     )
     n_values = sum(fitted_size(pipeline) for pipeline in chosen)
@@ -112,23 +136,77 @@ def fit_baseline(
         **peak_memory(CPU),
         params={"total": n_values, "trainable": n_values},
         device="cpu",
+        **by_corpus,
     )
 
 
+def cross_test(
+    chosen: list[Pipeline],
+    data: DataSettings,
+    settings: JobSettings,
+    cache: AcousticCache,
+    workers: int,
+    reference: Moments,
+    trained: Corpus,
+    out_dir: Path,
+) -> dict:
+    """The fitted regressors scored on the test split of another corpus (`data`, one of data.test_corpora), as
+    evaluate.py scores a neural model there: its features standardised as data.test_normalise says (auto: by
+    that corpus's own statistics when the baseline learned with the training split's), its files in
+    cross/<corpus>/. Returns metrics.json's `cross` entry."""
+    other = load_corpus(data)
+    folder = out_dir / CROSS_FOLDER / other.name
+    folder.mkdir(parents=True, exist_ok=True)
+    durations, _ = check_items(other.splits.test, other, data.min_seconds, data.on_bad_audio, folder)
+    items = [item for item in other.splits.test if item.id in durations]
+    acoustic = cache.ensure([item.path for item in items], workers)
+    trained_with, normalise = settings.data.normalise, settings.data.test_normalise
+    if normalise == "auto":
+        normalise = "corpus" if trained_with == "training" else trained_with
+    elif normalise == "training" and trained_with != "training":
+        raise ValueError(
+            f"data.test_normalise=training: the baseline learned with data.normalise={trained_with}, on standardised "
+            "features; use corpus, speaker or auto"
+        )
+    features = functionals_matrix(items, acoustic, own_statistics(normalise, items, acoustic))
+    if trained_with == "training" and normalise != "training":
+        features = features * reference.std + reference.mean  # standardised by their own, put where the scalers look
+    shared = tuple(dim for dim in trained.dimensions if dim in other.dimensions)
+    pred = predict(chosen, features)[:, [trained.dimensions.index(dim) for dim in shared]]
+    true = other.labels(items)[:, [other.dimensions.index(dim) for dim in shared]]
+    scores = ccc_scores(pred, true, shared)
+    log.info("%s, test split (%d items): CCC %s", other.name, len(items), format_scores(scores))
+    write_predictions(
+        folder / "predictions.csv", items, other.on_own_scales(items, true), other.on_own_scales(items, pred), shared
+    )
+    described = {"name": other.name, "fold": data.fold, "split": "test", "items": len(items), "normalise": normalise}
+    record = metrics_record("evaluated", data.fold, settings.model.profile, test=scores, data=described)
+    write_json(folder / "metrics.json", record)
+    return cross_record(record)
+
+
 def choose_on_validation(
-    model: BaselineSettings, features: dict[str, np.ndarray], labels: dict[str, np.ndarray], dimensions: tuple[str, ...]
+    model: BaselineSettings,
+    features: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    dimensions: tuple[str, ...],
+    validation: Callable[[np.ndarray], dict],
 ) -> tuple[list[Pipeline], list[dict]]:
-    """Per dimension, the pipeline fitted on the training split whose candidate scores the best validation
-    CCC; and a row per candidate with its validation CCC per dimension."""
+    """Per dimension, the pipeline fitted on the training split (its items that rate the dimension) whose
+    candidate scores the best validation CCC; and a row per candidate with its validation CCC per dimension.
+    `validation` scores (validation items, dimensions) predictions as the job's selection does."""
     hyperparameter, values = HYPERPARAMETER[model.regressor], candidates(model)
     search = [{hyperparameter: value} for value in values]
     chosen = []
     for d, dimension in enumerate(dimensions):
         column = f"val_ccc_{dimension[0]}"
-        fitted = [make_regressor(model, value).fit(features["train"], labels["train"][:, d]) for value in values]
+        rated = np.isfinite(labels["train"][:, d])
+        x, y = features["train"][rated], labels["train"][rated, d]
+        fitted = [make_regressor(model, value).fit(x, y) for value in values]
         for row, pipeline in zip(search, fitted, strict=True):
-            pred = predict([pipeline], features["val"])  # scored as reported: within the label scale
-            row[column] = ccc_scores(pred, labels["val"][:, [d]], (dimension,))["ccc_mean"]
+            pred = np.full((len(features["val"]), len(dimensions)), np.nan)
+            pred[:, d] = predict([pipeline], features["val"])[:, 0]  # scored as reported: within the label scale
+            row[column] = validation(pred)[f"ccc_{dimension[0]}"]
         best = int(np.nanargmax([row[column] for row in search]))
         log.info(
             "%s: %s=%g chosen (validation CCC %.3f)", dimension, hyperparameter, values[best], search[best][column]

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from emotion.cpu import worker_init
-from emotion.data.sampler import LengthBucketSampler
+from emotion.data.sampler import CorpusDraws, LengthBucketSampler
 from emotion.features.dataset import UtteranceDataset, collate
 from emotion.training.devices import autocast
 
@@ -75,9 +75,10 @@ def batch_loader(
     seed: int = 0,
     pool_batches: int = 32,
     max_batch_samples: int | None = None,
+    draws: CorpusDraws | None = None,
 ) -> DataLoader:
     """Batches of similar lengths: shuffled (seeded) for training, longest first otherwise, where no batch
-    holds more than `max_batch_samples` samples of audio (padding included)."""
+    holds more than `max_batch_samples` samples of audio (padding included). `draws`: see LengthBucketSampler."""
     batches = LengthBucketSampler(
         dataset.lengths,
         batch_size,
@@ -85,6 +86,7 @@ def batch_loader(
         seed=seed,
         pool_batches=pool_batches,
         max_batch_samples=max_batch_samples,
+        draws=draws,
     )
     return DataLoader(
         dataset,

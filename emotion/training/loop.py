@@ -18,22 +18,25 @@ from tqdm import tqdm
 
 from emotion.cpu import CpuBudget, job_budget
 from emotion.cpu import apply as apply_budget
+from emotion.data.augment import AUGMENTED_ID, augmented_items
 from emotion.data.corpora import Corpus, load_corpus
+from emotion.data.corpus import Item
+from emotion.data.sampler import CorpusDraws
 from emotion.data.scan import usable_corpus
 from emotion.features.acoustic_cache import AcousticCache, AcousticFiles
 from emotion.features.dataset import UtteranceDataset
 from emotion.features.encoder_cache import ensure_features
-from emotion.features.normalisation import acoustic_statistics, per_speaker_statistics
+from emotion.features.normalisation import acoustic_statistics, own_statistics
 from emotion.logger import Run
 from emotion.models.grid import FrameGrid
 from emotion.models.model import MambaEMA, count_parameters
 from emotion.selection import score_key
-from emotion.settings import JobSettings, ResumeMode
+from emotion.settings import DataSettings, JobSettings, ResumeMode
 from emotion.signals import GracefulStop
 from emotion.training.checkpoints import load_checkpoint, load_latest, restore_rng, rng_state, save_checkpoint
 from emotion.training.devices import autocast, peak_memory, reset_peak_memory, resolve_device, resolve_precision
 from emotion.training.inference import batch_loader, predict
-from emotion.training.metrics import ccc_loss, ccc_scores, format_scores
+from emotion.training.metrics import ccc_loss, format_scores, split_scores
 from emotion.training.optim import Optimisation
 from emotion.training.outputs import metrics_record, write_history, write_predictions
 from emotion.training.preflight import BatchCuts, Preflight
@@ -78,6 +81,7 @@ def prepare(settings: JobSettings, out_dir: Path, stop: GracefulStop, budget: Cp
     reset_peak_memory(device)  # the job's own peak: a sweep's earlier jobs may have run in this process
 
     corpus, durations = usable_corpus(load_corpus(data), data, out_dir)
+    copies = augmented_copies(corpus, durations, settings, budget.feature_workers)
     model = new_model(settings.model, encoder, corpus.dimensions).to(device)
     start, started_from = None, {}
     if settings.model.init_from:  # before resuming: a resumed run goes on from its own last.pt
@@ -85,10 +89,11 @@ def prepare(settings: JobSettings, out_dir: Path, stop: GracefulStop, budget: Cp
         started_from = {"init_from": start.record(corpus, data.fold)}
     grid = model.encoder.grid
     acoustic_cache = AcousticCache.for_model(settings.cache_dir, data.sample_rate, grid, settings.model)
-    acoustic = acoustic_cache.entries([item.path for item in corpus.splits.all])
+    acoustic = acoustic_cache.entries([item.path for item in [*corpus.splits.all, *copies]])
     cached = encoder.freeze and encoder.feature_cache
-    datasets = make_datasets(corpus, durations, acoustic, grid, settings, crop_after_encoding=encoder.freeze)
-    train_loader = make_loader(datasets[0], settings, device, budget.loader_workers, shuffle=True)
+    datasets = make_datasets(corpus, durations, acoustic, grid, settings, encoder.freeze, copies)
+    draws = corpus_draws(corpus, data, datasets[0])
+    train_loader = make_loader(datasets[0], settings, device, budget.loader_workers, shuffle=True, draws=draws)
 
     # Memory first, before any long work; it also decides how much audio a batch of whole utterances may hold.
     cuts = BatchCuts.first(data)
@@ -96,7 +101,7 @@ def prepare(settings: JobSettings, out_dir: Path, stop: GracefulStop, budget: Cp
         preflight = Preflight(model, settings, device, autocast(device, precision))
         cuts = preflight.check(datasets, train_loader.batch_sampler.largest_batch(), cached)
     acoustic_cache.compute(acoustic, budget.feature_workers, stop)
-    standardise_acoustics(model, datasets, corpus, acoustic, data.speaker_norm)
+    standardise_acoustics(model, datasets, corpus, acoustic, data.normalise)
     if cached:
         use_feature_cache(model, datasets, settings, device, precision, stop, cuts.cache_build, budget.loader_workers)
     val_loader, test_loader = (
@@ -144,9 +149,10 @@ def train(training: Training, out_dir: Path, run: Run, stop: GracefulStop, prune
     """Epochs of training and validation until early stopping, the last epoch, or the sweep's pruning. The
     best epoch by `report.select` is kept (best.pt); history.csv and last.pt after every epoch."""
     trainer, model, progress = training.settings.trainer, training.model, training.progress
-    dimensions = training.corpus.dimensions
+    corpus, dimensions = training.corpus, training.corpus.dimensions
     selected = score_key(training.settings.report.select)
-    val_labels = training.val_loader.dataset.labels()
+    val_items, val_labels = training.val_loader.dataset.items, training.val_loader.dataset.labels()
+    focus = training.settings.data.val_corpus
     while not progress.finished:
         epoch = progress.epoch
         progress.start_clock()
@@ -170,12 +176,13 @@ def train(training: Training, out_dir: Path, run: Run, stop: GracefulStop, prune
         if prune.why is not None:  # between two steps: the epoch is left unfinished
             return
         val_pred = predict(model, training.val_loader, training.device, training.precision)
-        val = ccc_scores(val_pred, val_labels, dimensions)
+        val, val_by_corpus = split_scores(corpus, val_items, val_pred, val_labels, focus)
         row = {
             "epoch": epoch,
             "train_loss": progress.mean_loss,
             "train_ccc_mean": progress.ccc_mean(dimensions),
             **{f"val_{k}": v for k, v in val.items()},
+            **{f"val_{name}_{k}": v for name, scores in (val_by_corpus or {}).items() for k, v in scores.items()},
             "lr": training.optimisation.lr,
             "padding": progress.padding,
             "bad_steps": progress.bad_steps,
@@ -187,7 +194,7 @@ def train(training: Training, out_dir: Path, run: Run, stop: GracefulStop, prune
         )
         stopper = training.stopper
         if stopper.update(val[selected], epoch):
-            training.save_best(epoch, val)
+            training.save_best(epoch, val, val_by_corpus)
         progress.end_epoch(row, finished=stopper.should_stop or epoch == trainer.max_epochs)
         training.save_last()  # first: an epoch in history.csv is one a resumed job does not train again
         write_history(out_dir / "history.csv", progress.history)
@@ -222,17 +229,26 @@ def finish(training: Training, out_dir: Path, pruned: str | None) -> dict:
     best = load_checkpoint(best_file, device)
     model.load_checkpoint_state(best["model"])
     test_loader = training.test_loader
+    test_items = test_loader.dataset.items
     test_pred = predict(model, test_loader, device, training.precision)
     test_true = test_loader.dataset.labels()
-    test = ccc_scores(test_pred, test_true, corpus.dimensions)
+    test, test_by_corpus = split_scores(corpus, test_items, test_pred, test_true)
     log.info("test (best epoch %d): CCC %s", best["epoch"], format_scores(test))
+    for name, scores in (test_by_corpus or {}).items():
+        log.info("test on %s: CCC %s", name, format_scores(scores))
     write_predictions(
         out_dir / "predictions.csv",
-        test_loader.dataset.items,
-        corpus.scale.denormalise(test_true),
-        corpus.scale.denormalise(test_pred),
+        test_items,
+        corpus.on_own_scales(test_items, test_true),
+        corpus.on_own_scales(test_items, test_pred),
         corpus.dimensions,
     )
+    by_corpus = {}
+    if test_by_corpus is not None:
+        val_by_corpus = best.get("val_by_corpus") or {}
+        by_corpus["by_corpus"] = {
+            name: {"test": scores, "val_best": val_by_corpus.get(name)} for name, scores in test_by_corpus.items()
+        }
     return metrics_record(
         "completed",
         fold,
@@ -242,6 +258,7 @@ def finish(training: Training, out_dir: Path, pruned: str | None) -> dict:
         best_epoch=best["epoch"],
         **ran,
         **training.started_from,
+        **by_corpus,
     )
 
 
@@ -295,8 +312,10 @@ class Training:
         }
         save_checkpoint(self.checkpoints / "last.pt", state, keep_previous=True)
 
-    def save_best(self, epoch: int, val: dict) -> None:
+    def save_best(self, epoch: int, val: dict, val_by_corpus: dict | None = None) -> None:
         state = {"model": self.model.checkpoint_state(), "recipe": self.recipe, "epoch": epoch, "val": val}
+        if val_by_corpus is not None:
+            state["val_by_corpus"] = val_by_corpus
         save_checkpoint(self.checkpoints / "best.pt", state)
 
 
@@ -396,16 +415,17 @@ def make_datasets(
     grid: FrameGrid,
     settings: JobSettings,
     crop_after_encoding: bool = False,
+    copies: list[Item] = (),
 ) -> tuple[UtteranceDataset, UtteranceDataset, UtteranceDataset]:
-    """Train, validation and test: training crops at data.max_seconds (a frozen encoder's states, with
-    `crop_after_encoding`); evaluation sees utterances whole."""
+    """Train (the training split and its augmented `copies`), validation and test: training crops at
+    data.max_seconds (a frozen encoder's states, with `crop_after_encoding`); evaluation sees utterances whole."""
 
     def dataset(items, train: bool) -> UtteranceDataset:
         return UtteranceDataset(
             items,
             [durations[item.id] for item in items],
             [acoustic[item.path] for item in items],
-            corpus.scale,
+            corpus.labels(items),
             grid,
             settings.data.sample_rate,
             chunk_seconds=settings.data.eval_chunk_seconds,
@@ -415,18 +435,33 @@ def make_datasets(
         )
 
     splits = corpus.splits
-    return dataset(splits.train, True), dataset(splits.val, False), dataset(splits.test, False)
+    return dataset([*splits.train, *copies], True), dataset(splits.val, False), dataset(splits.test, False)
+
+
+def augmented_copies(corpus: Corpus, durations: dict[str, float], settings: JobSettings, workers: int) -> list[Item]:
+    """The augmented copies of the training split (augment=; none by default), written to the cache on first
+    use; each copy lasts as long as its original, whose duration it gets in `durations`. Normalisation
+    statistics stay those of the clean training split: the copies are added to the training batches only."""
+    copies = augmented_items(
+        corpus.splits.train, settings.augment, settings.data.sample_rate, settings.cache_dir, workers
+    )
+    for copy in copies:
+        durations[copy.id] = durations[copy.id.rsplit(AUGMENTED_ID, 1)[0]]
+    if copies:
+        log.info("augment=%s: %d augmented copies of the training utterances", settings.augment.name, len(copies))
+    return copies
 
 
 def standardise_acoustics(
-    model: MambaEMA, datasets, corpus: Corpus, acoustic: dict[Path, AcousticFiles], per_speaker: bool
+    model: MambaEMA, datasets, corpus: Corpus, acoustic: dict[Path, AcousticFiles], normalise: str
 ) -> None:
     """The model standardises its acoustic inputs with statistics of the training split, after each speaker's
-    own standardisation with `per_speaker` (data.speaker_norm), which the datasets then apply."""
-    speakers = per_speaker_statistics(corpus.splits.all, acoustic) if per_speaker else None
+    or corpus's own standardisation as `normalise` (data.normalise) asks, which the datasets then apply: a
+    corpus's own statistics come from its training split."""
+    own = own_statistics(normalise, corpus.splits.all, acoustic, sample=corpus.splits.train)
     for dataset in datasets:
-        dataset.speakers = speakers
-    model.set_acoustic_statistics(acoustic_statistics(corpus.splits.train, acoustic, speakers))
+        dataset.own = own
+    model.set_acoustic_statistics(acoustic_statistics(corpus.splits.train, acoustic, own))
 
 
 def use_feature_cache(
@@ -471,8 +506,10 @@ def make_loader(
     workers: int,
     shuffle: bool,
     max_batch_samples: int | None = None,
+    draws: CorpusDraws | None = None,
 ) -> DataLoader:
-    """The job's batches of `dataset` (see batch_loader): shuffled for training, longest first for evaluation."""
+    """The job's batches of `dataset` (see batch_loader): shuffled for training, longest first for evaluation;
+    `draws`: how often a training epoch draws each corpus's items."""
     return batch_loader(
         dataset,
         settings.data.batch_size,
@@ -482,7 +519,18 @@ def make_loader(
         seed=settings.trainer.seed,
         pool_batches={"bucket": 32, "random": 1}[settings.data.batching],
         max_batch_samples=max_batch_samples,
+        draws=draws,
     )
+
+
+def corpus_draws(corpus: Corpus, data: DataSettings, train: UtteranceDataset) -> CorpusDraws | None:
+    """How often an epoch draws each corpus's training segments (data.corpus_weights); None: each once."""
+    if not corpus.parts or data.corpus_weights in (None, "natural"):
+        return None
+    names = [part.name for part in corpus.parts]
+    groups = np.array([names.index(train.items[segment.item].corpus) for segment in train.segments])
+    weights = np.ones(len(corpus.parts)) if data.corpus_weights == "balanced" else np.array(data.corpus_weights)
+    return CorpusDraws(groups, weights / weights.sum())
 
 
 class EarlyStopping:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from emotion.data.corpus import DIMENSIONS
+from emotion.data.corpus import DIMENSIONS, Corpus, Item
 from emotion.scores import EPSILON, ccc
 
 
@@ -25,20 +25,67 @@ def batch_ccc(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 
 
 def ccc_loss(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    """Mean over dimensions of 1 − CCC on (batch, dimensions) tensors: the batch loss training descends."""
-    return (1.0 - batch_ccc(pred.float(), true.float())).mean()
+    """Mean over dimensions of 1 − CCC on (batch, dimensions) tensors: the batch loss training descends.
+
+    A NaN label (an item of a corpus that does not rate that dimension, data=multi) is masked out: each
+    dimension's CCC is over the items that have it, and a dimension with fewer than two such items in the
+    batch adds nothing (the CCC of one item is undefined)."""
+    pred, true = pred.float(), true.float()
+    rated = torch.isfinite(true)
+    if bool(rated.all()):
+        return (1.0 - batch_ccc(pred, true)).mean()
+    losses = [
+        1.0 - batch_ccc(pred[rated[:, dim], dim], true[rated[:, dim], dim])
+        for dim in range(true.shape[1])
+        if int(rated[:, dim].sum()) >= 2
+    ]
+    # No dimension rated twice: a zero that still depends on the predictions, so backward runs as always.
+    return torch.stack(losses).mean() if losses else pred.sum() * 0.0
 
 
 def ccc_scores(pred: np.ndarray, true: np.ndarray, dimensions: tuple[str, ...] = DIMENSIONS) -> dict[str, float | None]:
     """{'ccc_a', 'ccc_v', 'ccc_d', 'ccc_mean'} over a whole split of (items, dimensions) arrays, in float64.
 
-    A corpus without some dimension gets None for it; the mean is over the dimensions it has.
+    A corpus without some dimension gets None for it; the mean is over the dimensions it has. Items whose
+    label of a dimension is NaN (their corpus does not rate it) are left out of that dimension's score.
     """
-    per_dim = ccc(np.asarray(pred).T, np.asarray(true).T)  # one problem per dimension: along the items
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    rated = np.isfinite(true)
+    # One problem per dimension, along the items; an unrated item weighs nothing.
+    per_dim = ccc(pred.T, np.where(rated, true, 0.0).T, weights=rated.T)
+    per_dim = np.where(rated.sum(axis=0) >= 2, per_dim, np.nan)
     scores = {f"ccc_{dim[0]}": None for dim in DIMENSIONS}
-    scores.update({f"ccc_{dim[0]}": float(value) for dim, value in zip(dimensions, per_dim, strict=True)})
-    scores["ccc_mean"] = float(per_dim.mean())
+    scores.update({f"ccc_{dim[0]}": _number(value) for dim, value in zip(dimensions, per_dim, strict=True)})
+    scored = per_dim[np.isfinite(per_dim)]
+    scores["ccc_mean"] = float(scored.mean()) if len(scored) else None
     return scores
+
+
+def split_scores(
+    corpus: Corpus, items: list[Item], pred: np.ndarray, true: np.ndarray, focus: str | None = None
+) -> tuple[dict[str, float | None], dict[str, dict] | None]:
+    """A split's scores (ccc_scores) and, for corpora trained on together, each corpus's: then the split's
+    scores are, key by key, the mean over the corpora that have the key, each corpus counting once whatever
+    its size; or, with `focus` (data.val_corpus), that corpus's own."""
+    if not corpus.parts:
+        return ccc_scores(pred, true, corpus.dimensions), None
+    by_corpus = {}
+    for part in corpus.parts:
+        rows = [row for row, item in enumerate(items) if item.corpus == part.name]
+        if rows:
+            columns = [corpus.dimensions.index(dim) for dim in part.dimensions]
+            by_corpus[part.name] = ccc_scores(pred[rows][:, columns], true[rows][:, columns], part.dimensions)
+    if focus is not None:
+        return by_corpus[focus], by_corpus
+    mean = {}
+    for key in by_corpus[next(iter(by_corpus))]:
+        values = [scores[key] for scores in by_corpus.values() if scores[key] is not None]
+        mean[key] = float(np.mean(values)) if values else None
+    return mean, by_corpus
+
+
+def _number(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
 
 
 def format_scores(scores: dict) -> str:

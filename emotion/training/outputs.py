@@ -28,20 +28,31 @@ METRICS_KEYS = (
 )
 # A job that ended so is not run again: it completed, or its search pruned it (emotion.sweeps.pruning).
 FINAL_STATUSES = ("completed", "pruned")
-# What an evaluated record (evaluate.py) adds: which checkpoints, which data, and how the scales relate.
-EVALUATION_KEYS = ("checkpoints", "data", "scale")
+# What an evaluated record (evaluate.py) adds: which checkpoints, which data, how the scales relate, and,
+# under several evaluate.conditions, the scores under each ({condition: scores}; `test` is the first's).
+EVALUATION_KEYS = ("checkpoints", "data", "scale", "conditions")
 # What a job started from a checkpoint (model.init_from) adds: {"checkpoint", "seen_test_speakers", "warning"}.
 FINE_TUNING_KEYS = ("init_from",)
+# What a job on several corpora adds: `by_corpus` (data=multi), {corpus: {"test": scores, "val_best": scores}};
+# `cross` (data.test_corpora), {corpus: cross_record(...)}, whose files are in cross/<corpus>/.
+CORPORA_KEYS = ("by_corpus", "cross")
+CROSS_FOLDER = "cross"
 
 
 def metrics_record(status: str, fold: int, profile: str, **fields) -> dict:
     """A metrics.json record; fields not known yet (a failed job) stay null. A failure adds `error`."""
-    unknown = set(fields) - set(METRICS_KEYS) - {"error", *EVALUATION_KEYS, *FINE_TUNING_KEYS}
+    unknown = set(fields) - set(METRICS_KEYS) - {"error", *EVALUATION_KEYS, *FINE_TUNING_KEYS, *CORPORA_KEYS}
     if unknown:
         raise KeyError(f"not metrics.json keys: {sorted(unknown)}")
     record = dict.fromkeys(METRICS_KEYS)
     record.update(status=status, fold=fold, profile=profile, **fields)
     return record
+
+
+def cross_record(evaluated: dict) -> dict:
+    """What metrics.json's `cross` keeps of a test on another corpus (its evaluated record)."""
+    data = evaluated["data"]
+    return {"test": evaluated["test"], **{key: data[key] for key in ("fold", "split", "items", "normalise")}}
 
 
 def read_metrics(path: Path) -> dict | None:
@@ -67,10 +78,23 @@ def write_history(path: Path, rows: list[dict]) -> None:
 
 def write_predictions(path: Path, items: list, true: np.ndarray, pred: np.ndarray, dimensions: tuple[str, ...]) -> None:
     """One row per test item: id, speaker, then true and predicted value per dimension, on the corpus's scale.
-    The speaker is what the report's bootstrap resamples: a speaker's utterances are not independent."""
+    The speaker is what the report's bootstrap resamples: a speaker's utterances are not independent.
+
+    Items of several corpora (data=multi) add a `corpus` column, name speakers `<corpus>/<speaker>` (two
+    corpora's `spk1` are two people), and leave a dimension their corpus does not rate empty."""
+    several = any(item.corpus for item in items)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["id", "speaker", *(f"{dim}_{kind}" for dim in dimensions for kind in ("true", "pred"))])
+        columns = [f"{dim}_{kind}" for dim in dimensions for kind in ("true", "pred")]
+        writer.writerow(["id", "speaker", *(["corpus"] if several else []), *columns])
         for item, true_row, pred_row in zip(items, true, pred, strict=True):
-            values = (f"{v:.4f}" for pair in zip(true_row, pred_row, strict=True) for v in pair)
-            writer.writerow([item.id, item.speaker, *values])
+            values = ("" if np.isnan(t) else f"{v:.4f}" for t, v in _pairs(true_row, pred_row))
+            who = [f"{item.corpus}/{item.speaker}", item.corpus] if several else [item.speaker]
+            writer.writerow([item.id, *who, *values])
+
+
+def _pairs(true_row, pred_row):
+    """(true, value) for each dimension's true then predicted value: a dimension without a label is empty."""
+    for true, pred in zip(true_row, pred_row, strict=True):
+        yield true, true
+        yield true, pred

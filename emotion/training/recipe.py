@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 RECIPE_FORMAT = 1
 BEST = Path("checkpoints") / "best.pt"
 # What of the `data` group belongs to the model: evaluating it elsewhere needs the same.
-MODEL_DATA_KEYS = ("sample_rate", "eval_chunk_seconds", "min_seconds", "speaker_norm")
+MODEL_DATA_KEYS = ("sample_rate", "eval_chunk_seconds", "min_seconds", "normalise")
 
 
 class CheckpointError(ValueError):
@@ -61,6 +61,8 @@ def model_recipe(settings: JobSettings, corpus: Corpus, model: MambaEMA, start: 
         "corpus": corpus.name,
         "dimensions": list(corpus.dimensions),
         "label_scale": [float(corpus.scale.low), float(corpus.scale.high)],
+        # Every corpus's own scale: predictions can be given on any of them (data=multi predicts on [0, 1]).
+        "label_scales": {part.name: [part.scale.low, part.scale.high] for part in corpus.parts or [corpus]},
         "data": {key: getattr(settings.data, key) for key in MODEL_DATA_KEYS},
         "grid": {"window": encoder.grid.window, "hop": encoder.grid.hop},
         "trained": {"fold": settings.data.fold, "seed": settings.trainer.seed},
@@ -69,6 +71,12 @@ def model_recipe(settings: JobSettings, corpus: Corpus, model: MambaEMA, start: 
             "validated": sorted(corpus.speaker_keys(corpus.splits.val)),
         },
     }
+
+
+def recipe_normalisation(recipe: dict) -> str:
+    """The data.normalise a model was trained with; recipes before that key had data.speaker_norm."""
+    data = recipe["data"]
+    return data.get("normalise") or ("speaker" if data.get("speaker_norm") else "training")
 
 
 def new_model(

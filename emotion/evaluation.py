@@ -23,6 +23,7 @@ from emotion.data.corpus import Item
 from emotion.data.scan import check_items, scan_items
 from emotion.features.encoder_cache import ensure_features
 from emotion.settings import DataSettings, EvaluateSettings
+from emotion.sweeps.breakdown import plot_snr_curves
 from emotion.trained import TrainedModel, load_models
 from emotion.training.devices import autocast, peak_memory, reset_peak_memory
 from emotion.training.inference import item_means
@@ -97,7 +98,7 @@ def evaluate_models(
     robustness = {}
     if len(by_condition) > 1:
         robustness["conditions"] = by_condition
-        plot_robustness(by_condition, out_dir / "robustness.png", f"{corpus.name}, {split} split")
+        plot_snr_curves([(corpus.name, by_condition)], out_dir / "robustness.png", f"test CCC, {split} split")
     fold = None if split == "all" else data.fold  # every item: no fold chose them
     return metrics_record(
         "evaluated",
@@ -237,39 +238,3 @@ def _scale_note(model: TrainedModel, corpus: Corpus) -> dict:
         else f"model and corpus rate on {target[0]:g}–{target[1]:g}"
     )
     return {"model": trained, "data": target, "mapped": mapped, "how": how}
-
-
-def plot_robustness(by_condition: dict[str, dict], path: Path, title: str) -> None:
-    """CCC per dimension against the SNR of the snrN conditions (clean at the right, as the highest), and
-    the other conditions' CCC as labelled points: how fast the model degrades in noise."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    snr = {name: int(name[3:]) for name in by_condition if name.startswith("snr")}
-    clean_at = max(snr.values(), default=0) + 10
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for key in ("ccc_a", "ccc_v", "ccc_d"):
-        points = sorted((level, by_condition[name][key]) for name, level in snr.items())
-        if "clean" in by_condition:
-            points.append((clean_at, by_condition["clean"][key]))
-        points = [(level, value) for level, value in points if value is not None]
-        if points:
-            axes.plot(*zip(*points, strict=True), marker="o", label=key.removeprefix("ccc_").upper())
-    others = [name for name in by_condition if name not in snr and name != "clean"]
-    for name in others:
-        value = by_condition[name]["ccc_mean"]
-        if value is not None:
-            axes.axhline(value, linestyle=":", color="grey")
-            axes.annotate(f"{name} (mean)", (axes.get_xlim()[0], value), fontsize=8, va="bottom")
-    ticks = sorted(snr.values())
-    axes.set_xticks([*ticks, clean_at] if "clean" in by_condition else ticks)
-    axes.set_xticklabels([*map(str, ticks), "clean"] if "clean" in by_condition else list(map(str, ticks)))
-    axes.set_xlabel("SNR (dB)")
-    axes.set_ylabel("CCC")
-    axes.set_title(title)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)

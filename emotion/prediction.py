@@ -24,7 +24,7 @@ import soundfile as sf
 from omegaconf import DictConfig
 
 from emotion.cpu import available_cores
-from emotion.data.corpus import Item
+from emotion.data.corpus import Item, LabelScale
 from emotion.data.manifest import audio_path
 from emotion.data.scan import Problem, scan_items
 from emotion.features.dataset import Segment, windows
@@ -115,6 +115,7 @@ def run_predict(cfg: DictConfig) -> OutputFiles:
     if settings.embeddings and len({model.embedding_size for model in models}) > 1:
         sizes = ", ".join(f"{model.path}: {model.embedding_size}" for model in models)
         raise InputError(f"predict.embeddings=true, but the models' pooled vectors differ in length ({sizes})")
+    scale = models[0].output_scale(settings.label_scale)  # before any work: a corpus it never learned is named now
     min_seconds = max(model.min_seconds for model in models)
     items, seconds, problems = _readable(cfg.input, min_seconds, out)
     store = PartialStore(out.partial, _run_settings(settings, models, items))
@@ -134,7 +135,7 @@ def run_predict(cfg: DictConfig) -> OutputFiles:
         log.info("model %d of %d: %s", index + 1, len(models), model.path)
         results.append(_predict_with(model, f"m{index}", items, seconds, spans, settings, cfg.paths.cache_dir, store))
 
-    _write_outputs(out, models, items, seconds, spans, results)
+    _write_outputs(out, models, scale, items, seconds, spans, results)
     _write_skipped(out, problems)
     store.discard()
     log.info("predicted %d files with %d model(s): %s", len(items), len(models), out.table)
@@ -219,13 +220,15 @@ def _outputs_in_blocks(model, dataset, kind: str, settings, store: PartialStore,
 def _write_outputs(
     out: OutputFiles,
     models: list[TrainedModel],
+    scale: LabelScale,
     items: list[Item],
     seconds: list[float],
     spans: list[Segment] | None,
     results: list[ModelResults],
 ) -> None:
-    """The CSV of files, and the windows' CSV and the embeddings as asked; an ensemble's mean prediction."""
-    scale, dims, rate = models[0].scale, models[0].dimensions, models[0].sample_rate
+    """The CSV of files, and the windows' CSV and the embeddings as asked; an ensemble's mean prediction, on
+    `scale`."""
+    dims, rate = models[0].dimensions, models[0].sample_rate
     checkpoints = ";".join(str(model.path) for model in models)
     per_file = scale.denormalise(np.mean([result.per_file for result in results], axis=0))
     rows = [

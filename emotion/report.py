@@ -39,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 from emotion.files import locked, write_atomically
 from emotion.selection import SELECTABLE, score_key
 from emotion.settings import ReportSettings
+from emotion.sweeps.breakdown import breakdown_lines, plot_robustness
 from emotion.sweeps.folders import register_resolver, study_storage
 from emotion.sweeps.jobs import Row, collect_jobs, expected_runs, group_rows, read_multirun
 from emotion.sweeps.markdown import number, table_line
@@ -138,6 +139,7 @@ class Summary:
     nested: NestedEstimate | None  # the headline; its choices' rows are `record_of(choice.row_index)`
     search: SearchRecord | None  # the sweep's search; None for a grid
     kept_by: str  # the report.select the sweep's jobs kept their best epochs by
+    rows: list[Row] = field(default_factory=list)  # the sweep's configurations and their jobs, by row_index
 
     @property
     def columns(self) -> list[str]:
@@ -195,7 +197,7 @@ def summarise_sweep(sweep_dir: Path, settings: ReportSettings | None = None) -> 
     eligible = [_candidate(record, row, search) for record, row in zip(records, rows, strict=True)]
     nested = nested_estimate(results, eligible, [score for score, _ in SCORES])
     ranked = sorted(records, key=_rank)
-    return Summary(ranked, config_keys, settings, nested, search, kept_by=own.select)
+    return Summary(ranked, config_keys, settings, nested, search, kept_by=own.select, rows=rows)
 
 
 # summary.csv's columns of a row's test score on each dimension (ccc_v_mean, …): the RowScore fields so named.
@@ -424,6 +426,11 @@ def write_summary(sweep_dir: str | Path, settings: ReportSettings | None = None)
             plot_search(summary.search, sweep_dir / "search.png", SELECTABLE[summary.settings.select])
         write_atomically(sweep_dir / "summary.csv", _csv_text(*_summary_table(summary)))
         write_atomically(sweep_dir / "nested.csv", _csv_text(*_nested_table(summary)))
+        keys = _varying(summary.config_keys, summary.records)
+        labels = [summary.record_of(index).label(keys) for index in range(len(summary.rows))]
+        text += "\n".join(breakdown_lines(summary.rows, labels)) + "\n"
+        if plot_robustness(summary.rows, labels, sweep_dir / "robustness.png"):
+            text += "\nCCC against SNR for each row: robustness.png.\n"
         write_atomically(sweep_dir / "summary.md", text)
         _plot(summary.records, summary.config_keys, sweep_dir / "summary.png")
         write_matrices(sweep_dir, summary.settings.bootstrap, summary.settings.seed)  # jobs tested on other corpora

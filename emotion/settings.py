@@ -277,6 +277,7 @@ class PredictSettings(InferenceSettings):
 
     config_group = "predict"
 
+    label_scale: str | None  # a corpus the model trained on, or unit: the scale predictions are given on
     window_seconds: PositiveFloat | None
     window_hop_seconds: PositiveFloat | None
     embeddings: bool

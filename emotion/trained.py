@@ -5,7 +5,7 @@ evaluate.py and predict.py read.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,9 @@ from emotion.sweeps.jobs import configuration, job_overrides
 from emotion.training.devices import resolve_device, resolve_precision
 from emotion.training.inference import Outputs, batch_loader, item_means, segment_outputs
 from emotion.training.recipe import CheckpointError, checkpoint_files, read_checkpoint, rebuild, recipe_normalisation
+
+# The model's buffers that hold its input statistics (prosody_norm.mean, functionals_norm.std, ...).
+STATISTICS = ("_norm.mean", "_norm.std")
 
 
 def find_checkpoints(path: str | Path | list) -> list[Path]:
@@ -63,6 +66,8 @@ class TrainedModel:
     device: torch.device
     precision: str
     validation: dict | None = None  # the validation scores it was kept for (best.pt's), when the file has them
+    # The input statistics training stored, while standardise_inputs has put others in their place.
+    stored_statistics: dict[str, torch.Tensor] | None = field(default=None, init=False, repr=False)
 
     @property
     def embedding_size(self) -> int:
@@ -92,6 +97,20 @@ class TrainedModel:
     def min_seconds(self) -> float:
         return self.recipe["data"]["min_seconds"]
 
+    def output_scale(self, name: str | None) -> LabelScale:
+        """The scale predictions are given on (predict.label_scale): None, the model's own; a corpus it trained
+        on, that corpus's rating scale; `unit`, the [0, 1] it learned on."""
+        if name is None:
+            return self.scale
+        if name == "unit":
+            return LabelScale(0.0, 1.0)
+        if name not in self.label_scales:
+            raise ValueError(
+                f"predict.label_scale={name!r}: {self.path} trained on {', '.join(self.label_scales)}; give one of "
+                "them, unit ([0, 1]), or null (the model's own scale)"
+            )
+        return self.label_scales[name]
+
     @property
     def normalisation(self) -> str:
         """The data.normalise it was trained with: whose statistics standardised its acoustic inputs."""
@@ -102,7 +121,8 @@ class TrainedModel:
         own statistics of their speakers or corpus, which the dataset applies. When that is not how the model
         was trained, it also takes input statistics from `items` (after their own standardisation), as its
         training took them from its training split: a model trained with `training` meets a new corpus's
-        inputs standardised by that corpus's statistics. `acoustic`: the items' features, by path."""
+        inputs standardised by that corpus's statistics. Asked for as trained again, it standardises with
+        its stored statistics. `acoustic`: the items' features, by path."""
         trained = self.normalisation
         if normalise == "training" and trained != "training":
             raise ValueError(
@@ -110,8 +130,15 @@ class TrainedModel:
                 "statistics describe standardised features, not raw ones; use normalise=corpus or speaker"
             )
         own = own_statistics(normalise, items, acoustic)
+        buffers = {name: tensor for name, tensor in self.model.named_buffers() if name.endswith(STATISTICS)}
         if normalise != trained:
+            if self.stored_statistics is None:
+                self.stored_statistics = {name: tensor.clone() for name, tensor in buffers.items()}
             self.model.set_acoustic_statistics(acoustic_statistics(items, acoustic, own))
+        elif self.stored_statistics is not None:  # as trained again: its own statistics back
+            for name, tensor in self.stored_statistics.items():
+                buffers[name].copy_(tensor)
+            self.stored_statistics = None
         return own
 
     @property

@@ -196,6 +196,7 @@ def recorded_elsewhere(folder: Path, cache: Path) -> Path:
     from scipy.signal import lfilter
 
     from emotion.data.demo import ensure_demo_corpus
+    from tests.trees import write_manifest
 
     manifest = ensure_demo_corpus(str(cache / "demo-seed0-n4"), seed=0, utterances_per_voice=4)
     rows = read_csv(manifest)
@@ -204,9 +205,27 @@ def recorded_elsewhere(folder: Path, cache: Path) -> Path:
         wave, rate = sf.read(manifest.parent / row["path"], dtype="float32")
         coloured = lfilter([0.3], [1.0, -0.7], wave) * 10 ** (-9 / 20)
         sf.write(folder / row["path"], coloured.astype(np.float32), rate, subtype="FLOAT")
-    copy = folder / "manifest.csv"
-    with open(copy, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return copy
+    return write_manifest(folder, rows)
+
+
+def predict_config(ckpt: Path, input_: Path, output: Path, *overrides: str):
+    """predict.py's configuration, for run_predict in this process."""
+    from emotion.cli import quote_paths
+
+    overrides = [f"ckpt={ckpt}", f"input={input_}", f"output={output}", *overrides, "predict.progress_bar=false"]
+    quote_paths(overrides)  # as predict.py does: job folders' names hold `=` and `,`
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("predict", overrides)
+
+
+def evaluate_in_process(overrides: list[str], out: Path) -> dict:
+    """evaluate.py's metrics.json record, without the seconds a process start costs."""
+    from emotion.cli import quote_paths
+    from emotion.evaluation import run_evaluate
+
+    overrides = [*overrides, "local=none", "evaluate.progress_bar=false", "evaluate.workers=0"]
+    quote_paths(overrides)  # as evaluate.py does: job folders' names hold `=` and `,`
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("evaluate", [*overrides, "evaluate.acoustic_workers=1"])
+    out.mkdir(parents=True)
+    return run_evaluate(cfg, out)

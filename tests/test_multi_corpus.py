@@ -14,9 +14,10 @@ from emotion.data.sampler import CorpusDraws, LengthBucketSampler
 from emotion.features.acoustic import FUNCTIONALS
 from emotion.features.acoustic_cache import AcousticCache
 from emotion.features.normalisation import acoustic_statistics, own_statistics
+from emotion.prediction import run_predict
 from emotion.training.metrics import batch_ccc, ccc_loss, split_scores
 from emotion.training.outputs import write_predictions
-from tests.conftest import SMALL_DEMO, data_settings, read_csv, run_script, run_train
+from tests.conftest import SMALL_DEMO, data_settings, evaluate_in_process, predict_config, read_csv, run_train
 
 # The demo (rated 1–5, with dominance) and demo_b (other voices, rated 1–7, no dominance), small.
 TWO_CORPORA = [
@@ -149,11 +150,14 @@ def test_config_problems_name_the_entry_the_value_and_the_fix(cache_dir):
 
 
 @pytest.mark.slow
-def test_a_two_corpus_job_scores_each_corpus_and_evaluate_py_agrees_on_one(cache_dir, tmp_path):
+def test_a_two_corpus_job_with_noisy_copies_scores_each_corpus_and_evaluate_py_agrees_on_one(cache_dir, tmp_path):
     job = tmp_path / "job"
-    run_train(
-        ["experiment=demo", *TWO_CORPORA, "trainer.max_epochs=1", "logger=none", f"hydra.run.dir={job}"], cache_dir
-    )
+    noisy = ["augment=noise", "augment.copies=1"]
+    args = ["experiment=demo", *TWO_CORPORA, *noisy, "trainer.max_epochs=1", "logger=none", f"hydra.run.dir={job}"]
+    log = run_train(args, cache_dir).stdout + (job / "train.log").read_text()
+    # 24 training utterances in each corpus (fold 1 of 40): trained on them and one noisy copy each.
+    assert "augment=noise: 48 augmented copies" in log and "96 train, 16 validation, 16 test utterances" in log
+    assert not any("~aug" in row["id"] for row in read_csv(job / "predictions.csv"))  # tested on the corpora's own
     metrics = json.loads((job / "metrics.json").read_text())
     by_corpus = metrics["by_corpus"]
     assert set(by_corpus) == {"demo", "demo-b"}
@@ -172,9 +176,19 @@ def test_a_two_corpus_job_scores_each_corpus_and_evaluate_py_agrees_on_one(cache
     assert {"val_demo_ccc_a", "val_demo-b_ccc_v"} <= set(history[0])
 
     # The model scored on one of its corpora by evaluate.py: the same items, the same path, the same scores.
-    evaluation = tmp_path / "evaluation"
-    args = [f"ckpt={job}", "data=demo_b", *SMALL_DEMO, f"hydra.run.dir={evaluation}", "evaluate.progress_bar=false"]
-    run_script("evaluate.py", args, cache_dir)
-    evaluated = json.loads((evaluation / "metrics.json").read_text())
+    evaluated = evaluate_in_process([f"ckpt={job}", "data=demo_b", *SMALL_DEMO], tmp_path / "evaluation")
     assert evaluated["data"]["normalise"] == "training"  # a corpus it trained on: as in training
     assert evaluated["test"] == pytest.approx(by_corpus["demo-b"]["test"], abs=1e-5)
+
+    # Predictions on [0, 1] by default (two scales), and on either corpus's scale when asked: the same numbers.
+    recordings = cache_dir / "demo-b-seed1-n4" / "wav"
+    outputs = {}
+    for scale in ("null", "unit", "demo-b", "demo"):
+        out = tmp_path / f"{scale}.csv"
+        run_predict(predict_config(job, recordings, out, f"predict.label_scale={scale}", "predict.workers=0"))
+        outputs[scale] = np.array([[float(row[dim]) for dim in ("arousal", "valence")] for row in read_csv(out)])
+    np.testing.assert_array_equal(outputs["null"], outputs["unit"])
+    np.testing.assert_allclose(outputs["demo-b"], outputs["unit"] * 6 + 1, atol=1e-3)
+    np.testing.assert_allclose(outputs["demo"], outputs["unit"] * 4 + 1, atol=1e-3)
+    with pytest.raises(ValueError, match="predict.label_scale='iemocap'"):
+        run_predict(predict_config(job, recordings, tmp_path / "x.csv", "predict.label_scale=iemocap"))

@@ -4,7 +4,6 @@ corpus's own; and that choice travels to corpora recorded elsewhere."""
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
 import pytest
@@ -15,9 +14,11 @@ from emotion.data.scan import usable_corpus
 from emotion.features.acoustic_cache import AcousticCache
 from emotion.features.normalisation import acoustic_statistics, moments, own_statistics
 from emotion.files import write_atomically
+from emotion.logger import NoRun
 from emotion.settings import DataSettings, JobSettings
+from emotion.training.baseline import fit_baseline
 from emotion.training.loop import make_datasets, standardise_acoustics
-from tests.conftest import SMALL_DEMO, compose_config, recorded_elsewhere, run_train, untrained_model
+from tests.conftest import SMALL_DEMO, compose_config, recorded_elsewhere, settings_of, untrained_model
 
 
 def test_moments_are_numpys_mean_and_std_over_all_rows_leaving_nan_out():
@@ -113,19 +114,11 @@ def test_the_baseline_keeps_its_score_on_a_corpus_recorded_elsewhere_with_corpus
     scores = {}
     for normalise in ("training", "corpus"):
         job = tmp_path / normalise
-        run_train(
-            [
-                "experiment=demo",
-                *SMALL_DEMO,
-                "model=baseline",
-                "logger=none",
-                f"data.test_corpora=[{elsewhere}]",
-                f"data.test_normalise={normalise}",
-                f"hydra.run.dir={job}",
-            ],
-            cache_dir,
+        job.mkdir()
+        overrides = [f"data.test_corpora=[{elsewhere}]", f"data.test_normalise={normalise}"]
+        metrics = fit_baseline(
+            settings_of(["experiment=demo", *SMALL_DEMO, "model=baseline", *overrides]), job, NoRun()
         )
-        metrics = json.loads((job / "metrics.json").read_text())
         scores[normalise] = metrics["cross"]["demo-elsewhere"]["test"]["ccc_mean"]
         original = metrics["test"]["ccc_mean"]  # the same test items, as recorded in the demo's own studio
         assert (job / "cross" / "demo-elsewhere" / "predictions.csv").is_file()

@@ -12,18 +12,16 @@ import pytest
 import soundfile as sf
 import soxr
 import torch
-from hydra import compose, initialize_config_dir
 
 from emotion import load_model
 from emotion.cli import quote_paths
 from emotion.data.corpora import load_corpus
-from emotion.evaluation import run_evaluate
 from emotion.features.dataset import Segment, windows
 from emotion.models.encoder import EncoderNotFoundError, load_wavlm
 from emotion.prediction import InputError, run_predict
 from emotion.report import summarise
 from emotion.settings import DataSettings, EncoderSettings, JobSettings
-from emotion.trained import TrainedModel, find_checkpoints
+from emotion.trained import STATISTICS, TrainedModel, find_checkpoints
 from emotion.training.checkpoints import load_checkpoint, save_checkpoint
 from emotion.training.metrics import ccc_loss
 from emotion.training.recipe import (
@@ -35,10 +33,11 @@ from emotion.training.recipe import (
     seen_speakers,
 )
 from tests.conftest import (
-    CONF,
     SMALL_DEMO,
     compose_config,
     data_settings,
+    evaluate_in_process,
+    predict_config,
     read_csv,
     recorded_elsewhere,
     run_script,
@@ -95,14 +94,6 @@ def manifest_of(paths, folder: Path, speakers=None) -> Path:
     manifest = folder / "manifest.csv"
     manifest.write_text("path,speaker\n" + "".join(f"audio/{path.name},{speaker}\n" for path, speaker in rows))
     return manifest
-
-
-def predict_config(ckpt: Path, input_: Path, output: Path, *overrides: str):
-    """predict.py's configuration, for run_predict in this process."""
-    overrides = [f"ckpt={ckpt}", f"input={input_}", f"output={output}", *overrides, "predict.progress_bar=false"]
-    quote_paths(overrides)  # as predict.py does: job folders' names hold `=` and `,`
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("predict", overrides)
 
 
 @pytest.mark.slow
@@ -178,11 +169,8 @@ def test_a_model_scored_on_a_corpus_recorded_elsewhere_keeps_its_score_with_that
     elsewhere = recorded_elsewhere(tmp_path / "demo-elsewhere", cache_dir)
 
     def evaluated(out: str, *args: str) -> dict:
-        every_item = ["evaluate.split=all", "data.fold=null", "evaluate.progress_bar=false"]
-        run_script(
-            "evaluate.py", [f"ckpt={trained.jobs[1]}", *args, *every_item, f"hydra.run.dir={tmp_path / out}"], cache_dir
-        )
-        return json.loads((tmp_path / out / "metrics.json").read_text())
+        every_item = ["evaluate.split=all", "data.fold=null"]
+        return evaluate_in_process([f"ckpt={trained.jobs[1]}", *args, *every_item], tmp_path / out)
 
     original = evaluated("original", *SMALL_DEMO)["test"]["ccc_mean"]
     by_training = evaluated("training", "data=csv", f"data.manifest={elsewhere}", "evaluate.normalise=training")
@@ -193,15 +181,29 @@ def test_a_model_scored_on_a_corpus_recorded_elsewhere_keeps_its_score_with_that
 
 
 @pytest.mark.slow
+def test_a_model_standardised_by_another_corpus_gets_its_stored_statistics_back_when_asked_as_trained(
+    trained, cache_dir
+):
+    model = load_model(trained.jobs[1])
+
+    def statistics() -> dict:
+        return {name: tensor.clone() for name, tensor in model.model.named_buffers() if name.endswith(STATISTICS)}
+
+    stored = statistics()
+    items = load_corpus(data_settings(["data=demo_b", *SMALL_DEMO, "data.fold=1"])).splits.test
+    acoustic = model.acoustic_cache(cache_dir).ensure([item.path for item in items], 1)
+    own = model.standardise_inputs("corpus", items, acoustic)
+    assert set(own.by_group) == {""} and not torch.equal(statistics()["prosody_norm.mean"], stored["prosody_norm.mean"])
+    assert model.standardise_inputs("training", items, acoustic) is None
+    assert all(torch.equal(tensor, stored[name]) for name, tensor in statistics().items())
+
+
+@pytest.mark.slow
 def test_robustness_conditions_score_the_same_items_corrupted_and_clean_is_the_jobs_test(trained, cache_dir, tmp_path):
     out = tmp_path / "robustness"
-    args = [f"ckpt={trained.jobs[1]}", *SMALL_DEMO, "data.fold=1", f"hydra.run.dir={out}"]
-    run_script(
-        "evaluate.py",
-        [*args, "evaluate.progress_bar=false", "evaluate.conditions=[clean,snr20,snr0,reverb]"],
-        cache_dir,
-    )
-    metrics, job = (json.loads((folder / "metrics.json").read_text()) for folder in (out, trained.jobs[1]))
+    args = [f"ckpt={trained.jobs[1]}", *SMALL_DEMO, "data.fold=1"]
+    metrics = evaluate_in_process([*args, "evaluate.conditions=[clean,snr20,snr0,reverb]"], out)
+    job = json.loads((trained.jobs[1] / "metrics.json").read_text())
     conditions = metrics["conditions"]
     assert list(conditions) == ["clean", "snr20", "snr0", "reverb"]
     assert metrics["test"] == conditions["clean"] == pytest.approx(job["test"], abs=1e-6)
@@ -217,8 +219,8 @@ def test_robustness_conditions_score_the_same_items_corrupted_and_clean_is_the_j
     assert 0 < change["snr20"] < change["snr0"]  # the more noise, the further from what the clean audio gets
     assert change["reverb"] > 0
     assert (out / "robustness.png").stat().st_size > 0
-    typo = run_script("evaluate.py", [*args, "evaluate.conditions=[clean,snr-x]"], cache_dir, check=False)
-    assert typo.returncode != 0 and "'snr-x' is not a condition" in typo.stderr
+    with pytest.raises(ValueError, match="'snr-x' is not a condition; use clean, snrN"):
+        evaluate_in_process([*args, "evaluate.conditions=[clean,snr-x]"], tmp_path / "typo")
 
 
 @pytest.mark.slow
@@ -232,16 +234,6 @@ def test_evaluating_a_fold_the_model_trained_on_says_it_is_no_test(trained, cach
     assert (data["speakers"], data["seen_speakers"]) == (2, 2)
     assert data["seen_in_training"] == [f"{trained.jobs[2] / 'checkpoints' / 'best.pt'}: {reason}"]
     assert reason in result.stderr + result.stdout
-
-
-def evaluate_in_process(overrides: list[str], out: Path) -> dict:
-    """evaluate.py's metrics.json record, without the seconds a process start costs."""
-    overrides = [*overrides, "local=none", "evaluate.progress_bar=false", "evaluate.workers=0"]
-    quote_paths(overrides)  # as evaluate.py does: job folders' names hold `=` and `,`
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("evaluate", [*overrides, "evaluate.acoustic_workers=1"])
-    out.mkdir(parents=True)
-    return run_evaluate(cfg, out)
 
 
 def untrained_checkpoint(overrides: list[str], path: Path) -> Path:

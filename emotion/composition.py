@@ -78,7 +78,7 @@ def training_sets(corpora, leave_one_out: bool) -> str:
     entries = [_override_text(entry) for entry in corpora]
     sets = [[entry] for entry in entries]
     if leave_one_out and len(entries) > 2:
-        sets += [[other for other in entries if other is not left] for left in entries]
+        sets += [[other for index, other in enumerate(entries) if index != left] for left in range(len(entries))]
     return ",".join(f"[{','.join(entries)}]" for entries in sets)
 
 

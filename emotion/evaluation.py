@@ -22,12 +22,13 @@ from emotion.data.corpora import Corpus, load_corpus
 from emotion.data.corpus import Item
 from emotion.data.scan import check_items, scan_items
 from emotion.features.encoder_cache import ensure_features
+from emotion.features.normalisation import resolved_normalisation
 from emotion.settings import DataSettings, EvaluateSettings
 from emotion.sweeps.breakdown import plot_snr_curves
 from emotion.trained import TrainedModel, load_models
 from emotion.training.devices import autocast, peak_memory, reset_peak_memory
 from emotion.training.inference import item_means
-from emotion.training.metrics import ccc_scores, format_scores
+from emotion.training.metrics import ccc_scores, format_scores, split_scores
 from emotion.training.outputs import metrics_record, write_predictions
 from emotion.training.recipe import SeenSpeakers, seen_speakers
 
@@ -74,14 +75,14 @@ def evaluate_models(
         log.warning("%s", scale_note["how"])
 
     true = corpus.labels(items)[:, [corpus.dimensions.index(dim) for dim in shared]]
-    by_condition = {}
+    by_condition, by_corpus = {}, {}
     for condition in settings.conditions:
         predictions = np.mean(
             [_predict(model, corpus, items, durations, settings, cache_dir, condition) for model in models], axis=0
         )
         pred = predictions[:, [first.dimensions.index(dim) for dim in shared]]
         # CCC is the same on [0, 1] as on either rating scale: both map to it by one affine function.
-        by_condition[condition] = ccc_scores(pred, true, shared)
+        by_condition[condition], by_corpus[condition] = _scores(corpus, items, pred, true, shared)
         log.info(
             "%s, %s split (%d items), %s: CCC %s",
             corpus.name,
@@ -92,12 +93,14 @@ def evaluate_models(
         )
         name = "predictions.csv" if condition == settings.conditions[0] else f"predictions.{condition}.csv"
         write_predictions(
-            out_dir / name, items, corpus.on_own_scales(items, true), corpus.on_own_scales(items, pred), shared
+            out_dir / name, items, corpus.on_own_scales(items, true), corpus.on_own_scales(items, pred), shared, corpus
         )
     scores = by_condition[settings.conditions[0]]
-    robustness = {}
+    breakdowns = {}
+    if by_corpus[settings.conditions[0]] is not None:  # several corpora: each one's, as training reports them
+        breakdowns["by_corpus"] = {name: {"test": scores} for name, scores in by_corpus[settings.conditions[0]].items()}
     if len(by_condition) > 1:
-        robustness["conditions"] = by_condition
+        breakdowns["conditions"] = by_condition
         plot_snr_curves([(corpus.name, by_condition)], out_dir / "robustness.png", f"test CCC, {split} split")
     fold = None if split == "all" else data.fold  # every item: no fold chose them
     return metrics_record(
@@ -116,15 +119,16 @@ def evaluate_models(
             "fold": fold,
             "test_set": data.test_set,
             "split": split,
-            # Whose statistics standardised the evaluated audio's acoustic features (evaluate.normalise).
+            # Whose statistics standardised the evaluated audio's acoustic features, and what was asked.
             "normalise": evaluated_normalisation(settings.normalise, first, corpus),
+            "normalise_asked": settings.normalise,
             "items": len(items),
             "speakers": seen[0].total,
             "seen_speakers": _seen_count(seen),
             "seen_in_training": reasons,
         },
         scale=scale_note,
-        **robustness,
+        **breakdowns,
     )
 
 
@@ -148,8 +152,10 @@ def _predict(
     condition: str = "clean",
 ) -> np.ndarray:
     """One model's predictions per item ([0, 1] scale), through the path its training's test took, its
-    acoustic inputs standardised as evaluate.normalise says (by default as in its training), the audio heard
-    under `condition` (evaluate.conditions): statistics of own audio are then of the corrupted audio too."""
+    acoustic inputs standardised as evaluate.normalise says, the audio heard under `condition`
+    (evaluate.conditions). Own statistics (corpus, speaker) come from the audio evaluated, corrupted as it is:
+    a model trained with `corpus` took its corpus's from the training split, so its in-corpus scores here
+    differ a little from its job's own test."""
     normalise = evaluated_normalisation(settings.normalise, model, corpus)
     normalised = _speakers_items(corpus, items, model.min_seconds) if normalise == "speaker" else items
     if condition != "clean":
@@ -189,21 +195,29 @@ def _predict(
     return item_means(outputs.predictions, dataset)
 
 
+def _scores(corpus: Corpus, items: list[Item], pred: np.ndarray, true: np.ndarray, shared: tuple[str, ...]):
+    """The scores of `shared` dimensions, and each corpus's where `corpus` holds several (split_scores: then the
+    overall scores are the corpora's mean, as a multi-corpus job's test is)."""
+    if not corpus.parts:
+        return ccc_scores(pred, true, shared), None
+    columns = [corpus.dimensions.index(dim) for dim in shared]
+    full_pred, full_true = (np.full((len(items), len(corpus.dimensions)), np.nan) for _ in range(2))
+    full_pred[:, columns], full_true[:, columns] = pred, true
+    return split_scores(corpus, items, full_pred, full_true)
+
+
 def evaluated_normalisation(normalise: str, model: TrainedModel, corpus: Corpus) -> str:
-    """evaluate.normalise, with `auto` made a choice: as the model was trained, on the corpora it trained on;
-    on another corpus, a model trained with the training split's statistics gets the corpus's own instead:
-    they describe its microphones, rooms and language, not the training corpus's (README, "Normalisation")."""
-    if normalise != "auto":
-        return normalise
-    trained = model.normalisation
-    return "corpus" if trained == "training" and corpus.name not in model.label_scales else trained
+    """evaluate.normalise, with `auto` made a choice (resolved_normalisation): on the corpora the model trained
+    on (every one of a multi-corpus `corpus`), as in its training."""
+    trained_on_it = all(part.name in model.label_scales for part in corpus.parts or [corpus])
+    return resolved_normalisation(normalise, model.normalisation, trained_on_it)
 
 
 def _speakers_items(corpus: Corpus, items: list[Item], min_seconds: float) -> list[Item]:
     """Under speaker normalisation each speaker's statistics come from all their usable items in the corpus,
     as in training, whatever the split evaluated."""
-    speakers = {item.speaker for item in items}
-    theirs = [item for item in corpus.splits.all if item.speaker in speakers]
+    speakers = {item.voice for item in items}
+    theirs = [item for item in corpus.splits.all if item.voice in speakers]
     usable, _ = scan_items(theirs, corpus.rated, min_seconds)
     return [item for item in theirs if item.id in usable]
 

@@ -130,16 +130,24 @@ class TrainedModel:
                 "statistics describe standardised features, not raw ones; use normalise=corpus or speaker"
             )
         own = own_statistics(normalise, items, acoustic)
-        buffers = {name: tensor for name, tensor in self.model.named_buffers() if name.endswith(STATISTICS)}
-        if normalise != trained:
-            if self.stored_statistics is None:
-                self.stored_statistics = {name: tensor.clone() for name, tensor in buffers.items()}
-            self.model.set_acoustic_statistics(acoustic_statistics(items, acoustic, own))
-        elif self.stored_statistics is not None:  # as trained again: its own statistics back
+        if normalise == trained:
+            self._restore_statistics()
+            return own
+        if self.stored_statistics is None:
+            self.stored_statistics = {name: tensor.clone() for name, tensor in self._statistics().items()}
+        self.model.set_acoustic_statistics(acoustic_statistics(items, acoustic, own))
+        return own
+
+    def _statistics(self) -> dict[str, torch.Tensor]:
+        return {name: tensor for name, tensor in self.model.named_buffers() if name.endswith(STATISTICS)}
+
+    def _restore_statistics(self) -> None:
+        """The input statistics training stored, back in place of those standardise_inputs put there."""
+        if self.stored_statistics is not None:
+            buffers = self._statistics()
             for name, tensor in self.stored_statistics.items():
                 buffers[name].copy_(tensor)
             self.stored_statistics = None
-        return own
 
     @property
     def settings(self) -> ModelSettings:
@@ -192,8 +200,9 @@ class TrainedModel:
         return segment_outputs(self.model, loader, self.device, self.precision, embeddings, show_bar)
 
     def predict(self, wave: np.ndarray, sample_rate: int) -> dict[str, float]:
-        """A/V/D of one recording on the training corpus's rating scale. `wave`: (samples,) or (samples,
-        channels), as soundfile reads it, at any sample rate; decoded and resampled as training did."""
+        """A/V/D of one recording on the training corpus's rating scale ([0, 1] for a model of several corpora;
+        see output_scale). `wave`: (samples,) or (samples, channels), as soundfile reads it, at any sample
+        rate; decoded and resampled as training did."""
         dataset = self._one_wave(wave, sample_rate)
         predictions = self.scale.denormalise(item_means(self.outputs(dataset).predictions, dataset))[0]
         return dict(zip(self.dimensions, map(float, predictions), strict=True))
@@ -210,6 +219,7 @@ class TrainedModel:
                 f"each {self.normalisation}'s own statistics, which one recording cannot give. Use predict.py on a "
                 "folder of recordings (predict.normalise), or a manifest whose speaker column groups them."
             )
+        self._restore_statistics()  # one recording is standardised as in training
         wave = mono_at_rate(wave, sample_rate, self.sample_rate)
         seconds = len(wave) / self.sample_rate
         if seconds < self.min_seconds:

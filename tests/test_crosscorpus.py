@@ -15,19 +15,9 @@ pytestmark = pytest.mark.slow
 CORPORA = "crosscorpus.corpora=[{config:demo,utterances_per_voice:4},{config:demo_b,utterances_per_voice:4}]"
 
 
-def run_sweep(sweep_dir, cache_dir):
-    run_train(
-        [
-            "-m",
-            "experiment=demo",
-            "sweep=crosscorpus",
-            CORPORA,
-            "trainer.max_epochs=2",
-            "logger=none",
-            f"hydra.sweep.dir={sweep_dir}",
-        ],
-        cache_dir,
-    )
+def run_sweep(sweep_dir, cache_dir, corpora=CORPORA, check=True):
+    args = ["-m", "experiment=demo", "sweep=crosscorpus", corpora, "trainer.max_epochs=2", "logger=none"]
+    return run_train([*args, f"hydra.sweep.dir={sweep_dir}"], cache_dir, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +98,10 @@ def test_a_rerun_after_an_interruption_trains_nothing_again_and_tests_what_is_mi
     assert done.stat().st_mtime_ns == done_before  # a completed job is skipped whole
     again = json.loads((stopped / "metrics.json").read_text())
     assert again["status"] == "completed" and again["cross"]["demo-b"] == metrics["cross"]["demo-b"]
+
+    # A corpus added that cannot be read: the new row and the new tests fail, the finished jobs stay as they were.
+    broken = CORPORA.replace("]", ",{config:csv,manifest:/nowhere/x.csv}]")
+    assert run_sweep(sweep, cache_dir, broken, check=False).returncode != 0
+    assert all(
+        json.loads((job["folder"] / "metrics.json").read_text())["status"] == "completed" for job in jobs.values()
+    )

@@ -59,10 +59,11 @@ def test_ids_and_speakers_are_named_per_corpus(two_corpora, tmp_path):
     twin = demo_items[0].__class__(**{**demo_items[0].__dict__, "corpus": "demo-b", "id": "demo-b/twin"})
     assert twin.speaker == demo_items[0].speaker and twin.voice != demo_items[0].voice
     assert len(corpus.speaker_keys([demo_items[0], twin])) == 2
-    write_predictions(tmp_path / "p.csv", [demo_items[0], twin], np.zeros((2, 3)), np.zeros((2, 3)), corpus.dimensions)
+    items, values = [demo_items[0], twin], np.zeros((2, 3))
+    write_predictions(tmp_path / "p.csv", items, values, values, corpus.dimensions, corpus)
     rows = read_csv(tmp_path / "p.csv")
     assert [row["speaker"] for row in rows] == [f"demo/{twin.speaker}", f"demo-b/{twin.speaker}"]
-    assert [row["corpus"] for row in rows] == ["demo", "demo-b"]
+    assert [(row["corpus"], row["scale_high"]) for row in rows] == [("demo", "5"), ("demo-b", "7")]
 
 
 def test_a_missing_dimension_is_masked_out_of_the_loss_and_gets_no_gradient():
@@ -179,6 +180,12 @@ def test_a_two_corpus_job_with_noisy_copies_scores_each_corpus_and_evaluate_py_a
     evaluated = evaluate_in_process([f"ckpt={job}", "data=demo_b", *SMALL_DEMO], tmp_path / "evaluation")
     assert evaluated["data"]["normalise"] == "training"  # a corpus it trained on: as in training
     assert evaluated["test"] == pytest.approx(by_corpus["demo-b"]["test"], abs=1e-5)
+    # Scored on both corpora at once, as its job's test was: the mean over corpora, and each one's.
+    both = evaluate_in_process([f"ckpt={job}", *TWO_CORPORA], tmp_path / "both")
+    assert both["data"]["normalise"] == "training" and both["test"] == pytest.approx(metrics["test"], abs=1e-5)
+    assert both["by_corpus"]["demo"]["test"] == pytest.approx(by_corpus["demo"]["test"], abs=1e-5)
+    every_item = ["evaluate.split=all", "data.fold=null"]
+    assert evaluate_in_process([f"ckpt={job}", *TWO_CORPORA, *every_item], tmp_path / "all")["data"]["items"] == 80
 
     # Predictions on [0, 1] by default (two scales), and on either corpus's scale when asked: the same numbers.
     recordings = cache_dir / "demo-b-seed1-n4" / "wav"

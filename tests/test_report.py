@@ -482,3 +482,44 @@ def test_jobs_nested_by_a_slash_in_a_value_are_found(sweep):
 def test_plot_labels_name_each_value_by_its_key():
     config = {"model.mamba_n_layers": "2", "data.batch_size": ""}
     assert configuration_label("standard", config, list(config)) == "standard mamba_n_layers=2"
+
+
+def test_jobs_on_several_corpora_pool_on_0_to_1_only_the_utterances_that_rate_a_dimension(tmp_path):
+    sweep = tmp_path / "multirun" / "multi"
+    multirun(sweep, ["model.d_hidden=256,384", "data.fold=1,2"])
+    rng = np.random.default_rng(0)
+    scales = {"demo": (1, 5), "demo-b": (1, 7)}
+    pooled = {}  # per row, per dimension: (true, pred) on [0, 1]
+    for d_hidden in (256, 384):
+        for fold in (1, 2):
+            by_corpus = {
+                name: {"test": {"ccc_a": 0.5, "ccc_v": 0.4, "ccc_d": dom, "ccc_mean": 0.5}}
+                for name, dom in (("demo", 0.6), ("demo-b", None))
+            }
+            overrides = [f"data.fold={fold}", f"model.d_hidden={d_hidden}"]
+            folder = write_job(sweep, overrides, "completed", 0.5, by_corpus=by_corpus)
+            rows = []
+            for i in range(12):
+                corpus = "demo" if i % 2 else "demo-b"  # demo-b rates no dominance: its cells are empty
+                low, high = scales[corpus]
+                valence, dominance = rng.uniform(low, high, 2)
+                noisy = [value + rng.normal(0, 0.5) for value in (valence, dominance)]
+                for dim, true, pred in (("v", valence, noisy[0]), ("d", dominance, noisy[1])):
+                    if dim == "v" or corpus == "demo":
+                        pair = ((true - low) / (high - low), (pred - low) / (high - low))
+                        pooled.setdefault((d_hidden, dim), []).append(pair)
+                dom_cells = [f"{dominance:.4f}", f"{noisy[1]:.4f}"] if corpus == "demo" else ["", ""]
+                who = [f"{corpus}/f{fold}_{i}", f"{corpus}/s{i % 4}", corpus, low, high]
+                rows.append([*who, f"{valence:.4f}", f"{noisy[0]:.4f}", *dom_cells])
+            with open(folder / "predictions.csv", "w", newline="") as f:
+                writer = csv.writer(f)
+                header = ["id", "speaker", "corpus", "scale_low", "scale_high"]
+                writer.writerow([*header, "valence_true", "valence_pred", "dominance_true", "dominance_pred"])
+                writer.writerows(rows)
+    write_summary(sweep)
+    records = {record.config["model.d_hidden"]: record for record in summarise_sweep(sweep).records}
+    for (d_hidden, dim), pairs in pooled.items():
+        true, pred = np.array(pairs).T
+        assert records[str(d_hidden)].scores[f"ccc_{dim}"].pooled == pytest.approx(ccc(pred, true), abs=1e-3)
+    summary = (sweep / "summary.md").read_text()
+    assert "**By corpus**" in summary and "| demo-b |" in summary

@@ -151,7 +151,8 @@ def test_evaluate_py_reproduces_the_jobs_test_scores(trained, cache_dir, tmp_pat
         "fold": 1,
         "test_set": None,
         "split": "test",
-        "normalise": "training",  # auto, on the corpus it trained on: as in training
+        "normalise": "training",
+        "normalise_asked": "auto",  # auto, on the corpus it trained on: as in training
         "items": 8,
         "speakers": 2,
         "seen_speakers": 0,
@@ -276,6 +277,7 @@ def test_an_ensemble_evaluated_on_every_item_without_a_fold_counts_the_speakers_
         "test_set": None,
         "split": "all",
         "normalise": "training",
+        "normalise_asked": "auto",
         "items": 40,
         "speakers": 10,
         "seen_speakers": 10,  # fold 1's model never saw session 1, fold 2's never session 2: together, all

@@ -28,7 +28,7 @@ def load_corpus(data: DataSettings, whole: bool = False) -> Corpus:
     problems = config_problems(data, whole)
     if problems:
         raise ValueError("\n".join(problems))
-    return LOADERS[data.name](data)
+    return _multi(data, whole) if data.name == "multi" else LOADERS[data.name](data)
 
 
 def config_problems(data: DataSettings, whole: bool = False) -> list[str]:
@@ -148,8 +148,10 @@ def test_corpora(data: DataSettings) -> tuple[DataSettings, ...]:
 
 def composed(parts: tuple[DataSettings, ...]) -> tuple[DataSettings, ...]:
     """Corpora composed into a job take its data.fold where they have folds; one with fixed splits
-    (MSP-Podcast, a manifest with a split column) has none."""
-    return tuple(dataclasses.replace(part, fold=None) if has_fixed_splits(part) else part for part in parts)
+    (MSP-Podcast, a manifest with a split column) has no fold to test or leave out."""
+    return tuple(
+        dataclasses.replace(part, fold=None, exclude_fold=None) if has_fixed_splits(part) else part for part in parts
+    )
 
 
 def has_fixed_splits(data: DataSettings) -> bool:
@@ -189,13 +191,13 @@ def _root_problems(data: DataSettings, env: str, layout: str) -> list[str]:
     return []
 
 
-def _multi(data: DataSettings) -> Corpus:
+def _multi(data: DataSettings, whole: bool = False) -> Corpus:
     """The corpora of data.corpora as one: each item keeps its corpus's name (ids prefixed by it, so that two
     corpora's ids never meet) and rating scale; the whole has every dimension some corpus rates, and predicts
     on [0, 1] (on its scale, for one corpus)."""
     parts = []
     for part_data in training_corpora(data):
-        part = load_corpus(part_data)
+        part = load_corpus(part_data, whole)
         stamped = (
             [dataclasses.replace(item, id=f"{part.name}/{item.id}", corpus=part.name) for item in items]
             for items in (getattr(part.splits, key) for key in SPLIT_NAMES)

@@ -98,6 +98,16 @@ class OwnStatistics:
         return self.by_group[self.group(item)].functionals.standardise(values)
 
 
+def resolved_normalisation(asked: str, trained_with: str, trained_on_it: bool) -> str:
+    """The normalisation `asked` (evaluate.normalise, predict.normalise, data.test_normalise) of a model
+    trained with `trained_with`, for audio of a corpus it trained on or not: `auto` is as in training, except
+    that a corpus it did not train on gets its own statistics where training used the training split's
+    (they describe the training corpus's microphones, rooms and language, not this one's)."""
+    if asked != "auto":
+        return asked
+    return "corpus" if trained_with == "training" and not trained_on_it else trained_with
+
+
 def own_statistics(
     normalise: str, items: list[Item], acoustic: dict[Path, AcousticFiles], sample: list[Item] | None = None
 ) -> OwnStatistics | None:

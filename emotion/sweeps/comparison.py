@@ -44,8 +44,14 @@ def read_predictions(job: Job) -> RunPredictions | None:
         rows = list(csv.DictReader(f))
     dims = [dim for dim in DIMENSION_KEYS if rows and f"{dim}_pred" in rows[0]]
 
+    # A job on several corpora: each row on its corpus's scale (scale_low, scale_high), pooled on [0, 1]; an
+    # empty cell is a dimension the row's corpus does not rate.
+    low, high = (np.array([float(row.get(key) or 0) for row in rows]) for key in ("scale_low", "scale_high"))
+    span = np.where(high > low, high - low, 1.0)
+
     def columns(kind: str) -> dict[str, np.ndarray]:
-        return {DIMENSION_KEYS[dim]: np.array([float(row[f"{dim}_{kind}"]) for row in rows]) for dim in dims}
+        values = {dim: np.array([float(row[f"{dim}_{kind}"] or "nan") for row in rows]) for dim in dims}
+        return {DIMENSION_KEYS[dim]: (column - low) / span for dim, column in values.items()}
 
     speakers = tuple(row["speaker"] for row in rows) if rows and "speaker" in rows[0] else None
     return RunPredictions(job.folder, tuple(row["id"] for row in rows), speakers, columns("true"), columns("pred"))
@@ -117,10 +123,11 @@ def pools(predictions: dict[Run, RunPredictions], key: str, folds: list) -> dict
                         "a row's runs of one seed must test disjoint utterances; remove the duplicated job"
                     )
                 where[item] = run.folder
-            ids += run.ids
-            speakers += run.speakers or run.ids
-            true.append(run.true[key])
-            pred.append(run.pred[key])
+            rated = np.isfinite(run.true[key])  # an utterance whose corpus does not rate `key` is not in its pool
+            ids += [item for item, kept in zip(run.ids, rated, strict=True) if kept]
+            speakers += [who for who, kept in zip(run.speakers or run.ids, rated, strict=True) if kept]
+            true.append(run.true[key][rated])
+            pred.append(run.pred[key][rated])
         result[seed] = Pool(ids, speakers, np.concatenate(true), np.concatenate(pred))
     return result
 

@@ -28,7 +28,7 @@ from emotion.data.corpora import Corpus, corpus_name, load_corpus, test_corpora
 from emotion.data.scan import check_items, usable_corpus
 from emotion.features.acoustic import FUNCTIONALS
 from emotion.features.acoustic_cache import AcousticCache
-from emotion.features.normalisation import Moments, functionals_matrix, moments, own_statistics
+from emotion.features.normalisation import Moments, functionals_matrix, moments, own_statistics, resolved_normalisation
 from emotion.logger import Run
 from emotion.settings import BaselineSettings, DataSettings, JobSettings
 from emotion.signals import GracefulStop
@@ -122,6 +122,7 @@ def fit_baseline(
         corpus.on_own_scales(splits["test"], labels["test"]),
         corpus.on_own_scales(splits["test"], test_pred),
         corpus.dimensions,
+        corpus,
     )
     n_values = sum(fitted_size(pipeline) for pipeline in chosen)
     return metrics_record(
@@ -160,10 +161,9 @@ def cross_test(
     durations, _ = check_items(other.splits.test, other, data.min_seconds, data.on_bad_audio, folder)
     items = [item for item in other.splits.test if item.id in durations]
     acoustic = cache.ensure([item.path for item in items], workers)
-    trained_with, normalise = settings.data.normalise, settings.data.test_normalise
-    if normalise == "auto":
-        normalise = "corpus" if trained_with == "training" else trained_with
-    elif normalise == "training" and trained_with != "training":
+    trained_with = settings.data.normalise
+    normalise = resolved_normalisation(settings.data.test_normalise, trained_with, trained_on_it=False)
+    if normalise == "training" and trained_with != "training":
         raise ValueError(
             f"data.test_normalise=training: the baseline learned with data.normalise={trained_with}, on standardised "
             "features; use corpus, speaker or auto"
@@ -179,7 +179,8 @@ def cross_test(
     write_predictions(
         folder / "predictions.csv", items, other.on_own_scales(items, true), other.on_own_scales(items, pred), shared
     )
-    described = {"name": other.name, "fold": data.fold, "split": "test", "items": len(items), "normalise": normalise}
+    described = {"name": other.name, "fold": data.fold, "split": "test", "items": len(items)}
+    described |= {"normalise": normalise, "normalise_asked": settings.data.test_normalise}
     record = metrics_record("evaluated", data.fold, settings.model.profile, test=scores, data=described)
     write_json(folder / "metrics.json", record)
     return cross_record(record)
@@ -207,7 +208,8 @@ def choose_on_validation(
             pred = np.full((len(features["val"]), len(dimensions)), np.nan)
             pred[:, d] = predict([pipeline], features["val"])[:, 0]  # scored as reported: within the label scale
             row[column] = validation(pred)[f"ccc_{dimension[0]}"]
-        best = int(np.nanargmax([row[column] for row in search]))
+        # None: the validation corpus (data.val_corpus) does not rate this dimension; then the first candidate.
+        best = int(np.argmax([-np.inf if row[column] is None else row[column] for row in search]))
         log.info(
             "%s: %s=%g chosen (validation CCC %.3f)", dimension, hyperparameter, values[best], search[best][column]
         )

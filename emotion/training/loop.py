@@ -242,6 +242,7 @@ def finish(training: Training, out_dir: Path, pruned: str | None) -> dict:
         corpus.on_own_scales(test_items, test_true),
         corpus.on_own_scales(test_items, test_pred),
         corpus.dimensions,
+        corpus,
     )
     by_corpus = {}
     if test_by_corpus is not None:
@@ -544,7 +545,8 @@ class EarlyStopping:
 
     def update(self, score: float, epoch: int) -> bool:
         """Whether `score` is the best yet. The first epoch always is, so a best checkpoint always exists."""
-        score = -math.inf if math.isnan(score) else score
+        # None: the validation corpus (data.val_corpus) does not rate report.select's dimension
+        score = -math.inf if score is None or math.isnan(score) else score
         if score > self.best_score or self.best_epoch == 0:
             self.best_score, self.best_epoch, self.bad_epochs = score, epoch, 0
             return True

@@ -52,7 +52,8 @@ def metrics_record(status: str, fold: int, profile: str, **fields) -> dict:
 def cross_record(evaluated: dict) -> dict:
     """What metrics.json's `cross` keeps of a test on another corpus (its evaluated record)."""
     data = evaluated["data"]
-    return {"test": evaluated["test"], **{key: data[key] for key in ("fold", "split", "items", "normalise")}}
+    kept = ("fold", "split", "items", "normalise", "normalise_asked")
+    return {"test": evaluated["test"], **{key: data[key] for key in kept}}
 
 
 def read_metrics(path: Path) -> dict | None:
@@ -76,20 +77,26 @@ def write_history(path: Path, rows: list[dict]) -> None:
     write_atomically(path, text.getvalue())
 
 
-def write_predictions(path: Path, items: list, true: np.ndarray, pred: np.ndarray, dimensions: tuple[str, ...]) -> None:
+def write_predictions(
+    path: Path, items: list, true: np.ndarray, pred: np.ndarray, dimensions: tuple[str, ...], corpus=None
+) -> None:
     """One row per test item: id, speaker, then true and predicted value per dimension, on the corpus's scale.
     The speaker is what the report's bootstrap resamples: a speaker's utterances are not independent.
 
-    Items of several corpora (data=multi) add a `corpus` column, name speakers `<corpus>/<speaker>` (two
-    corpora's `spk1` are two people), and leave a dimension their corpus does not rate empty."""
-    several = any(item.corpus for item in items)
+    Items of several corpora (`corpus` with parts, data=multi) add a `corpus` column and the row's rating
+    scale (`scale_low`, `scale_high`: the report pools them on [0, 1]), name speakers `<corpus>/<speaker>`
+    (two corpora's `spk1` are two people), and leave a dimension their corpus does not rate empty."""
+    several = corpus is not None and bool(corpus.parts)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         columns = [f"{dim}_{kind}" for dim in dimensions for kind in ("true", "pred")]
-        writer.writerow(["id", "speaker", *(["corpus"] if several else []), *columns])
+        writer.writerow(["id", "speaker", *(["corpus", "scale_low", "scale_high"] if several else []), *columns])
         for item, true_row, pred_row in zip(items, true, pred, strict=True):
             values = ("" if np.isnan(t) else f"{v:.4f}" for t, v in _pairs(true_row, pred_row))
-            who = [f"{item.corpus}/{item.speaker}", item.corpus] if several else [item.speaker]
+            who = [item.speaker]
+            if several:
+                scale = corpus.part_of(item).scale
+                who = [f"{item.corpus}/{item.speaker}", item.corpus, f"{scale.low:g}", f"{scale.high:g}"]
             writer.writerow([item.id, *who, *values])
 
 

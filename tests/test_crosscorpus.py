@@ -4,11 +4,14 @@ and a rerun that trains nothing twice."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from emotion.composition import training_sets
-from tests.conftest import read_csv, run_train
+from tests.conftest import ROOT, read_csv, run_train
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +78,14 @@ def test_every_model_is_tested_on_every_corpus_and_the_matrix_holds_their_scores
     matrix = (sweep / "crosscorpus.md").read_text()
     assert "## model=baseline" in matrix and "## model=standard" in matrix and "(in-corpus)" in matrix
     assert (sweep / "crosscorpus.png").stat().st_size > 0
+    # The W&B summary run carries the matrix as a table and the heatmap (offline, as a user runs the report).
+    report = [sys.executable, "-m", "emotion.report", str(sweep), "--bootstrap", "50", "--wandb"]
+    subprocess.run(report, cwd=ROOT, check=True, capture_output=True, env={**os.environ, "WANDB_SILENT": "true"})
+    (table_file,) = sweep.glob("wandb/offline-run-*/files/media/table/crosscorpus_table_*.table.json")
+    assert json.loads(table_file.read_text())["data"] == [
+        list(row.values()) for row in read_csv(sweep / "crosscorpus.csv")
+    ]
+    assert list(sweep.glob("wandb/offline-run-*/files/media/images/crosscorpus_plot_*.png"))
 
 
 def test_a_rerun_after_an_interruption_trains_nothing_again_and_tests_what_is_missing(sweep, cache_dir):

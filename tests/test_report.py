@@ -523,3 +523,21 @@ def test_jobs_on_several_corpora_pool_on_0_to_1_only_the_utterances_that_rate_a_
         assert records[str(d_hidden)].scores[f"ccc_{dim}"].pooled == pytest.approx(ccc(pred, true), abs=1e-3)
     summary = (sweep / "summary.md").read_text()
     assert "**By corpus**" in summary and "| demo-b |" in summary
+
+
+def test_evaluations_under_conditions_get_a_table_by_condition_and_a_curve_against_snr_per_row(tmp_path):
+    sweep = tmp_path / "multirun" / "robustness"
+    multirun(sweep, ["ckpt=a,b"])
+    for ckpt, drop in (("a", 0.1), ("b", 0.3)):
+        conditions = {
+            name: {"ccc_a": 0.8 - drop * k, "ccc_v": 0.4 - drop * k / 2, "ccc_d": None, "ccc_mean": 0.6 - drop * k}
+            for k, name in enumerate(("clean", "snr20", "snr10", "snr0"))
+        }
+        write_job(sweep, [f"ckpt={ckpt}"], "completed", 0.4, conditions=conditions)
+    write_summary(sweep)
+    summary = (sweep / "summary.md").read_text()
+    assert "**By condition**" in summary
+    # At 0 dB, CCC-V and CCC-A as each row's job reported them: 0.4 − 3·drop/2 and 0.8 − 3·drop.
+    assert "| max ckpt=a | snr0 | 0.250 ± – | 0.500 ± – | – | 1 |" in summary
+    assert "| max ckpt=b | snr0 | -0.050 ± – | -0.100 ± – | – | 1 |" in summary
+    assert (sweep / "robustness.png").stat().st_size > 0

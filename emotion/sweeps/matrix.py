@@ -83,7 +83,8 @@ def _same(configurations: list[dict[str, str]]) -> set[str]:
 
 
 def _trained_on(job: Job) -> str:
-    """The corpora the job trained on, as its metrics name them."""
+    """The corpora the job trained on, as its metrics name them (a job of data=multi, as sweep=crosscorpus runs
+    them; another job is named by its data= override, and has no in-corpus cell)."""
     by_corpus = job.metrics.get("by_corpus")
     return " + ".join(by_corpus) if by_corpus else str(job.overrides.get("data", job.metrics.get("profile")))
 
@@ -95,15 +96,8 @@ def _tests(job: Job) -> list[tuple[str, Run]]:
     for name, scores in (job.metrics.get("by_corpus") or {}).items():
         found.append((name, Run(scores["test"], _of_corpus(own, name))))
     for name, record in job.metrics["cross"].items():
-        found.append(
-            (
-                name,
-                Run(
-                    record["test"],
-                    _of_corpus(_read_predictions(job.folder / CROSS_FOLDER / name / "predictions.csv"), None),
-                ),
-            )
-        )
+        other = _read_predictions(job.folder / CROSS_FOLDER / name / "predictions.csv")
+        found.append((name, Run(record["test"], _of_corpus(other, None))))
     return found
 
 

@@ -146,10 +146,11 @@ def speaker_bootstrap(
     names, speaker_of = np.unique(speakers, return_inverse=True)
     if len(names) < 2 or resamples <= 0:
         return observed, np.nan, np.nan
+    # Here, not at the top: every job imports the report (and so this module) before its config is checked.
+    from emotion.sweeps.comparison import speaker_counts
+
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(names), size=(resamples, len(names)))
-    counts = np.zeros((resamples, len(names)))
-    np.add.at(counts, (np.arange(resamples)[:, None], draws), 1)
+    counts = speaker_counts(rng.integers(0, len(names), size=(resamples, len(names))), len(names))
     resampled = ccc(pred, true, weights=counts[:, speaker_of])
     low, high = np.percentile(resampled, [2.5, 97.5])
     return observed, float(low), float(high)

@@ -23,8 +23,8 @@ test-fast: $(VENV)/.installed
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check emotion tests bench hydra_plugins train.py predict.py evaluate.py
-	$(BIN)/ruff format --check emotion tests bench hydra_plugins train.py predict.py evaluate.py
+	$(BIN)/ruff check emotion tests bench hydra_plugins train.py predict.py evaluate.py export.py
+	$(BIN)/ruff format --check emotion tests bench hydra_plugins train.py predict.py evaluate.py export.py
 	$(BIN)/lint-imports
 
 $(VENV)/.installed: pyproject.toml

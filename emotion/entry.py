@@ -1,4 +1,4 @@
-"""predict.py's and evaluate.py's jobs: run, and turn a user's mistake into one clear message.
+"""predict.py's, evaluate.py's and export.py's jobs: run, and turn a user's mistake into one clear message.
 
 Nothing here imports torch at module level, so that the entry points' --help stays quick.
 """
@@ -37,6 +37,17 @@ def predict_command(cfg: DictConfig) -> None:
         print(err, file=sys.stderr)
         raise SystemExit(EXIT_CONFIG_ERROR) from None
     print(f"wrote {out.table}")
+
+
+def export_command(cfg: DictConfig) -> None:
+    from emotion.export import run_export
+
+    try:
+        output = run_export(cfg)
+    except _user_errors() as err:
+        print(err, file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG_ERROR) from None
+    print(f"wrote {output}")
 
 
 def evaluate_command(cfg: DictConfig) -> None:

@@ -17,6 +17,7 @@ from emotion.data.corpus import Item, LabelScale
 from emotion.features.acoustic_cache import AcousticArrays, AcousticCache, AcousticFiles
 from emotion.features.dataset import Segment, UtteranceDataset
 from emotion.features.normalisation import OwnStatistics, acoustic_statistics, own_statistics
+from emotion.models.grid import FrameGrid
 from emotion.models.model import MambaEMA
 from emotion.settings import EncoderSettings, ModelSettings
 from emotion.sweeps.jobs import configuration, job_overrides
@@ -56,23 +57,18 @@ def _require_one_configuration(folder: Path, checkpoints: list[Path]) -> None:
         )
 
 
-@dataclass
-class TrainedModel:
-    """A trained model ready to predict, with what it was trained on: see load_model."""
+class Predictor:
+    """What predict.py and evaluate.py read of a model, all from its recipe (emotion.training.recipe): what it
+    predicts on which scale, and the inputs it reads. TrainedModel runs a checkpoint with torch,
+    emotion.exported.ExportedModel an exported graph with onnxruntime; both share this."""
 
-    model: MambaEMA
     recipe: dict
     path: Path
-    device: torch.device
-    precision: str
-    validation: dict | None = None  # the validation scores it was kept for (best.pt's), when the file has them
-    # The input statistics training stored, while standardise_inputs has put others in their place.
-    stored_statistics: dict[str, torch.Tensor] | None = field(default=None, init=False, repr=False)
 
     @property
-    def embedding_size(self) -> int:
-        """Length of the pooled vector `embed` returns: what the heads read."""
-        return next(iter(self.model.heads.values()))[0].in_features
+    def grid(self) -> FrameGrid:
+        """The encoder's frame grid, on which the acoustic frames are given."""
+        raise NotImplementedError
 
     @property
     def dimensions(self) -> tuple[str, ...]:
@@ -116,6 +112,69 @@ class TrainedModel:
         """The data.normalise it was trained with: whose statistics standardised its acoustic inputs."""
         return recipe_normalisation(self.recipe)
 
+    @property
+    def settings(self) -> ModelSettings:
+        """The model settings it was trained with."""
+        return ModelSettings.of(self.recipe["model"])
+
+    def acoustic_cache(self, cache_dir: str | Path) -> AcousticCache:
+        """The acoustic features this model reads, cached under `cache_dir` as training caches them."""
+        return AcousticCache.for_model(cache_dir, self.sample_rate, self.grid, self.settings)
+
+    def dataset(
+        self,
+        items: list[Item],
+        durations: list[float],
+        acoustic: list[AcousticFiles | AcousticArrays],
+        *,
+        segments: list[Segment] | None = None,
+        waves: list[np.ndarray] | None = None,
+        own: OwnStatistics | None = None,
+    ) -> UtteranceDataset:
+        """`items` as this model's evaluation saw its test split: whole, or in chunks when long."""
+        return UtteranceDataset(
+            items,
+            durations,
+            acoustic,
+            None,
+            self.grid,
+            self.sample_rate,
+            chunk_seconds=self.recipe["data"]["eval_chunk_seconds"],
+            segments=segments,
+            waves=waves,
+            own=own,
+        )
+
+
+@dataclass
+class TrainedModel(Predictor):
+    """A trained model ready to predict, with what it was trained on: see load_model."""
+
+    model: MambaEMA
+    recipe: dict
+    path: Path
+    device: torch.device
+    precision: str
+    validation: dict | None = None  # the validation scores it was kept for (best.pt's), when the file has them
+    # The input statistics training stored, while standardise_inputs has put others in their place.
+    stored_statistics: dict[str, torch.Tensor] | None = field(default=None, init=False, repr=False)
+
+    members = 1  # models whose predictions member_outputs gives
+
+    @property
+    def grid(self) -> FrameGrid:
+        return self.model.encoder.grid
+
+    @property
+    def embedding_size(self) -> int:
+        """Length of the pooled vector `embed` returns: what the heads read."""
+        return next(iter(self.model.heads.values()))[0].in_features
+
+    def describe(self) -> dict:
+        """What a prediction's description records of the model."""
+        path = str(self.path)
+        return {"kind": "torch", "path": path, "members": 1, "checkpoints": [path], "precision": self.precision}
+
     def standardise_inputs(self, normalise: str, items: list[Item], acoustic: dict) -> OwnStatistics | None:
         """Standardise the acoustic inputs of `items` as `normalise` asks (evaluate.normalise): return the
         own statistics of their speakers or corpus, which the dataset applies. When that is not how the model
@@ -150,42 +209,9 @@ class TrainedModel:
             self.stored_statistics = None
 
     @property
-    def settings(self) -> ModelSettings:
-        """The model settings it was trained with."""
-        return ModelSettings.of(self.recipe["model"])
-
-    @property
     def encoder_settings(self) -> EncoderSettings:
         """The encoder settings it was trained with: whether frozen, whether its states were cached."""
         return EncoderSettings.of(self.recipe["encoder"])
-
-    def acoustic_cache(self, cache_dir: str | Path) -> AcousticCache:
-        """The acoustic features this model reads, cached under `cache_dir` as training caches them."""
-        return AcousticCache.for_model(cache_dir, self.sample_rate, self.model.encoder.grid, self.settings)
-
-    def dataset(
-        self,
-        items: list[Item],
-        durations: list[float],
-        acoustic: list[AcousticFiles | AcousticArrays],
-        *,
-        segments: list[Segment] | None = None,
-        waves: list[np.ndarray] | None = None,
-        own: OwnStatistics | None = None,
-    ) -> UtteranceDataset:
-        """`items` as this model's evaluation saw its test split: whole, or in chunks when long."""
-        return UtteranceDataset(
-            items,
-            durations,
-            acoustic,
-            None,
-            self.model.encoder.grid,
-            self.sample_rate,
-            chunk_seconds=self.recipe["data"]["eval_chunk_seconds"],
-            segments=segments,
-            waves=waves,
-            own=own,
-        )
 
     def outputs(
         self,
@@ -198,6 +224,12 @@ class TrainedModel:
         """Predictions ([0, 1] scale) and, with `embeddings`, pooled vectors of each of `dataset`'s segments."""
         loader = batch_loader(dataset, batch_size, workers=workers, device=self.device)
         return segment_outputs(self.model, loader, self.device, self.precision, embeddings, show_bar)
+
+    def member_outputs(
+        self, dataset: UtteranceDataset, batch_size: int = 8, workers: int = 0, show_bar: bool = False
+    ) -> np.ndarray:
+        """Predictions ([0, 1] scale) of each of `dataset`'s segments, as (segments, members, dimensions)."""
+        return self.outputs(dataset, batch_size, workers, show_bar=show_bar).predictions[:, None, :]
 
     def predict(self, wave: np.ndarray, sample_rate: int) -> dict[str, float]:
         """A/V/D of one recording on the training corpus's rating scale ([0, 1] for a model of several corpora;

@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 import csv
 import glob
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -97,6 +100,37 @@ def run_train(
     """Run train.py as a user would, from `cwd` (where outputs/ and multirun/ go unless `args` say otherwise),
     with `env` added to the environment."""
     return run_script("train.py", [*args, WITHOUT_LOCAL, "trainer.progress_bar=false"], cache, check, cwd, env)
+
+
+# A few epochs of the small demo, so that predictions vary (one epoch leaves some clipped to the scale's edge).
+SHORT = ["experiment=demo", *SMALL_DEMO, "trainer.max_epochs=3", "logger=none", "optim.lr=2e-3"]
+TRAINED_DIMENSIONS = ("arousal", "valence", "dominance")
+
+
+@dataclass(frozen=True)
+class Trained:
+    sweep: Path  # one configuration's two folds: a configuration folder
+    jobs: dict[int, Path]  # fold → job folder
+
+    def test_files(self, fold: int) -> dict[str, Path]:
+        """The fold's test items, by id."""
+        from emotion.data.corpora import load_corpus
+
+        corpus = load_corpus(data_settings([*SHORT, f"data.fold={fold}"]))
+        return {item.id: item.path for item in corpus.splits.test}
+
+    def job_predictions(self, fold: int) -> dict[str, np.ndarray]:
+        rows = read_csv(self.jobs[fold] / "predictions.csv")
+        return {row["id"]: np.array([float(row[f"{dim}_pred"]) for dim in TRAINED_DIMENSIONS]) for row in rows}
+
+
+@pytest.fixture(scope="session")
+def trained(cache_dir, tmp_path_factory) -> Trained:
+    """Two folds of one short demo configuration, trained once for every test that uses a trained model."""
+    sweep = tmp_path_factory.mktemp("trained") / "sweep"
+    run_train(["-m", *SHORT, "data.fold=1,2", f"hydra.sweep.dir={sweep}"], cache_dir)
+    jobs = {json.loads((folder / "metrics.json").read_text())["fold"]: folder for folder in sweep.glob("*/")}
+    return Trained(sweep, jobs)
 
 
 def run_script(

@@ -64,6 +64,16 @@ def test_scan_and_its_gradients_equal_the_sequential_reference(batch, d_inner, n
         torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-9, atol=1e-9, msg=f"gradient of {name}")
 
 
+@pytest.mark.parametrize(("batch", "d_inner", "n_state", "length"), [(2, 3, 4, 1), (3, 8, 16, 37)])
+def test_the_scan_taken_while_exporting_to_onnx_equals_the_chunked_scan(monkeypatch, batch, d_inner, n_state, length):
+    inputs = {name: value.detach() for name, value in random_scan_inputs(batch, d_inner, n_state, length).items()}
+    in_float32 = {name: value.float() for name, value in inputs.items()}
+    chunked = selective_scan(**in_float32)
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)  # the scripted loop's branch
+    torch.testing.assert_close(selective_scan(**in_float32), chunked, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(selective_scan(**inputs), reference_scan(**inputs), rtol=1e-10, atol=1e-10)
+
+
 def test_scan_in_float32_stays_close_to_float64():
     inputs = random_scan_inputs(2, 8, 16, 40, seed=1)
     exact = reference_scan(**inputs)

@@ -31,6 +31,7 @@ from emotion.training.inference import item_means
 from emotion.training.metrics import ccc_scores, format_scores, split_scores
 from emotion.training.outputs import metrics_record, write_predictions
 from emotion.training.recipe import SeenSpeakers, seen_speakers
+from emotion.uncertainty import spread_ranking
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +76,14 @@ def evaluate_models(
         log.warning("%s", scale_note["how"])
 
     true = corpus.labels(items)[:, [corpus.dimensions.index(dim) for dim in shared]]
-    by_condition, by_corpus = {}, {}
+    by_condition, by_corpus, uncertainty = {}, {}, None
+    columns = [first.dimensions.index(dim) for dim in shared]
     for condition in settings.conditions:
-        predictions = np.mean(
-            [_predict(model, corpus, items, durations, settings, cache_dir, condition) for model in models], axis=0
-        )
-        pred = predictions[:, [first.dimensions.index(dim) for dim in shared]]
+        # (items, models, dimensions): each model's predictions, whose mean is scored and whose spread is ranked.
+        members = np.stack(
+            [_predict(model, corpus, items, durations, settings, cache_dir, condition) for model in models], axis=1
+        )[:, :, columns]
+        pred = members.mean(axis=1)
         # CCC is the same on [0, 1] as on either rating scale: both map to it by one affine function.
         by_condition[condition], by_corpus[condition] = _scores(corpus, items, pred, true, shared)
         log.info(
@@ -95,8 +98,11 @@ def evaluate_models(
         write_predictions(
             out_dir / name, items, corpus.on_own_scales(items, true), corpus.on_own_scales(items, pred), shared, corpus
         )
+        if condition == settings.conditions[0] and len(models) > 1:
+            uncertainty = spread_ranking(members, true, shared)
+            log.info("%s", _ranking_line(uncertainty))
     scores = by_condition[settings.conditions[0]]
-    breakdowns = {}
+    breakdowns = {"uncertainty": uncertainty} if len(models) > 1 else {}
     if by_corpus[settings.conditions[0]] is not None:  # several corpora: each one's, as training reports them
         breakdowns["by_corpus"] = {name: {"test": scores} for name, scores in by_corpus[settings.conditions[0]].items()}
     if len(by_condition) > 1:
@@ -130,6 +136,17 @@ def evaluate_models(
         scale=scale_note,
         **breakdowns,
     )
+
+
+def _ranking_line(uncertainty: dict[str, dict]) -> str:
+    """How well the models' spread ranks their mean's errors, per dimension, in one log line."""
+    parts = [
+        f"{dim} Spearman {each['spearman']:.3f}, CCC {each['ccc_certain']:.3f} certain half / "
+        f"{each['ccc_uncertain']:.3f} other half"
+        for dim, each in uncertainty.items()
+        if each["spearman"] is not None
+    ]
+    return "spread across models against error: " + ("; ".join(parts) or "too few items to say")
 
 
 def _usable_items(corpus: Corpus, split: str, data: DataSettings, out_dir: Path, min_seconds: float):
@@ -172,10 +189,10 @@ def _predict(
         by_id = {item.id: item for item in heard}
         normalised, items = heard, [by_id[item.id] for item in items]
     cache = model.acoustic_cache(cache_dir)
-    acoustic = cache.ensure([item.path for item in normalised], settings.acoustic_workers or available_cores())
+    acoustic = cache.ensure([item.audio for item in normalised], settings.acoustic_workers or available_cores())
     own = model.standardise_inputs(normalise, normalised, acoustic)
     dataset = model.dataset(
-        items, [durations[item.id] for item in items], [acoustic[item.path] for item in items], own=own
+        items, [durations[item.id] for item in items], [acoustic[item.audio] for item in items], own=own
     )
     encoder = model.encoder_settings
     if encoder.freeze and encoder.feature_cache:  # the states training cached, or cached for next time

@@ -278,9 +278,15 @@ class PredictSettings(InferenceSettings):
     config_group = "predict"
 
     label_scale: str | None  # a corpus the model trained on, or unit: the scale predictions are given on
+    segment: Literal["file", "vad"]  # what a prediction is of: each whole file, or each speech segment of it
+    min_segment_seconds: PositiveFloat
+    max_segment_seconds: PositiveFloat
+    merge_gap_seconds: NonNegativeFloat
+    vad_threshold: Annotated[float, Rule(lambda v: 0.15 < v < 1, "a speech probability in (0.15, 1), e.g. 0.5")]
     window_seconds: PositiveFloat | None
     window_hop_seconds: PositiveFloat | None
     embeddings: bool
+    plot: bool
     resume: bool
     save_every: PositiveInt
 

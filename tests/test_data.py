@@ -8,7 +8,7 @@ import soxr
 import torch
 from scipy.signal import butter, sosfiltfilt
 
-from emotion.data.audio import load_audio
+from emotion.data.audio import Clip, load_audio
 from emotion.data.corpus import Item, LabelScale
 from emotion.features.acoustic import CONTOURS, EGEMAPS_FUNCTIONALS, FUNCTIONALS, PROSODY_FEATURES, prosody_contours
 from emotion.features.acoustic_cache import AcousticCache
@@ -49,6 +49,28 @@ def test_a_22050hz_float_file_loads_as_its_16khz_original(tmp_path):
     assert abs(len(loaded) - len(original)) <= 1
     n = min(len(loaded), len(original))
     assert in_band_error(loaded[:n], original[:n]) < 0.01
+
+
+def test_a_stretch_or_clip_is_read_alone_and_equals_that_part_of_the_whole_file(tmp_path):
+    original, _ = speech(seed=3)
+    sf.write(tmp_path / "same_rate.wav", original, SR, subtype="FLOAT")
+    sf.write(tmp_path / "other_rate.wav", soxr.resample(original, SR, 44100, quality="VHQ"), 44100, subtype="FLOAT")
+    start, length = 5000, 8000
+    for name in ("same_rate.wav", "other_rate.wav"):
+        whole = load_audio(tmp_path / name, SR)
+        stretch = load_audio(tmp_path / name, SR, start, length)
+        clip = load_audio(Clip(tmp_path / name, start / SR, (start + length) / SR), SR)
+        inner = load_audio(Clip(tmp_path / name, 0.1, 2.0), SR, start=1000, length=2000)  # a stretch of a clip
+        assert len(stretch) == len(clip) == length and len(inner) == 2000
+        if name == "same_rate.wav":  # the very samples
+            np.testing.assert_array_equal(stretch, whole[start : start + length])
+            np.testing.assert_array_equal(clip, stretch)
+            np.testing.assert_array_equal(inner, whole[2600:4600])
+        else:  # resampled on the whole file's sample grid, with a margin of context: the same to float rounding
+            np.testing.assert_allclose(stretch, whole[start : start + length], atol=1e-5)
+            np.testing.assert_allclose(clip, whole[start : start + length], atol=1e-5)
+    # A stretch running past the end of the file stops there.
+    assert len(load_audio(tmp_path / "same_rate.wav", SR, len(original) - 100, 1000)) == 100
 
 
 def test_a_200hz_tone_is_one_octave_above_100hz_voiced_on_every_frame():

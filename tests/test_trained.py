@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,9 @@ from emotion.training.recipe import (
     seen_speakers,
 )
 from tests.conftest import (
+    SHORT,
     SMALL_DEMO,
+    Trained,
     compose_config,
     data_settings,
     evaluate_in_process,
@@ -47,31 +48,6 @@ from tests.conftest import (
 from tests.trees import csv_tree
 
 DIMS = ("arousal", "valence", "dominance")
-# A few epochs, so that the predictions vary (one epoch leaves some clipped to the scale's edge).
-SHORT = ["experiment=demo", *SMALL_DEMO, "trainer.max_epochs=3", "logger=none", "optim.lr=2e-3"]
-
-
-@dataclass(frozen=True)
-class Trained:
-    sweep: Path  # one configuration's two folds: a configuration folder
-    jobs: dict[int, Path]  # fold → job folder
-
-    def test_files(self, fold: int) -> dict[str, Path]:
-        """The fold's test items, by id."""
-        corpus = load_corpus(data_settings([*SHORT, f"data.fold={fold}"]))
-        return {item.id: item.path for item in corpus.splits.test}
-
-    def job_predictions(self, fold: int) -> dict[str, np.ndarray]:
-        rows = read_csv(self.jobs[fold] / "predictions.csv")
-        return {row["id"]: np.array([float(row[f"{dim}_pred"]) for dim in DIMS]) for row in rows}
-
-
-@pytest.fixture(scope="module")
-def trained(cache_dir, tmp_path_factory) -> Trained:
-    sweep = tmp_path_factory.mktemp("trained") / "sweep"
-    run_train(["-m", *SHORT, "data.fold=1,2", f"hydra.sweep.dir={sweep}"], cache_dir)
-    jobs = {json.loads((folder / "metrics.json").read_text())["fold"]: folder for folder in sweep.glob("*/")}
-    return Trained(sweep, jobs)
 
 
 def predict_py(cache_dir, *args: str, check: bool = True):
@@ -109,7 +85,12 @@ def test_predict_py_gives_each_file_the_prediction_its_training_job_wrote(traine
     for item_id, values in expected.items():
         np.testing.assert_allclose(predicted[item_id], values, atol=1e-4)
     rows = read_csv(out)
-    assert {row["checkpoints"] for row in rows} == {str(trained.jobs[1] / "checkpoints" / "best.pt")}
+    assert list(rows[0]) == ["path", "duration_s", *DIMS]  # one model: no spread; its name is in preds.json
+    described = json.loads((tmp_path / "preds.json").read_text())
+    assert [(model["kind"], model["path"]) for model in described["models"]] == [
+        ("torch", str(trained.jobs[1] / "checkpoints" / "best.pt"))
+    ]
+    assert described["scale"] == [1.0, 5.0] and described["spread"] is None
     assert float(rows[0]["duration_s"]) == pytest.approx(sf.info(files[Path(rows[0]["path"]).stem]).duration, abs=1e-3)
     # The pooled vectors, in the CSV's row order, are what the Python API's embed gives.
     vectors = np.load(tmp_path / "preds.embeddings.npy")
@@ -359,14 +340,20 @@ def test_a_configuration_folder_predicts_with_the_mean_of_its_fold_models(traine
     files = trained.test_files(1)
     out = tmp_path / "ensemble.csv"
     predict_py(cache_dir, f"ckpt={trained.sweep}", f"input={manifest_of(files.values(), tmp_path)}", f"output={out}")
-    ensemble = predictions_by_file(out)
+    ensemble = {Path(row["path"]).stem: row for row in read_csv(out)}
     singles = [load_model(trained.jobs[fold]) for fold in (1, 2)]
     for item_id, path in files.items():
         wave, rate = sf.read(path)
-        mean = np.mean([[model.predict(wave, rate)[dim] for dim in DIMS] for model in singles], axis=0)
-        np.testing.assert_allclose(ensemble[item_id], mean, atol=1e-4)
-    used = read_csv(out)[0]["checkpoints"].split(";")
-    assert used == [str(trained.jobs[fold] / "checkpoints" / "best.pt") for fold in (1, 2)]
+        each = np.array([[model.predict(wave, rate)[dim] for dim in DIMS] for model in singles])
+        np.testing.assert_allclose([float(ensemble[item_id][dim]) for dim in DIMS], each.mean(axis=0), atol=1e-4)
+        # The spread beside the mean: the two models' standard deviation.
+        spread = [float(ensemble[item_id][f"{dim}_std"]) for dim in DIMS]
+        np.testing.assert_allclose(spread, each.std(axis=0), atol=1e-4)
+    described = json.loads(out.with_suffix(".json").read_text())
+    assert [model["path"] for model in described["models"]] == [
+        str(trained.jobs[fold] / "checkpoints" / "best.pt") for fold in (1, 2)
+    ]
+    assert described["spread"] == "<dimension>_std: the standard deviation of the 2 models' predictions"
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from typing import get_args
 
 import numpy as np
 
+from emotion.data.audio import AudioSource, Clip
 from emotion.settings import ValidationProtocol
 
 DIMENSIONS = ("arousal", "valence", "dominance")
@@ -36,6 +37,12 @@ class Item:
     split: str | None = None
     unusable: str | None = None
     corpus: str = ""
+    span: tuple[float, float] | None = None  # (start_s, end_s) of `path` when the item is a stretch of it
+
+    @property
+    def audio(self) -> AudioSource:
+        """What the item's audio is, and what its acoustic features are cached by: its file, or a clip of it."""
+        return self.path if self.span is None else Clip(self.path, *self.span)
 
     @property
     def voice(self) -> tuple[str, str]:

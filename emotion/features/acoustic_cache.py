@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion.cpu import worker_init
-from emotion.data.audio import load_audio
+from emotion.data.audio import AudioSource, Clip, load_audio
 from emotion.data.content import content_hashes
 from emotion.features.acoustic import FUNCTIONALS, Extractor, frame_extractors
 from emotion.files import write_atomically
@@ -113,15 +113,17 @@ class AcousticCache:
             functionals=self.functionals(wave, self.sample_rate, self.grid) if self.functionals else None,
         )
 
-    def ensure(self, paths: list[Path], workers: int, stop: GracefulStop | None = None) -> dict[Path, AcousticFiles]:
-        """The cache files of each audio file, computing the missing ones in `workers` processes."""
-        entries = self.entries(paths)
+    def ensure(
+        self, sources: list[AudioSource], workers: int, stop: GracefulStop | None = None
+    ) -> dict[AudioSource, AcousticFiles]:
+        """The cache files of each audio file or clip, computing the missing ones in `workers` processes."""
+        entries = self.entries(sources)
         self.compute(entries, workers, stop)
         return entries
 
-    def entries(self, paths: list[Path]) -> dict[Path, AcousticFiles]:
-        """The cache files of each audio file, whether computed yet or not."""
-        hashes = content_hashes(sorted(set(paths)), self.root)
+    def entries(self, sources: list[AudioSource]) -> dict[AudioSource, AcousticFiles]:
+        """The cache files of each audio file or clip (Item.audio), whether computed yet or not."""
+        hashes = content_hashes(sorted({_file(source) for source in sources}), self.root)
 
         def entry(extractor: Extractor, digest: str) -> Path:
             return self.dirs[extractor.name] / digest[:2] / f"{digest}.npy"
@@ -131,19 +133,21 @@ class AcousticCache:
                 frames=tuple(entry(extractor, digest) for extractor in self.frame_sets),
                 functionals=entry(self.functionals, digest) if self.functionals else None,
             )
-            for path, digest in hashes.items()
+            for path, digest in {source: _digest(source, hashes) for source in sources}.items()
         }
 
-    def compute(self, entries: dict[Path, AcousticFiles], workers: int, stop: GracefulStop | None = None) -> None:
-        """Compute the missing `entries` in `workers` processes, each file decoded once for all its sets. A
+    def compute(
+        self, entries: dict[AudioSource, AcousticFiles], workers: int, stop: GracefulStop | None = None
+    ) -> None:
+        """Compute the missing `entries` in `workers` processes, each file or clip decoded once for all its sets. A
         requested `stop` ends the work between files (what is computed stays) by raising Interrupted."""
         stop = stop or GracefulStop()
         jobs = []
-        for path, files in entries.items():
+        for source, files in entries.items():
             pairs = zip(self.extractors, files.all, strict=True)
             missing = [(extractor, entry) for extractor, entry in pairs if not entry.is_file()]
             if missing:
-                jobs.append((path, missing, self.sample_rate, self.grid))
+                jobs.append((source, missing, self.sample_rate, self.grid))
         if not jobs:
             return
         workers = min(workers, len(jobs))  # a process starts in seconds: none idle
@@ -181,9 +185,21 @@ class AcousticCache:
         )
 
 
-def _compute_entries(job: tuple[Path, list[tuple[Extractor, Path]], int, FrameGrid]) -> None:
-    path, missing, sample_rate, grid = job
-    wave = load_audio(path, sample_rate)
+def _file(source: AudioSource) -> Path:
+    return source.path if isinstance(source, Clip) else source
+
+
+def _digest(source: AudioSource, hashes: dict[Path, str]) -> str:
+    """A file's content hash; a clip's, of its file's content and its stretch."""
+    if not isinstance(source, Clip):
+        return hashes[source]
+    stretch = f"{hashes[source.path]}|{source.start_s:.6f}|{source.end_s:.6f}"
+    return hashlib.blake2b(stretch.encode(), digest_size=16).hexdigest()
+
+
+def _compute_entries(job: tuple[AudioSource, list[tuple[Extractor, Path]], int, FrameGrid]) -> None:
+    source, missing, sample_rate, grid = job
+    wave = load_audio(source, sample_rate)
     for extractor, entry in missing:
         entry.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()

@@ -171,10 +171,9 @@ class UtteranceDataset(Dataset):
 
     def _segment_wave(self, index: int) -> np.ndarray:
         segment = self.segments[index]
-        if self.waves is not None:
-            wave = self.waves[segment.item]
-        else:
-            wave = load_audio(self.items[segment.item].path, self.sample_rate)
+        if self.waves is None:  # only the segment is read: a window of an hour-long file stays small
+            return load_audio(self.items[segment.item].audio, self.sample_rate, segment.start, segment.length)
+        wave = self.waves[segment.item]
         return wave[segment.start : None if segment.length is None else segment.start + segment.length]
 
     def _cropped_wave(self, index: int) -> tuple[np.ndarray, int]:

@@ -21,11 +21,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from emotion.data.audio import AudioSource
 from emotion.data.corpus import Item
 from emotion.features.acoustic_cache import AcousticFiles
 
@@ -70,11 +70,11 @@ class AcousticStatistics:
 
 
 def acoustic_statistics(
-    items: list[Item], acoustic: dict[Path, AcousticFiles], own: OwnStatistics | None = None
+    items: list[Item], acoustic: dict[AudioSource, AcousticFiles], own: OwnStatistics | None = None
 ) -> AcousticStatistics:
     """Statistics over every frame and every utterance of `items` (`acoustic`: their cached features, by
     path), after each group's own standardisation when `own` is given."""
-    first = acoustic[items[0].path]
+    first = acoustic[items[0].audio]
     return AcousticStatistics(
         frames=moments(_features(items, acoustic, own, "frames")) if first.frames else None,
         functionals=moments(_features(items, acoustic, own, "functionals")) if first.functionals else None,
@@ -109,7 +109,7 @@ def resolved_normalisation(asked: str, trained_with: str, trained_on_it: bool) -
 
 
 def own_statistics(
-    normalise: str, items: list[Item], acoustic: dict[Path, AcousticFiles], sample: list[Item] | None = None
+    normalise: str, items: list[Item], acoustic: dict[AudioSource, AcousticFiles], sample: list[Item] | None = None
 ) -> OwnStatistics | None:
     """The groups' own statistics `normalise` (data.normalise) asks for, for `items`: each speaker's from all
     their items, each corpus's from its items in `sample` (the training split; default: `items` itself).
@@ -124,15 +124,15 @@ def own_statistics(
 
 
 def functionals_matrix(
-    items: list[Item], acoustic: dict[Path, AcousticFiles], own: OwnStatistics | None = None
+    items: list[Item], acoustic: dict[AudioSource, AcousticFiles], own: OwnStatistics | None = None
 ) -> np.ndarray:
     """(items, features): each item's functionals, standardised by its group's own statistics if asked."""
     return np.concatenate(list(_features(items, acoustic, own, "functionals")))
 
 
-def _features(items: list[Item], acoustic: dict[Path, AcousticFiles], own: OwnStatistics | None, kind: str):
+def _features(items: list[Item], acoustic: dict[AudioSource, AcousticFiles], own: OwnStatistics | None, kind: str):
     """Each item's frames (frames, features) or functionals (1, features), standardised by its group if asked."""
     for item in items:
-        entry = acoustic[item.path]
+        entry = acoustic[item.audio]
         values = entry.read_frames() if kind == "frames" else entry.read_functionals()[None]
         yield values if own is None else getattr(own, kind)(item, values)

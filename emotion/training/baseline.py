@@ -74,7 +74,7 @@ def fit_baseline(
     corpus, _ = usable_corpus(load_corpus(settings.data), settings.data, out_dir)
     cache = AcousticCache(settings.cache_dir, settings.data.sample_rate, None, frame_sets=(), functionals=FUNCTIONALS)
     workers = (budget or job_budget(settings)).feature_workers
-    acoustic = cache.ensure([item.path for item in corpus.splits.all], workers, stop)
+    acoustic = cache.ensure([item.audio for item in corpus.splits.all], workers, stop)
     own = own_statistics(settings.data.normalise, corpus.splits.all, acoustic, sample=corpus.splits.train)
     splits = {name: getattr(corpus.splits, name) for name in ("train", "val", "test")}
     features = {name: functionals_matrix(items, acoustic, own) for name, items in splits.items()}
@@ -160,7 +160,7 @@ def cross_test(
     folder.mkdir(parents=True, exist_ok=True)
     durations, _ = check_items(other.splits.test, other, data.min_seconds, data.on_bad_audio, folder)
     items = [item for item in other.splits.test if item.id in durations]
-    acoustic = cache.ensure([item.path for item in items], workers)
+    acoustic = cache.ensure([item.audio for item in items], workers)
     trained_with = settings.data.normalise
     normalise = resolved_normalisation(settings.data.test_normalise, trained_with, trained_on_it=False)
     if normalise == "training" and trained_with != "training":

@@ -53,11 +53,17 @@ def item_means(values: np.ndarray, dataset: UtteranceDataset) -> np.ndarray:
     """Per item, the mean of its segments' `values`, weighted by their lengths: a long item evaluated in
     chunks gets the mean of its chunks."""
     items = np.array([segment.item for segment in dataset.segments])
-    lengths = np.array(dataset.segment_samples, dtype=float)[:, None]
-    total, weight = np.zeros((len(dataset.items), values.shape[1])), np.zeros((len(dataset.items), 1))
-    np.add.at(total, items, values * lengths)
-    np.add.at(weight, items, lengths)
-    return total / weight
+    return group_means(values, items, np.array(dataset.segment_samples, dtype=float), len(dataset.items))
+
+
+def group_means(values: np.ndarray, groups: np.ndarray, weights: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group, the weighted mean of its rows of `values` (rows, ...); NaN for a group without rows."""
+    flat = values.reshape(len(values), -1)
+    total, weight = np.zeros((n_groups, flat.shape[1])), np.zeros((n_groups, 1))
+    np.add.at(total, groups, flat * weights[:, None])
+    np.add.at(weight, groups, weights[:, None])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (total / weight).reshape(n_groups, *values.shape[1:])
 
 
 def predict(model, loader: DataLoader, device, precision: str) -> np.ndarray:

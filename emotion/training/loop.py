@@ -89,7 +89,7 @@ def prepare(settings: JobSettings, out_dir: Path, stop: GracefulStop, budget: Cp
         started_from = {"init_from": start.record(corpus, data.fold)}
     grid = model.encoder.grid
     acoustic_cache = AcousticCache.for_model(settings.cache_dir, data.sample_rate, grid, settings.model)
-    acoustic = acoustic_cache.entries([item.path for item in [*corpus.splits.all, *copies]])
+    acoustic = acoustic_cache.entries([item.audio for item in [*corpus.splits.all, *copies]])
     cached = encoder.freeze and encoder.feature_cache
     datasets = make_datasets(corpus, durations, acoustic, grid, settings, encoder.freeze, copies)
     draws = corpus_draws(corpus, data, datasets[0])
@@ -425,7 +425,7 @@ def make_datasets(
         return UtteranceDataset(
             items,
             [durations[item.id] for item in items],
-            [acoustic[item.path] for item in items],
+            [acoustic[item.audio] for item in items],
             corpus.labels(items),
             grid,
             settings.data.sample_rate,

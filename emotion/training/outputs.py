@@ -29,8 +29,9 @@ METRICS_KEYS = (
 # A job that ended so is not run again: it completed, or its search pruned it (emotion.sweeps.pruning).
 FINAL_STATUSES = ("completed", "pruned")
 # What an evaluated record (evaluate.py) adds: which checkpoints, which data, how the scales relate, and,
-# under several evaluate.conditions, the scores under each ({condition: scores}; `test` is the first's).
-EVALUATION_KEYS = ("checkpoints", "data", "scale", "conditions")
+# under several evaluate.conditions, the scores under each ({condition: scores}; `test` is the first's); for
+# several models, how well their spread ranks their mean's errors (emotion.uncertainty.spread_ranking).
+EVALUATION_KEYS = ("checkpoints", "data", "scale", "conditions", "uncertainty")
 # What a job started from a checkpoint (model.init_from) adds: {"checkpoint", "seen_test_speakers", "warning"}.
 FINE_TUNING_KEYS = ("init_from",)
 # What a job on several corpora adds: `by_corpus` (data=multi), {corpus: {"test": scores, "val_best": scores}};

@@ -282,7 +282,7 @@ class PredictSettings(InferenceSettings):
     min_segment_seconds: PositiveFloat
     max_segment_seconds: PositiveFloat
     merge_gap_seconds: NonNegativeFloat
-    vad_threshold: Annotated[float, Rule(lambda v: 0.15 < v < 1, "a speech probability in (0.15, 1), e.g. 0.5")]
+    vad_threshold: Annotated[float, Rule(lambda v: 0 < v < 1, "a speech probability in (0, 1), e.g. 0.5")]
     window_seconds: PositiveFloat | None
     window_hop_seconds: PositiveFloat | None
     embeddings: bool

@@ -21,10 +21,11 @@ from emotion.exported import ExportedModel, batch_feeds, is_exported, load_predi
 from emotion.features.dataset import collate
 from emotion.job import EXIT_CONFIG_ERROR
 from emotion.models.grid import FrameGrid
+from emotion.prediction import run_predict
 from emotion.trained import TrainedModel
 from emotion.training.checkpoints import save_checkpoint
 from emotion.training.recipe import CheckpointError, read_checkpoint
-from tests.conftest import CONF, TRAINED_DIMENSIONS, run_script
+from tests.conftest import CONF, TRAINED_DIMENSIONS, predict_config, read_csv, run_script
 
 # Torch against onnxruntime, on the demo's rating scale (1–5): a tenth of what export.tolerance accepts by
 # default. The exports below reach about 5e-6.
@@ -150,6 +151,29 @@ def test_load_predictors_runs_an_export_through_the_data_path_of_its_checkpoints
         exported.standardise_inputs("speaker", [], {})
     with pytest.raises(ValueError, match="precision=bf16"):
         load_predictors(single, precision="bf16")
+
+
+@pytest.mark.slow
+def test_predict_py_on_an_export_writes_the_tables_its_checkpoints_write(ensemble, trained, tmp_path):
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    for path in trained.test_files(1).values():
+        (recordings / path.name).symlink_to(path)
+    sf.write(recordings / "talk.wav", np.concatenate(demo_waves(trained)), 16000)  # 11 s: several segments
+    for mode in (["predict.window_seconds=2"], ["predict.segment=vad"]):
+        tables = {}
+        for name, ckpt in (("checkpoints", trained.sweep), ("export", ensemble)):
+            overrides = [*mode, "predict.workers=0"]
+            out = run_predict(predict_config(ckpt, recordings, tmp_path / name / "preds.csv", *overrides)).table
+            stretches = out.with_name("preds.windows.csv" if "window" in mode[0] else "preds.segments.csv")
+            tables[name] = [read_csv(out), read_csv(stretches)]
+        for expected, actual in zip(tables["checkpoints"], tables["export"], strict=True):
+            assert [row["path"] for row in actual] == [row["path"] for row in expected] and actual
+            for row, other in zip(expected, actual, strict=True):
+                for column in {*row} - {"path"}:  # the predictions and the models' spread, to the table's 4 places
+                    assert float(other[column] or "nan") == pytest.approx(
+                        float(row[column] or "nan"), abs=2e-4, nan_ok=True
+                    ), column
 
 
 @pytest.mark.slow

@@ -152,12 +152,42 @@ def test_an_interrupted_run_keeps_the_speech_found_and_a_finished_one_is_not_run
     assert searched == [] and predicted == [] and output.stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
+def test_an_input_without_speech_is_reported_file_by_file_and_an_unfinished_run_leaves_no_description(
+    trained, long_input, tmp_path, monkeypatch
+):
+    folder, _ = long_input
+    quiet = tmp_path / "quiet"
+    quiet.mkdir()
+    for name in ("silence.wav", "music.wav"):
+        (quiet / name).symlink_to(folder / name)
+    out = tmp_path / "quiet.csv"
+    run_predict(predict_config(trained.sweep, quiet, out, *VAD, "predict.plot=true"))
+    rows = read_csv(out)
+    assert [(row["speech_s"], row["segments"], row["arousal"], row["arousal_std"]) for row in rows] == [
+        ("0.000", "0", "", "")
+    ] * 2
+    assert read_csv(tmp_path / "quiet.segments.csv") == []
+    assert json.loads((tmp_path / "quiet.json").read_text())["files_without_speech"] == 2
+    assert len(list((tmp_path / "quiet.plots").glob("*.png"))) == 2
+
+    # Another run to the same output, stopped once its table is written: no description of the run before
+    # stays beside a table it did not write (predict.resume would trust it).
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prediction_run, "write_stretches", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_predict(predict_config(trained.jobs[1], quiet, out, *VAD))
+    assert not (tmp_path / "quiet.json").exists()
+
+
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
         (["predict.window_seconds=2"], "predict.window_seconds applies to predict.segment=file"),
         (["predict.embeddings=true"], "predict.embeddings=true gives each whole file's pooled vector"),
-        (["predict.max_segment_seconds=0.5"], "predict.max_segment_seconds=0.5"),
+        (["predict.max_segment_seconds=1.5"], "predict.max_segment_seconds=1.5 is below twice"),
         (["output=preds.txt"], "output='preds.txt': the output is a CSV file"),
     ],
 )

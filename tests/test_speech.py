@@ -105,11 +105,11 @@ def test_the_defaults_are_usable():
 @pytest.mark.parametrize(
     ("changes", "named"),
     [
-        ({"threshold": 0.0}, "predict.threshold=0.0"),
-        ({"threshold": 1.0}, "predict.threshold=1.0"),
-        ({"threshold": float("nan")}, "predict.threshold=nan"),
+        ({"threshold": 0.0}, "predict.vad_threshold=0.0"),
+        ({"threshold": 1.0}, "predict.vad_threshold=1.0"),
+        ({"threshold": float("nan")}, "predict.vad_threshold=nan"),
         ({"min_segment_seconds": 0.0}, "predict.min_segment_seconds=0.0"),
-        ({"max_segment_seconds": 0.5}, "predict.max_segment_seconds=0.5 is below predict.min_segment_seconds=1.0"),
+        ({"max_segment_seconds": 1.5}, "predict.max_segment_seconds=1.5 is below twice"),
         ({"merge_gap_seconds": -0.1}, "predict.merge_gap_seconds=-0.1"),
     ],
 )

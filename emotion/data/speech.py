@@ -73,16 +73,19 @@ def speech_settings_problems(settings: SpeechSettings, prefix: str = "predict") 
     """What is wrong with `settings`, one message per key as `prefix.key=value`; empty when they are usable."""
     s, problems = settings, []
     if not 0 < s.threshold < 1:  # written so that NaN fails too
-        problems.append(f"{prefix}.threshold={s.threshold}: a speech probability, strictly between 0 and 1")
+        problems.append(f"{prefix}.vad_threshold={s.threshold}: a speech probability, strictly between 0 and 1")
     if not s.min_segment_seconds > 0:
         problems.append(
             f"{prefix}.min_segment_seconds={s.min_segment_seconds}: must be above 0, as an empty segment "
             "has nothing to predict"
         )
-    if not s.max_segment_seconds >= s.min_segment_seconds:
+    # A stretch longer than the maximum is cut into equal parts longer than half of it: at twice the
+    # minimum, no part falls below the minimum.
+    if not s.max_segment_seconds >= 2 * s.min_segment_seconds:
         problems.append(
-            f"{prefix}.max_segment_seconds={s.max_segment_seconds} is below "
-            f"{prefix}.min_segment_seconds={s.min_segment_seconds}: raise it to at least that"
+            f"{prefix}.max_segment_seconds={s.max_segment_seconds} is below twice "
+            f"{prefix}.min_segment_seconds={s.min_segment_seconds}: longer speech is cut into equal parts of at "
+            "least half the maximum, which would fall below the minimum; raise it to at least twice that"
         )
     if not s.merge_gap_seconds >= 0:
         problems.append(f"{prefix}.merge_gap_seconds={s.merge_gap_seconds}: a pause length, 0 or more")

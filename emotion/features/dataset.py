@@ -135,7 +135,10 @@ class UtteranceDataset(Dataset):
     def piece(self, index: int) -> Piece:
         """The audio that segment `index` is: what the feature cache keeps states of."""
         segment = self.segments[index]
-        return Piece(self.items[segment.item].path, segment.start, segment.length)
+        item = self.items[segment.item]
+        if item.span is not None:  # its states would be keyed by its file, from the file's start
+            raise ValueError(f"{item.id}: a clip of a file has no place in the encoder feature cache")
+        return Piece(item.path, segment.start, segment.length)
 
     def __getitem__(self, index: int) -> dict:
         segment = self.segments[index]

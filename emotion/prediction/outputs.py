@@ -94,12 +94,12 @@ class Stretches:
     ends_s: list[float]
     summary: Summary
 
-    def of_file(self, file: int) -> list[Stretch]:
-        return [
-            self.summary.stretch(row, self.starts_s[row], self.ends_s[row])
-            for row, owner in enumerate(self.files)
-            if owner == file
-        ]
+    def by_file(self) -> dict[int, list[Stretch]]:
+        """Each file's stretches, in row order."""
+        grouped: dict[int, list[Stretch]] = {}
+        for row, file in enumerate(self.files):
+            grouped.setdefault(file, []).append(self.summary.stretch(row, self.starts_s[row], self.ends_s[row]))
+        return grouped
 
 
 def write_stretches(path: Path, names: list[str], dimensions: tuple[str, ...], stretches: Stretches) -> None:
@@ -168,10 +168,10 @@ def write_plots(
     """Each file's dimensions over time (its windows or segments; the whole file as one stretch without
     either), with its detected speech shaded, and index.html listing them all."""
     folder.mkdir(parents=True, exist_ok=True)
-    entries = []
+    entries, within = [], stretches.by_file() if stretches else {}
     for file, (name, duration) in enumerate(zip(names, seconds, strict=True)):
         has_prediction = not np.isnan(files.values[file]).any()
-        drawn = stretches.of_file(file) if stretches else [files.stretch(file, 0.0, duration)] * has_prediction
+        drawn = within.get(file, []) if stretches else [files.stretch(file, 0.0, duration)] * has_prediction
         timeline = Timeline(
             name=name,
             duration_s=duration,

@@ -12,8 +12,9 @@ import numpy as np
 from omegaconf import DictConfig
 
 from emotion.cpu import available_cores
-from emotion.data.corpus import Item
-from emotion.data.speech import SpeechSettings, speech_settings_problems, speech_spans
+from emotion.data.corpus import Item, LabelScale
+from emotion.data.scan import Problem
+from emotion.data.speech import SpeechSettings, UnreadableAudioError, speech_settings_problems, speech_spans
 from emotion.exported import load_predictors
 from emotion.features.dataset import Segment, windows
 from emotion.prediction.inputs import InputError, readable_inputs
@@ -48,27 +49,36 @@ def run_predict(cfg: DictConfig) -> OutputFiles:
     models = load_predictors(cfg.ckpt, settings.device, settings.precision)
     _check_models(models, settings)
     scale = models[0].output_scale(settings.label_scale)  # before any work: a corpus it never learned is named now
-    items, seconds, unreadable = _readable(cfg.input, max(model.min_seconds for model in models), out)
+    min_seconds = max(model.min_seconds for model in models)
+    items, seconds, unreadable = _readable(cfg.input, min_seconds, out)
     run = _run_settings(settings, models, items)
-    if settings.resume and written_already(out, run):
+    shown = {**run, "label_scale": settings.label_scale, "plot": settings.plot}  # what the outputs also depend on
+    if settings.resume and written_already(out, shown):
         log.info("predict.resume=true: %s describes this run, finished; nothing to do", out.description)
         return out
+    out.description.unlink(missing_ok=True)  # it would describe an earlier run's outputs until this one's are written
     store = PartialStore(out.partial, run)
     if settings.resume:
         store.open()
     else:
         store.clear()
 
-    predicted = _predict(models, items, seconds, settings, scale, cfg.paths.cache_dir, store)
+    speech = None
+    if settings.segment == "vad":
+        speech, undecodable = _find_speech(items, settings, min_seconds, store)
+        unreadable += undecodable
+        kept = [index for index, spans in enumerate(speech) if spans is not None]
+        items, seconds, speech = ([values[index] for index in kept] for values in (items, seconds, speech))
+    predicted = _predict(models, items, seconds, speech, settings, scale, cfg.paths.cache_dir, store)
     _write_outputs(out, models[0].dimensions, scale, items, seconds, predicted, settings)
     write_skipped(out.skipped, unreadable)
-    write_description(out, _description(cfg, settings, models, scale, out, run, len(unreadable), predicted.speech))
+    write_description(out, _description(cfg.input, settings, models, scale, out, shown, len(unreadable), speech))
     store.discard()
     log.info("predicted %d files with %d model(s): %s", len(items), _members(models), out.table)
     return out
 
 
-def _readable(source, min_seconds: float, out: OutputFiles):
+def _readable(source, min_seconds: float, out: OutputFiles) -> tuple[list[Item], list[float], list[Problem]]:
     """The input's files that can be predicted and their durations, and why the others cannot."""
     items, seconds, unreadable = readable_inputs(source, min_seconds)
     if unreadable:
@@ -77,6 +87,7 @@ def _readable(source, min_seconds: float, out: OutputFiles):
             "%d of %d files cannot be predicted; they will be listed in %s", len(unreadable), total, out.skipped
         )
     if not items:
+        out.description.unlink(missing_ok=True)  # the table beside it is no longer this output's
         write_skipped(out.skipped, unreadable)
         raise InputError(
             f"input={str(source)!r}: none of its {len(unreadable)} files can be predicted; see {out.skipped}"
@@ -86,20 +97,33 @@ def _readable(source, min_seconds: float, out: OutputFiles):
 
 @dataclass(frozen=True)
 class Predicted:
-    """What the models said of the input's files: each file's summary, and the stretches (windows or speech
-    segments) predicted within them; the speech found in each file (with predict.segment=vad); each model's
-    pooled vectors per file (with predict.embeddings)."""
+    """What the models said of the input's files: each file's summary, and, as asked, its windows' or its
+    speech segments' (with the speech found in each file), and each model's pooled vectors per file."""
 
     files: Summary
-    stretches: Stretches | None
-    speech: list[list[tuple[float, float]]] | None
-    embeddings: list[np.ndarray] | None
+    windows: Stretches | None = None
+    segments: Stretches | None = None
+    speech: list[list[tuple[float, float]]] | None = None
+    embeddings: list[np.ndarray] | None = None
+
+    @property
+    def stretches(self) -> Stretches | None:
+        """What a timeline draws within each file."""
+        return self.segments or self.windows
 
 
-def _predict(models, items, seconds, settings: PredictSettings, scale, cache_dir: str, store) -> Predicted:
-    """Each model over the units of prediction: the files whole (and their windows), or their speech segments."""
+def _predict(
+    models: list,
+    items: list[Item],
+    seconds: list[float],
+    speech: list[list[tuple[float, float]]] | None,
+    settings: PredictSettings,
+    scale: LabelScale,
+    cache_dir: str,
+    store: PartialStore,
+) -> Predicted:
+    """Each model over the units of prediction: the files whole (and their windows), or their `speech` segments."""
     min_seconds = max(model.min_seconds for model in models)
-    speech = _find_speech(items, settings, min_seconds, store) if settings.segment == "vad" else None
     units, unit_seconds, owners = _speech_clips(items, speech) if speech is not None else (items, seconds, None)
     spans = _windows(models[0], seconds, min_seconds, settings) if settings.window_seconds else None
     kind = "segments" if speech is not None else "files"
@@ -115,23 +139,35 @@ def _predict(models, items, seconds, settings: PredictSettings, scale, cache_dir
     )
     embeddings = [result.embeddings for result in results] if settings.embeddings else None
     if speech is not None:
-        files, segments = _speech_summaries(members, owners, unit_seconds, units, len(items), scale)
-        return Predicted(files, segments, speech, embeddings)
-    stretches = None
+        per_file = group_means(members, owners, np.asarray(unit_seconds, dtype=float), len(items))
+        segments = Stretches(
+            files=list(owners),
+            starts_s=[clip.span[0] for clip in units],
+            ends_s=[clip.span[1] for clip in units],
+            summary=Summary.of(members, scale),
+        )
+        return Predicted(Summary.of(per_file, scale), segments=segments, speech=speech)
+    windowed = None
     if spans is not None:
         window_members = np.concatenate([result.windows for result in results], axis=1)
-        stretches = _window_stretches(spans, seconds, models[0].sample_rate, Summary.of(window_members, scale))
-    return Predicted(Summary.of(members, scale), stretches, None, embeddings)
+        windowed = _window_stretches(spans, seconds, models[0].sample_rate, Summary.of(window_members, scale))
+    return Predicted(Summary.of(members, scale), windows=windowed, embeddings=embeddings)
 
 
-def _write_outputs(out: OutputFiles, dims, scale, items, seconds, predicted: Predicted, settings) -> None:
+def _write_outputs(
+    out: OutputFiles,
+    dims: tuple[str, ...],
+    scale: LabelScale,
+    items: list[Item],
+    seconds: list[float],
+    predicted: Predicted,
+    settings: PredictSettings,
+) -> None:
     """The tables and pictures asked for; those of an earlier run to the same output that this run does not
     write are removed, so that what lies beside the CSV is always its own."""
     names = [item.id for item in items]
     write_files(out.table, names, seconds, dims, predicted.files, predicted.speech)
-    segments = predicted.stretches if predicted.speech is not None else None
-    windowed = predicted.stretches if predicted.speech is None else None
-    for path, stretches in ((out.segments, segments), (out.windows, windowed)):
+    for path, stretches in ((out.segments, predicted.segments), (out.windows, predicted.windows)):
         if stretches is None:
             path.unlink(missing_ok=True)
         else:
@@ -173,10 +209,11 @@ def _check_models(models: list, settings: PredictSettings) -> None:
         sizes = ", ".join(f"{model.path}: {model.embedding_size}" for model in models)
         raise InputError(f"predict.embeddings=true, but the models' pooled vectors differ in length ({sizes})")
     min_seconds = max(model.min_seconds for model in models)
-    if settings.segment == "vad" and min_seconds > settings.max_segment_seconds:
+    if settings.segment == "vad" and 2 * min_seconds > settings.max_segment_seconds:
         raise InputError(
             f"predict.max_segment_seconds={settings.max_segment_seconds}: the model needs at least {min_seconds} s "
-            "(its data.min_seconds); give a longer maximum"
+            "(its data.min_seconds), and longer speech is cut into parts of at least half the maximum; give a "
+            f"maximum of at least {2 * min_seconds} s"
         )
 
 
@@ -196,24 +233,34 @@ def _speech_settings(settings: PredictSettings, min_seconds: float) -> SpeechSet
 
 def _find_speech(
     items: list[Item], settings: PredictSettings, min_seconds: float, store: PartialStore
-) -> list[list[tuple[float, float]]]:
-    """Each file's speech spans (start_s, end_s); each file's are saved as found, so a resumed run goes on
-    from the first file not yet searched."""
+) -> tuple[list[list[tuple[float, float]] | None], list[Problem]]:
+    """Each file's speech spans (start_s, end_s), None for a file that cannot be decoded; and why those
+    cannot. Each file's are saved as found, so a resumed run goes on from the first file not yet searched."""
     detector = _speech_settings(settings, min_seconds)
     for index, item in enumerate(items):
         if index in store.speech:
             continue
-        spans = [[span.start_s, span.end_s] for span in speech_spans(item.path, detector)]
-        store.save_speech(index, spans)
+        try:
+            found = [[span.start_s, span.end_s] for span in speech_spans(item.path, detector)]
+        except UnreadableAudioError as err:
+            found = str(err)
+        store.save_speech(index, found)
+        if isinstance(found, str):
+            log.warning("file %d of %d cannot be decoded, left out: %s", index + 1, len(items), found)
+            continue
+        seconds = sum(end - start for start, end in found)
         log.info(
-            "speech in file %d of %d: %d segments, %.1f s (%s)",
-            index + 1,
-            len(items),
-            len(spans),
-            sum(end - start for start, end in spans),
-            item.id,
+            "speech in file %d of %d: %d segments, %.1f s (%s)", index + 1, len(items), len(found), seconds, item.id
         )
-    return [[(start, end) for start, end in store.speech[index]] for index in range(len(items))]
+    speech, problems = [], []
+    for index, item in enumerate(items):
+        found = store.speech[index]
+        if isinstance(found, str):  # why it could not be decoded
+            speech.append(None)
+            problems.append(Problem(item, found))
+        else:
+            speech.append([(start, end) for start, end in found])
+    return speech, problems
 
 
 def _speech_clips(items: list[Item], speech: list[list[tuple[float, float]]]):
@@ -226,19 +273,6 @@ def _speech_clips(items: list[Item], speech: list[list[tuple[float, float]]]):
             seconds.append(end - start)
             owners.append(index)
     return clips, seconds, np.array(owners, dtype=int)
-
-
-def _speech_summaries(members, owners, seconds, clips, n_files: int, scale) -> tuple[Summary, Stretches]:
-    """Each file's summary (its segments' predictions weighted by their durations, per model, then summarised
-    across models; NaN for a file without speech), and the segments'."""
-    per_file = group_means(members, owners, np.asarray(seconds, dtype=float), n_files)
-    segments = Stretches(
-        files=list(owners),
-        starts_s=[clip.span[0] for clip in clips],
-        ends_s=[clip.span[1] for clip in clips],
-        summary=Summary.of(members, scale),
-    )
-    return Summary.of(per_file, scale), segments
 
 
 def _windows(model, seconds: list[float], min_seconds: float, settings: PredictSettings) -> list[Segment]:
@@ -320,26 +354,42 @@ def _outputs_in_blocks(model, dataset, kind: str, settings, store: PartialStore,
 
 def _run_settings(settings: PredictSettings, models: list, items: list[Item]) -> dict:
     """What decides a run's results: a resumed run must have the same, or its blocks would not fit."""
-    decisive = ["segment", "window_seconds", "window_hop_seconds", "embeddings", "normalise", "label_scale", "plot"]
+    decisive = ["segment", "window_seconds", "window_hop_seconds", "embeddings", "normalise"]
     if settings.segment == "vad":
         decisive += ["min_segment_seconds", "max_segment_seconds", "merge_gap_seconds", "vad_threshold"]
     return {
         # A checkpoint rewritten in place (a job trained on) is another model.
         "checkpoints": [[str(m.path), m.path.stat().st_size, m.path.stat().st_mtime_ns] for m in models],
         "precision": models[0].precision,
-        "files": _digest(f"{item.id}\t{item.path}" for item in items),
+        # A recording replaced at the same path is another recording.
+        "files": _digest(f"{item.id}\t{item.path}\t{_stat(item.path)}" for item in items),
         # Under speaker normalisation each speaker's files are standardised with that speaker's statistics.
         "speakers": _digest(item.speaker for item in items),
         **{key: getattr(settings, key) for key in decisive},
     }
 
 
+def _stat(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size}\t{stat.st_mtime_ns}"
+
+
 def _digest(lines) -> str:
     return hashlib.sha1("\n".join(lines).encode()).hexdigest()
 
 
-def _description(cfg, settings: PredictSettings, models, scale, out: OutputFiles, run: dict, n_skipped: int, speech):
-    """`<name>.json`: the models and settings behind the tables, named once rather than on every row."""
+def _description(
+    source,
+    settings: PredictSettings,
+    models: list,
+    scale: LabelScale,
+    out: OutputFiles,
+    run: dict,
+    n_skipped: int,
+    speech: list[list[tuple[float, float]]] | None,
+) -> dict:
+    """`<name>.json`: the models and settings behind the tables, named once rather than on every row; `run`
+    is what predict.resume compares."""
     n_members = _members(models)
     outputs = {"files": out.table, "skipped": out.skipped}
     outputs |= {"segments": out.segments} if speech is not None else {}
@@ -353,7 +403,7 @@ def _description(cfg, settings: PredictSettings, models, scale, out: OutputFiles
         "spread": (
             f"<dimension>_std: the standard deviation of the {n_members} models' predictions" if n_members > 1 else None
         ),
-        "input": str(cfg.input),
+        "input": str(source),
         "skipped_files": n_skipped,
         "files_without_speech": None if speech is None else sum(not spans for spans in speech),
         "outputs": {name: str(path.relative_to(out.table.parent)) for name, path in outputs.items()},

@@ -23,7 +23,8 @@ class PartialStore:
     def __init__(self, root: Path, settings: dict):
         self.root, self.settings = root, settings
         self.blocks: dict[str, list[dict]] = {}
-        self.speech: dict[int, list[list[float]]] = {}  # input file index → its speech spans [start_s, end_s]
+        # input file index → its speech spans [start_s, end_s], or why it could not be decoded
+        self.speech: dict[int, list[list[float]] | str] = {}
 
     def clear(self) -> None:
         """Start over: an earlier run's unfinished work is removed."""
@@ -75,8 +76,9 @@ class PartialStore:
         self._write(f"{kind}-{len(self.blocks.get(kind, [])):06d}.npz", buffer.getvalue())
         self.blocks.setdefault(kind, []).append(block)
 
-    def save_speech(self, index: int, spans: list[list[float]]) -> None:
-        """One more file's speech spans: a resumed run does not look for speech in it again."""
+    def save_speech(self, index: int, spans: list[list[float]] | str) -> None:
+        """One more file's speech spans (or why it could not be decoded): a resumed run does not look for
+        speech in it again."""
         self.speech[index] = spans
         self._write("speech.json", json.dumps(self.speech))
 

@@ -3,6 +3,7 @@ evaluate.py and predict.py share."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,7 +59,7 @@ def item_means(values: np.ndarray, dataset: UtteranceDataset) -> np.ndarray:
 
 def group_means(values: np.ndarray, groups: np.ndarray, weights: np.ndarray, n_groups: int) -> np.ndarray:
     """Per group, the weighted mean of its rows of `values` (rows, ...); NaN for a group without rows."""
-    flat = values.reshape(len(values), -1)
+    flat = values.reshape(len(values), math.prod(values.shape[1:]))  # -1 cannot be inferred for no rows
     total, weight = np.zeros((n_groups, flat.shape[1])), np.zeros((n_groups, 1))
     np.add.at(total, groups, flat * weights[:, None])
     np.add.at(weight, groups, weights[:, None])

@@ -31,23 +31,22 @@ def _user_errors() -> tuple[type[Exception], ...]:
 def predict_command(cfg: DictConfig) -> None:
     from emotion.prediction import run_predict
 
-    try:
-        out = run_predict(cfg)
-    except _user_errors() as err:
-        print(err, file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG_ERROR) from None
-    print(f"wrote {out.table}")
+    print(f"wrote {_or_one_message(run_predict, cfg).table}")
 
 
 def export_command(cfg: DictConfig) -> None:
     from emotion.export import run_export
 
+    print(f"wrote {_or_one_message(run_export, cfg)}")
+
+
+def _or_one_message(work, cfg: DictConfig):
+    """`work(cfg)`; a user's mistake ends the process with its message alone and the config error's code."""
     try:
-        output = run_export(cfg)
+        return work(cfg)
     except _user_errors() as err:
         print(err, file=sys.stderr)
         raise SystemExit(EXIT_CONFIG_ERROR) from None
-    print(f"wrote {output}")
 
 
 def evaluate_command(cfg: DictConfig) -> None:

@@ -22,7 +22,6 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import audonnx
@@ -40,7 +39,7 @@ from emotion.features.acoustic import EGEMAPS_FUNCTIONALS_LEVEL, EGEMAPS_LLD_LEV
 from emotion.features.dataset import Batch, collate
 from emotion.files import current_umask
 from emotion.models.mamba import Mamba
-from emotion.settings import PositiveFloat, Settings
+from emotion.settings import ExportSettings
 from emotion.trained import TrainedModel, find_checkpoints, load_models
 from emotion.training.outputs import write_json
 from emotion.training.recipe import read_checkpoint, recipe_normalisation
@@ -67,16 +66,6 @@ CHECK_SECONDS = (1.3, 2.9, 4.6)
 
 class ExportError(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class ExportSettings(Settings):
-    """export.py's own group: conf/export.yaml documents each key."""
-
-    config_group = "export"
-
-    overwrite: bool  # replace a folder that is not empty
-    tolerance: PositiveFloat  # the largest torch-vs-onnxruntime difference accepted, on the rating scale
 
 
 def run_export(cfg: DictConfig) -> Path:

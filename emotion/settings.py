@@ -292,6 +292,16 @@ class PredictSettings(InferenceSettings):
 
 
 @dataclass(frozen=True)
+class ExportSettings(Settings):
+    """export.py's own group: conf/export.yaml documents each key."""
+
+    config_group = "export"
+
+    overwrite: bool  # replace a folder that is not empty
+    tolerance: PositiveFloat  # the largest torch-vs-onnxruntime difference accepted, on the rating scale
+
+
+@dataclass(frozen=True)
 class ReportSettings(Settings):
     """The comparison table's: conf/report/default.yaml documents each key."""
 

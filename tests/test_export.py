@@ -43,11 +43,12 @@ def export_config(ckpt, output: Path, *overrides: str):
 
 @pytest.fixture(scope="module")
 def single(trained, cache_dir, tmp_path_factory) -> Path:
-    """Fold 1's model, exported by export.py over a folder an earlier export left (export.overwrite=true)."""
+    """Fold 1's model, exported over a folder an earlier export left (export.overwrite=true); in this process,
+    as export.py's own start is tested with its errors below."""
     output = tmp_path_factory.mktemp("exports") / "fold1"
     output.mkdir()
     (output / "earlier.txt").write_text("an earlier export")
-    run_script("export.py", [f"ckpt={trained.jobs[1]}", f"output={output}", "export.overwrite=true"], cache_dir)
+    run_export(export_config(trained.jobs[1], output, "export.overwrite=true"))
     return output
 
 

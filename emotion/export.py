@@ -341,12 +341,12 @@ def _speech(signal, sampling_rate, model_rate):
 
 
 def _speech_lengths(signal, sampling_rate, model_rate):
-    """The wave's length in samples at the model's rate, (1,)."""
-    import audresample
+    """The wave's length in samples at the model's rate, (1,): the resampled length, without resampling again
+    (soxr, under audresample, rounds samples × model_rate / sampling_rate half up)."""
     import numpy as np
 
-    mono = audresample.remix(np.asarray(signal, dtype=np.float32), mixdown=True)
-    return np.array([audresample.resample(mono, sampling_rate, model_rate).shape[-1]], dtype=np.int64)
+    samples = np.shape(signal)[-1]
+    return np.array([(2 * samples * model_rate + sampling_rate) // (2 * sampling_rate)], dtype=np.int64)
 
 
 def _egemaps_frames(signal, sampling_rate, model_rate, full_scale, window, hop, smile):

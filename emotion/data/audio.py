@@ -54,7 +54,7 @@ def _read_stretch(path: Path, start_s: float, end_s: float | None, sample_rate: 
         common = math.gcd(rate, sample_rate)
         block_in, block_out = rate // common, sample_rate // common
         margin = 0 if rate == sample_rate else round(RESAMPLING_MARGIN_S * sample_rate)
-        total = round(frames * sample_rate / rate)  # as soxr rounds the whole file's length
+        total = (2 * frames * sample_rate + rate) // (2 * rate)  # the whole file's length: soxr rounds half up
         first = min(total, round(start_s * sample_rate))
         last = total if end_s is None else min(total, round(end_s * sample_rate))
         low_block = max(0, first - margin) // block_out
